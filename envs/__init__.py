@@ -1,0 +1,24 @@
+"""restock's simulator: scenario schema, Numba kernel, demand samplers, PettingZoo and array envs."""
+
+from envs.array_env import ArrayEnv
+from envs.compile import Compiled, compile_scenario
+from envs.config import ConfigError, ScenarioConfig, load_scenario, shipped_scenarios
+from envs.pz_env import InventoryEnv, parallel_env, policy_id_for
+
+ENV_NAME = "inventory_v0"
+ENV_VERSION = 0
+
+__all__ = [
+    "ENV_NAME",
+    "ENV_VERSION",
+    "ArrayEnv",
+    "Compiled",
+    "ConfigError",
+    "InventoryEnv",
+    "ScenarioConfig",
+    "compile_scenario",
+    "load_scenario",
+    "parallel_env",
+    "policy_id_for",
+    "shipped_scenarios",
+]

@@ -1,0 +1,498 @@
+"""Compile a `ScenarioConfig` into kernel `Params`, a `DemandModel` and the names that go with them."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from envs import config as C
+from envs.demand import KIND_NAMES, KIND_REPLAY, MAX_EFFECTS, DemandModel, build_tables, load_replay_csv
+from envs.types import (
+    MODE_ORDER_UP_TO,
+    MODE_QUANTITY,
+    RATION_PRIORITY,
+    RATION_PROPORTIONAL,
+    Params,
+    State,
+    new_state,
+)
+
+__all__ = ["Compiled", "compile_scenario"]
+
+
+@dataclass
+class Compiled:
+    """A scenario ready to simulate: kernel params, demand model, names and the initial state."""
+
+    config: C.ScenarioConfig
+    params: Params
+    demand: DemandModel
+    agent_ids: list[str]  # one per node: dc_0.., store_0..
+    node_names: list[str]  # the config's DC ids, then store_<i>
+    sku_names: list[str]
+    supplier_names: list[str]
+    W: int  # pipeline ring length
+    init_on_hand: np.ndarray  # [N, K] int64
+    init_pipe: np.ndarray  # [N, K, W] int64 by arrival offset 0..W-1 (offset 0 arrives at reset)
+    config_hash: str = field(default="")
+
+    @property
+    def N(self) -> int:
+        return len(self.agent_ids)
+
+    @property
+    def M(self) -> int:
+        return self.params.n_dcs
+
+    @property
+    def S(self) -> int:
+        return self.N - self.M
+
+    @property
+    def K(self) -> int:
+        return len(self.sku_names)
+
+    @property
+    def horizon(self) -> int:
+        return self.params.horizon
+
+    def role(self, n: int) -> str:
+        return "store" if n >= self.M else "dc"
+
+    def new_state(self, E: int) -> State:
+        return new_state(E, self.N, self.K, self.W)
+
+
+def _attr(
+    v,
+    n: int,
+    rng: np.random.Generator,
+    where: str,
+    integer: bool = False,
+    lo: float = 0.0,
+    known: dict | None = None,
+) -> np.ndarray:
+    if isinstance(v, C.Dist):
+        if v.of is not None:
+            if known is None or v.of not in known:
+                raise C.ConfigError(
+                    f"{where}: 'of: {v.of}' is not available here (SKU attributes only; "
+                    "unit_cost, volume, demand_mean, then price are drawn in that order)"
+                )
+            f = v.factor
+            fac = rng.uniform(f[0], f[1], n) if isinstance(f, tuple) else np.full(n, float(f))
+            a = known[v.of] * fac
+        elif v.uniform is not None:
+            a = rng.uniform(v.uniform[0], v.uniform[1], n)
+        elif v.loguniform is not None:
+            a = np.exp(rng.uniform(math.log(v.loguniform[0]), math.log(v.loguniform[1]), n))
+        elif v.lognormal is not None:
+            a = v.lognormal[0] * np.exp(v.lognormal[1] * rng.standard_normal(n))
+        else:
+            a = rng.choice(np.asarray(v.choice, float), n)
+    elif isinstance(v, list):
+        a = np.asarray(v, float)
+    else:
+        a = np.full(n, float(v))
+    if integer:
+        a = np.round(a)
+    if np.any(~np.isfinite(a)) or np.any(a < lo):
+        raise C.ConfigError(f"{where}: values must be finite and >= {lo}")
+    return a
+
+
+def _select(sel, n: int, fraction: float | None, rng: np.random.Generator) -> np.ndarray:
+    mask = np.zeros(n, np.int8)
+    if sel == "all":
+        mask[:] = 1
+    else:
+        mask[np.asarray(sel, int)] = 1
+    if fraction is not None:
+        keep = rng.random(n) < fraction
+        mask &= keep.astype(np.int8)
+    return mask
+
+
+def config_hash(cfg: C.ScenarioConfig) -> str:
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=16)
+def _tables(kind: int, lam_top: float, dispersion: float, cv: float):
+    if kind == 0:
+        dispersion, cv = 1.0, 0.5  # unused by Poisson: share the cache entry
+    return build_tables(kind, lam_top, dispersion, cv)
+
+
+def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
+    rng = np.random.default_rng(cfg.seed)
+    K, T = cfg.skus.count, cfg.horizon
+    net = cfg.network
+    sku = cfg.skus
+    sku_names = sku.names or [f"sku_{k}" for k in range(K)]
+
+    known: dict[str, np.ndarray] = {}
+    unit_cost = known["unit_cost"] = _attr(sku.unit_cost, K, rng, "skus.unit_cost")
+    volume = known["volume"] = _attr(sku.volume, K, rng, "skus.volume", known=known)
+    if np.any(volume <= 0):
+        raise C.ConfigError("skus.volume: every unit volume must be > 0")
+    mean_sku = known["demand_mean"] = _attr(cfg.demand.mean, K, rng, "demand.mean", known=known)
+    price = known["price"] = _attr(sku.price, K, rng, "skus.price", known=known)
+    holding = _attr(sku.holding_cost, K, rng, "skus.holding_cost", known=known)
+    stockout = _attr(sku.stockout_cost, K, rng, "skus.stockout_cost", known=known)
+    order_cost = _attr(sku.order_cost, K, rng, "skus.order_cost", known=known)
+    fixed_cost = _attr(sku.fixed_order_cost, K, rng, "skus.fixed_order_cost", known=known)
+    lot = _attr(sku.lot_size, K, rng, "skus.lot_size", integer=True, lo=1, known=known).astype(np.int64)
+    moq = _attr(sku.moq, K, rng, "skus.moq", integer=True, known=known).astype(np.int64)
+
+    # ---- nodes: DCs in config order (parents first), then stores
+    sup_ids = {s.id: u for u, s in enumerate(net.suppliers)}
+    dc_ids = {d.id: j for j, d in enumerate(net.dcs)}
+    for j, d in enumerate(net.dcs):
+        if d.parent in dc_ids and dc_ids[d.parent] >= j:
+            raise C.ConfigError(
+                f"network.dcs[{j}].parent: {d.parent!r} is listed after this DC; list parents first"
+            )
+    M = len(net.dcs)
+    S = net.n_stores
+    N = M + S
+    U = len(net.suppliers)
+    node_specs: list[C.NodeCommon] = list(net.dcs)
+    store_parent_names: list[str] = []
+    store_scale = []
+    for g, grp in enumerate(net.stores):
+        parents = [grp.parent] if isinstance(grp.parent, str) else list(grp.parent)
+        for i in range(grp.count):
+            node_specs.append(grp)
+            store_parent_names.append(parents[i * len(parents) // grp.count])
+        store_scale.append(_attr(grp.demand_scale, grp.count, rng, f"network.stores[{g}].demand_scale"))
+    store_scale = np.concatenate(store_scale)
+    parent_names = [d.parent for d in net.dcs] + store_parent_names
+    node_names = [d.id for d in net.dcs] + [f"store_{i}" for i in range(S)]
+    agent_ids = [f"dc_{j}" for j in range(M)] + [f"store_{i}" for i in range(S)]
+
+    parent = np.full(N, -1, np.int64)
+    supplier = np.full(N, -1, np.int64)
+    for n, pn in enumerate(parent_names):
+        if pn in dc_ids:
+            parent[n] = dc_ids[pn]
+        else:
+            supplier[n] = sup_ids[pn]
+    is_store = np.zeros(N, np.int8)
+    is_store[M:] = 1
+    depth = np.zeros(N, np.int64)
+    for n in range(N):
+        depth[n] = 0 if parent[n] < 0 else depth[parent[n]] + 1
+    children = [[] for _ in range(N)]
+    for n in range(N):
+        if parent[n] >= 0:
+            children[parent[n]].append(n)
+    for j in range(M):
+        if not children[j]:
+            raise C.ConfigError(f"network.dcs[{j}] ({node_names[j]!r}) supplies no store or DC")
+    child_ptr = np.zeros(N + 1, np.int64)
+    child_ptr[1:] = np.cumsum([len(c) for c in children])
+    child_idx = np.asarray([c for cs in children for c in cs], np.int64)
+    fed = [[n for n in range(N) if supplier[n] == u] for u in range(U)]
+    sup_ptr = np.zeros(U + 1, np.int64)
+    sup_ptr[1:] = np.cumsum([len(f) for f in fed])
+    sup_idx = np.asarray([n for f in fed for n in f], np.int64)
+
+    # ---- demand means per store and SKU; DCs see the sum of their descendants
+    kind = KIND_NAMES[cfg.demand.model]
+    replay_trace = None
+    if kind == KIND_REPLAY:
+        rp = cfg.demand.replay
+        try:
+            replay_trace = load_replay_csv(rp.path, node_names[M:], sku_names)
+        except ValueError as exc:
+            raise C.ConfigError(str(exc)) from None
+        base = replay_trace.mean(axis=0) * rp.scale
+    else:
+        base = store_scale[:, None] * mean_sku[None, :]
+    mean = np.zeros((N, K))
+    mean[M:] = base
+    for n in range(N - 1, M - 1, -1):
+        p = parent[n]
+        while p >= 0:
+            mean[p] += mean[n]
+            p = parent[p]
+    scale = np.maximum(mean, 0.1)
+
+    # ---- season over the horizon (t = 0..T)
+    t = np.arange(T + 1, dtype=float)
+    season = np.ones(T + 1)
+    if cfg.demand.weekly is not None:
+        season *= np.asarray(cfg.demand.weekly)[np.arange(T + 1) % 7]
+    if cfg.demand.yearly is not None:
+        y = cfg.demand.yearly
+        season *= 1.0 + y.amplitude * np.cos(2 * np.pi * (t - y.peak_period) / y.period_length)
+    if cfg.demand.trend:
+        season *= np.maximum(0.0, 1.0 + cfg.demand.trend * t)
+    if kind == KIND_REPLAY:
+        season = np.ones(T + 1)
+
+    effects = []
+    for p_ in cfg.demand.promotions:
+        effects.append(
+            (
+                p_.start,
+                p_.end,
+                p_.uplift,
+                _select(p_.skus, K, p_.sku_fraction, rng),
+                _select(p_.stores, S, None, rng),
+            )
+        )
+    for s_ in cfg.demand.shocks:
+        effects.append(
+            (
+                s_.start,
+                s_.start + s_.duration,
+                s_.multiplier,
+                _select(s_.skus, K, s_.sku_fraction, rng),
+                _select(s_.stores, S, None, rng),
+            )
+        )
+    if len(effects) > MAX_EFFECTS:
+        raise C.ConfigError(
+            f"demand: at most {MAX_EFFECTS} promotions and shocks together (got {len(effects)})"
+        )
+    Q = len(effects)
+    eff_start = np.asarray([e[0] for e in effects], np.int64).reshape(Q)
+    eff_end = np.asarray([e[1] for e in effects], np.int64).reshape(Q)
+    eff_mult = np.asarray([e[2] for e in effects], float).reshape(Q)
+    eff_sku = np.asarray([e[3] for e in effects], np.int8).reshape(Q, K)
+    eff_store = np.asarray([e[4] for e in effects], np.int8).reshape(Q, S)
+
+    lam_top = float(base.max(initial=0.0) * season.max(initial=1.0) * np.prod(np.maximum(eff_mult, 1.0)))
+    tab_kind = kind if kind != KIND_REPLAY else 0
+    grid, ptr, cdf, guide = _tables(
+        tab_kind, round(max(lam_top, 1.0) * 1.05, 6), float(cfg.demand.dispersion), float(cfg.demand.cv)
+    )
+    demand = DemandModel(
+        kind=kind,
+        base=np.ascontiguousarray(base, float),
+        season=season,
+        eff_start=eff_start,
+        eff_end=eff_end,
+        eff_mult=eff_mult,
+        eff_sku=eff_sku,
+        eff_store=eff_store,
+        dispersion=float(cfg.demand.dispersion),
+        cv=float(cfg.demand.cv),
+        trace=replay_trace if replay_trace is not None else np.zeros((1, S, K)),
+        replay_start=(
+            -1
+            if (kind == KIND_REPLAY and cfg.demand.replay.start == "random")
+            else int(cfg.demand.replay.start)
+            if kind == KIND_REPLAY
+            else 0
+        ),
+        replay_scale=float(cfg.demand.replay.scale) if kind == KIND_REPLAY else 1.0,
+        grid_lam=grid,
+        tab_ptr=ptr,
+        tab_cdf=cdf,
+        tab_guide=guide,
+        inv_log_ratio=(ilr := 1.0 / math.log(grid[1] / grid[0]) if len(grid) > 1 else 1.0),
+        log_base=np.where(base > 0, np.log(np.maximum(base, 1e-300) / grid[0]) * ilr, -1e300),
+    )
+
+    # ---- lead times
+    lt_specs = []
+    for n in range(N):
+        lt = node_specs[n].lead_time
+        if isinstance(lt, int):
+            lt_specs.append(("fixed", np.full(K, lt)))
+        elif isinstance(lt, C.LeadTimePerSku):
+            lt_specs.append(("fixed", np.asarray(lt.per_sku)))
+        else:
+            lt_specs.append(("dist", (np.asarray(lt.values), np.asarray(lt.probs))))
+    lt_extra = np.zeros((T + 1, N), np.int64)
+    for dis in cfg.disruptions:
+        if isinstance(dis, C.LeadTimeSpike):
+            nodes = _nodes_named(dis.node, node_names, M, N, "disruptions: lead_time_spike.node")
+            lt_extra[dis.start : min(dis.end, T + 1), nodes] += dis.extra
+    max_lt = 0
+    for kind_, v in lt_specs:
+        max_lt = max(max_lt, int(v.max()) if kind_ == "fixed" else int(v[0].max()))
+    W = max_lt + int(lt_extra.max(initial=0)) + 1
+    lt_fixed = np.zeros(N, np.int8)
+    lt_value = np.zeros((N, K), np.int64)
+    lt_cdf = np.zeros((N, K, W))
+    lt_mean = np.zeros((N, K))
+    for n, (kind_, v) in enumerate(lt_specs):
+        if kind_ == "fixed":
+            lt_fixed[n] = 1
+            lt_value[n] = v
+            lt_mean[n] = v
+            for k in range(K):
+                lt_cdf[n, k, v[k] :] = 1.0
+        else:
+            vals, probs = v
+            pmf = np.zeros(W)
+            np.add.at(pmf, vals, probs)
+            cdf_ = np.cumsum(pmf)
+            cdf_[-1] = 1.0
+            lt_cdf[n, :, :] = cdf_
+            lt_value[n] = int(vals[np.argmax(probs)])
+            lt_mean[n] = float(np.dot(vals, probs))
+
+    # ---- capacities over time
+    storage = np.asarray([np.inf if s.storage_capacity is None else s.storage_capacity for s in node_specs])
+    storage_cap = np.tile(storage, (T + 1, 1))
+    sup_cap = np.full((T + 1, U, K), np.inf)
+    for u, s in enumerate(net.suppliers):
+        if s.capacity is not None:
+            sup_cap[:, u, :] = np.floor(_attr(s.capacity, K, rng, f"network.suppliers[{u}].capacity"))
+    for dis in cfg.disruptions:
+        if isinstance(dis, C.CapacityCut):
+            nodes = _nodes_named(dis.node, node_names, M, N, "disruptions: capacity_cut.node")
+            storage_cap[dis.start : min(dis.end, T + 1), nodes] *= dis.factor
+        elif isinstance(dis, C.SupplierOutage):
+            u = sup_ids[dis.supplier]
+            sl = slice(dis.start, min(dis.end, T + 1))
+            if dis.capacity_factor == 0.0:
+                sup_cap[sl, u, :] = 0.0
+            else:
+                # an uncapped supplier under partial outage: cap at the factor times mean demand it serves
+                served = np.zeros(K)
+                for n in range(N):
+                    if supplier[n] == u:
+                        served += mean[n]
+                capped = np.where(np.isinf(sup_cap[sl, u, :]), served[None, :], sup_cap[sl, u, :])
+                sup_cap[sl, u, :] = np.floor(capped * dis.capacity_factor)
+    ahead = np.empty_like(storage_cap)
+    for tt in range(T + 1):
+        ahead[tt] = storage_cap[tt : min(tt + W, T + 1)].min(axis=0)
+
+    # ---- costs per node and SKU
+    hold = np.asarray([s.holding_factor for s in node_specs])[:, None] * holding[None, :]
+    stock_f = np.asarray([s.stockout_factor for s in node_specs])
+    pipe_hold = np.zeros((N, K))
+    for n, s in enumerate(node_specs):
+        if s.pipeline_holding == "parent" and parent[n] >= 0:
+            pipe_hold[n] = hold[parent[n]]
+        elif s.pipeline_holding == "own":
+            pipe_hold[n] = hold[n]
+    price_nk = np.zeros((N, K))
+    price_nk[M:] = price[None, :]
+
+    # ---- actions
+    def aspec(n: int) -> C.ActionSpec:
+        return cfg.action.store if n >= M else cfg.action.dc
+
+    levels = np.asarray([aspec(n).levels for n in range(N)], np.int64)
+    mode = np.asarray(
+        [MODE_QUANTITY if aspec(n).mapping == "quantity" else MODE_ORDER_UP_TO for n in range(N)], np.int8
+    )
+    qstep = np.asarray([lot * aspec(n).lots_per_level for n in range(N)], np.int64).reshape(N, K)
+    cover_step = np.asarray([aspec(n).max_cover / (aspec(n).levels - 1) for n in range(N)], float)
+
+    params = Params(
+        parent=parent,
+        supplier=supplier,
+        is_store=is_store,
+        child_ptr=child_ptr,
+        child_idx=child_idx,
+        sup_ptr=sup_ptr,
+        sup_idx=sup_idx,
+        depth=depth,
+        backlog=np.asarray([1 if s.unmet == "backlog" else 0 for s in node_specs], np.int8),
+        rationing=np.asarray(
+            [
+                RATION_PRIORITY
+                if getattr(s, "rationing", "proportional") == "priority"
+                else RATION_PROPORTIONAL
+                for s in node_specs
+            ],
+            np.int8,
+        ),
+        storage_cap=storage_cap,
+        storage_cap_ahead=ahead,
+        overflow_dispose=np.asarray([1 if s.overflow == "dispose" else 0 for s in node_specs], np.int8),
+        overflow_cost=np.asarray([s.overflow_cost for s in node_specs], float),
+        lane_cap=np.asarray([np.inf if s.lane_capacity is None else s.lane_capacity for s in node_specs]),
+        budget=np.asarray([np.inf if s.budget is None else s.budget for s in node_specs]),
+        max_increase=np.asarray(
+            [np.inf if s.max_order_increase is None else float(s.max_order_increase) for s in node_specs]
+        ),
+        hold=hold,
+        pipe_hold=pipe_hold,
+        stockout=stock_f[:, None] * stockout[None, :],
+        order_cost=np.tile(order_cost, (N, 1)),
+        fixed_cost=np.tile(fixed_cost, (N, 1)),
+        price=price_nk,
+        mean=mean,
+        scale=scale,
+        inv_scale=1.0 / scale,
+        log_scale=np.log(scale),
+        crit_ratio=_crit_ratio(hold, stock_f[:, None] * stockout[None, :]),
+        unit_cost=unit_cost,
+        volume=volume,
+        lot=lot,
+        moq=moq,
+        lt_fixed=lt_fixed,
+        lt_value=lt_value,
+        lt_cdf=lt_cdf,
+        lt_mean=lt_mean,
+        lt_extra=lt_extra,
+        sup_cap=sup_cap,
+        season=season,
+        levels=levels,
+        mode=mode,
+        qstep=qstep,
+        cover_step=cover_step,
+        net_weight=float(cfg.reward.network_weight),
+        reward_scale=float(cfg.reward.scale),
+        include_revenue=bool(cfg.reward.include_revenue),
+        horizon=int(T),
+        n_dcs=int(M),
+    )
+
+    cover = np.where(np.arange(N) >= M, cfg.initial.store_cover, cfg.initial.dc_cover)
+    init_on_hand = np.round(cover[:, None] * mean * season[0]).astype(np.int64)
+    init_pipe = np.zeros((N, K, W), np.int64)
+    if cfg.initial.pipeline_cover > 0:
+        fill = np.round(cfg.initial.pipeline_cover * mean).astype(np.int64)
+        for n in range(N):
+            for k in range(K):
+                L = int(lt_value[n, k])
+                # at a decision the orders of the last L-1 periods are in transit: arrivals at 1..L-1
+                init_pipe[n, k, 1:L] = fill[n, k]
+
+    return Compiled(
+        config=cfg,
+        params=params,
+        demand=demand,
+        agent_ids=agent_ids,
+        node_names=node_names,
+        sku_names=sku_names,
+        supplier_names=[s.id for s in net.suppliers],
+        W=W,
+        init_on_hand=init_on_hand,
+        init_pipe=init_pipe,
+        config_hash=config_hash(cfg),
+    )
+
+
+def _crit_ratio(hold: np.ndarray, stockout: np.ndarray) -> np.ndarray:
+    tot = hold + stockout
+    return np.where(tot > 0, stockout / np.where(tot > 0, tot, 1.0), 0.5)
+
+
+def _nodes_named(name: str, node_names: list[str], M: int, N: int, where: str) -> list[int]:
+    if name == "all":
+        return list(range(N))
+    if name == "stores":
+        return list(range(M, N))
+    if name == "dcs":
+        return list(range(M))
+    if name in node_names:
+        return [node_names.index(name)]
+    raise C.ConfigError(f"{where}: unknown node {name!r}")

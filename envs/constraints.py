@@ -1,0 +1,200 @@
+"""Hard-constraint predicates: one module that masks (in the kernel) and shields (in `agents`) both call.
+
+Every hard constraint is an upper bound on an order, so ordering zero is always feasible and any
+repair that only lowers quantities keeps feasibility. Per node n and SKU k, each constraint yields a
+bound on q[n, k] taken alone (the others at zero); the joint forms (shared storage volume and budget
+across a node's SKUs, DC stock across the stores it serves, supplier caps across the nodes it feeds)
+are sums checked by `joint_slacks` and repaired by the shield. Lot size and MOQ restrict q to
+{0} U {lot * j >= moq}.
+
+Constraint ids (stable; they appear in errors, decision records and TensorBoard tags):
+  storage          volume on hand + in transit + owed + q, at arrival, assuming zero demand meanwhile,
+                   must fit the node's smallest storage capacity over the coming lead-time window
+  supplier         units per SKU per period an external supplier can ship (outages set it to 0)
+  lane             inbound volume per period on the node's lane
+  budget           ordering spend (unit_cost x q) per node per period
+  dc_availability  units a DC has on hand beyond what it already owes its children (stores' orders)
+  rate_limit       q_t - q_{t-1} <= max_order_increase
+  lot_moq          q is a multiple of the lot size and 0 or >= MOQ
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+CONSTRAINTS = ("storage", "supplier", "lane", "budget", "dc_availability", "rate_limit", "lot_moq")
+CI_STORAGE, CI_SUPPLIER, CI_LANE, CI_BUDGET, CI_DC_AVAIL, CI_RATE, CI_LOT_MOQ = range(7)
+N_CONSTRAINTS = len(CONSTRAINTS)
+N_BOUND_CONSTRAINTS = 6  # the upper-bound ones (all but lot_moq)
+BIG = np.int64(1 << 30)  # "unbounded" as a quantity
+
+
+@njit(cache=True, inline="always")
+def clamp_time(p, t):
+    t = np.int64(t)
+    return t if t < p.horizon else np.int64(p.horizon)
+
+
+@njit(cache=True, inline="always")
+def pipe_total(s, e, n, k):
+    tot = 0
+    for w in range(s.pipe.shape[3]):
+        tot += s.pipe[e, n, k, w]
+    return tot
+
+
+@njit(cache=True, inline="always")
+def owed_to_children(p, s, e, d, k):
+    """Units DC d owes its children for SKU k (their backlogged orders)."""
+    tot = 0
+    for i in range(p.child_ptr[d], p.child_ptr[d + 1]):
+        tot += s.owed[e, p.child_idx[i], k]
+    return tot
+
+
+@njit(cache=True, inline="always")
+def inventory_position(p, s, e, n, k):
+    """Installation inventory position: on hand + in transit + owed by the parent - own backorders."""
+    ip = s.on_hand[e, n, k] + pipe_total(s, e, n, k) + s.owed[e, n, k]
+    if p.is_store[n]:
+        ip -= s.backlog[e, n, k]
+    else:
+        ip -= owed_to_children(p, s, e, n, k)
+    return ip
+
+
+@njit(cache=True, inline="always")
+def committed_volume(p, s, e, n):
+    """Volume at node n once everything on the way has arrived (zero demand meanwhile)."""
+    v = 0.0
+    for k in range(s.on_hand.shape[2]):
+        units = s.on_hand[e, n, k] + pipe_total(s, e, n, k) + s.owed[e, n, k]
+        v += units * p.volume[k]
+    return v
+
+
+@njit(cache=True, inline="always")
+def storage_headroom(p, s, e, n):
+    """Volume that new orders of node n may still take (inf when the node has no capacity)."""
+    cap = p.storage_cap_ahead[clamp_time(p, s.t[e]), n]
+    if math.isinf(cap):
+        return np.inf
+    h = cap - committed_volume(p, s, e, n)
+    return h if h > 0.0 else 0.0
+
+
+@njit(cache=True, inline="always")
+def dc_available(p, s, e, d, k):
+    """Units DC d can still promise to new orders of SKU k."""
+    a = s.on_hand[e, d, k] - owed_to_children(p, s, e, d, k)
+    return a if a > 0 else 0
+
+
+@njit(cache=True, inline="always")
+def _floor_div(x, y):
+    if y <= 0.0 or math.isinf(x):
+        return BIG
+    v = math.floor(x / y + 1e-9)
+    if v >= BIG:
+        return BIG
+    if v < 0:
+        return np.int64(0)
+    return np.int64(v)
+
+
+@njit(cache=True, inline="always")
+def bound_values(
+    volume_k, unit_cost_k, headroom, sup_cap_k, lane_cap, budget, dc_avail, last_order, max_increase
+):
+    """THE per-SKU predicate: bounds (storage, supplier, lane, budget, dc_availability, rate_limit) on one
+    order taken alone, from scalars; BIG means unbounded. Masks, shields and explanations all call it.
+
+    headroom: storage volume new orders may take; sup_cap_k: supplier units (inf = none); lane_cap and
+    budget: the node's per-period limits (inf = none); dc_avail: units the parent DC can still promise
+    (BIG when fed by a supplier); last_order: the node's executed order last period; max_increase: the
+    rate limit (inf = none).
+    """
+    b_storage = _floor_div(headroom, volume_k)
+    b_supplier = BIG
+    if not math.isinf(sup_cap_k):
+        b_supplier = np.int64(sup_cap_k) if sup_cap_k > 0 else np.int64(0)
+    b_lane = _floor_div(lane_cap, volume_k)
+    b_budget = _floor_div(budget, unit_cost_k) if unit_cost_k > 0 else BIG
+    b_dc = dc_avail if dc_avail < BIG else BIG
+    b_rate = BIG
+    if not math.isinf(max_increase):
+        b_rate = np.int64(last_order) + np.int64(max_increase)
+    return b_storage, b_supplier, b_lane, b_budget, b_dc, b_rate
+
+
+@njit(cache=True, inline="always")
+def tightest(b):
+    """The smallest of the six bounds returned by `bound_values`."""
+    m = b[0]
+    if b[1] < m:
+        m = b[1]
+    if b[2] < m:
+        m = b[2]
+    if b[3] < m:
+        m = b[3]
+    if b[4] < m:
+        m = b[4]
+    if b[5] < m:
+        m = b[5]
+    return m
+
+
+@njit(cache=True)
+def sku_bounds(p, s, e, n, k, headroom, out):
+    """Per-constraint bounds on q[n, k] of environment e into out[0:6] (slow path: explanations)."""
+    tc = clamp_time(p, s.t[e])
+    u = p.supplier[n]
+    sc = p.sup_cap[tc, u, k] if u >= 0 else np.inf
+    d = p.parent[n]
+    atp = dc_available(p, s, e, d, k) if d >= 0 else BIG
+    b = bound_values(
+        p.volume[k],
+        p.unit_cost[k],
+        headroom,
+        sc,
+        p.lane_cap[n],
+        p.budget[n],
+        atp,
+        s.last_order[e, n, k],
+        p.max_increase[n],
+    )
+    for c in range(6):
+        out[c] = b[c]
+
+
+@njit(cache=True, inline="always")
+def upper_bound(p, s, e, n, k, headroom, scratch):
+    """The tightest per-SKU bound on q[n, k]; ``scratch`` is an int64 array of length >= 6."""
+    sku_bounds(p, s, e, n, k, headroom, scratch)
+    ub = BIG
+    for c in range(N_BOUND_CONSTRAINTS):
+        if scratch[c] < ub:
+            ub = scratch[c]
+    return ub
+
+
+@njit(cache=True, inline="always")
+def structural_ok(p, k, q):
+    """Lot size and MOQ: q is 0, or a multiple of the lot size and at least the MOQ."""
+    if q == 0:
+        return True
+    return q > 0 and q % p.lot[k] == 0 and q >= p.moq[k]
+
+
+@njit(cache=True, inline="always")
+def snap_down(p, k, q):
+    """The largest structurally valid quantity <= q (lot multiple, 0 below MOQ)."""
+    if q <= 0:
+        return 0
+    q = (q // p.lot[k]) * p.lot[k]
+    if q < p.moq[k]:
+        return 0
+    return q

@@ -1,0 +1,776 @@
+"""The inventory kernel: the only place where inventory physics lives.
+
+Numba-jitted functions over `Params` and `State` NamedTuples, batched over E environments. The
+period contract (DESIGN.md section 3), for each period t:
+
+1. shipments due in period t arrive (on hand += arrivals; with ``overflow: dispose`` arrivals that do
+   not fit the node's storage volume are refused and destroyed, pro rata over SKUs, rounded up);
+2. agents observe and decide orders (outside this module: masks, policies and shields);
+3. shipping: external suppliers ship within their caps (rationed over the nodes they feed), then every
+   DC, parents before children, ships to its children from on hand (proportional rationing with
+   largest remainders, or by priority). Lane capacity then scales each lane's shipment down pro rata
+   (rounded down). A DC with ``unmet: backlog`` owes its children what it did not ship and ships it
+   first later; with ``lost`` the rest of the order is cancelled. Suppliers never backlog.
+   A shipment sent in period t with lead time L (drawn per lane and period for stochastic lanes, plus
+   any lead-time spike) arrives in step 1 of period t+L; with L = 0 it is put on hand at once, before
+   the receiving node ships further down;
+4. customer demand arrives at stores; sales = min(on hand, backlog + demand), backlog first;
+5. unmet demand is lost or backlogged per node;
+6. costs: holding on end on hand, pipeline holding on units in transit, stockout (per unit lost, or per
+   unit backlogged at the end of the period), variable ordering cost per unit shipped, fixed cost per
+   positive order line, overflow (per volume unit above capacity at the end of the period); revenue
+   at the selling price on units sold.
+
+`step` runs steps 3-6 of period t, advances t and runs step 1 of period t+1, so a `State` always sits
+at a decision point. A lead time of L means an order placed in period t is usable for demand in t+L.
+
+Implementation notes: every batched entry point is one Python function compiled twice, serially
+and with ``parallel=True`` (``prange`` is ``range`` in the serial build). Inside, arrays are unpacked
+into locals once and the per-pair loops call only small helpers that take scalars or arrays: passing
+the Params/State tuples to non-inlined helpers inside a loop costs hundreds of nanoseconds a call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from envs.constraints import BIG, bound_values, tightest
+from envs.rng import uniform_at
+from envs.types import (
+    C_FIXED,
+    C_HOLD,
+    C_ORDER,
+    C_OVERFLOW,
+    C_PIPE,
+    C_STOCKOUT,
+    K_ARRIVED,
+    K_BACKLOG,
+    K_DEMAND,
+    K_DISPOSED,
+    K_FILLED,
+    K_LOST,
+    K_ON_HAND,
+    K_ON_HAND_VALUE,
+    K_ORDER_LINES,
+    K_ORDERED,
+    K_OVERFLOW_VOL,
+    K_PIPELINE,
+    K_RECEIVED_SHIP,
+    K_SALES_VALUE,
+    K_SHIPPED_OUT,
+    K_SPEND,
+    K_STOCKOUT_SKUS,
+    K_UNMET,
+    MODE_QUANTITY,
+    N_COST,
+    RATION_PROPORTIONAL,
+    UB_FEATURE_CAP,
+)
+
+# ------------------------------------------------------------------------------------------------
+# small helpers (scalars and arrays only)
+
+
+@njit(cache=True)
+def _ration(avail, req_of, ship_of, idx, lo, hi, rule):
+    """Split ``avail`` units over requesters idx[lo:hi] (requests req_of[i], results into ship_of[i]).
+
+    Proportional: floor shares, then the remaining units one each to the largest fractional
+    remainders (ties to the lower position). Priority: in position order. ``req_of``/``ship_of`` are
+    indexed by the requester's node id.
+    """
+    avail = np.int64(avail)
+    total = np.int64(0)
+    for i in range(lo, hi):
+        total += req_of[idx[i]]
+    if total <= avail:
+        for i in range(lo, hi):
+            ship_of[idx[i]] = req_of[idx[i]]
+        return
+    if avail <= 0:
+        for i in range(lo, hi):
+            ship_of[idx[i]] = 0
+        return
+    if rule != RATION_PROPORTIONAL:
+        left = avail
+        for i in range(lo, hi):
+            r = req_of[idx[i]]
+            x = r if r < left else left
+            ship_of[idx[i]] = x
+            left -= x
+        return
+    given = np.int64(0)
+    for i in range(lo, hi):
+        x = (avail * req_of[idx[i]]) // total
+        ship_of[idx[i]] = x
+        given += x
+    rem = avail - given
+    # the remainder goes by largest fractional part (avail*req mod total), ties to the lower position
+    prev_f = np.int64(-1)
+    prev_i = -1
+    for _ in range(rem):
+        best_f = np.int64(-1)
+        best_i = -1
+        for i in range(lo, hi):
+            f = (avail * req_of[idx[i]]) % total
+            if prev_i >= 0 and (f > prev_f or (f == prev_f and i <= prev_i)):
+                continue  # already served: strictly after (prev_f, prev_i) in (f desc, i asc)
+            if f > best_f:
+                best_f = f
+                best_i = i
+        if best_i < 0:
+            break
+        ship_of[idx[best_i]] += 1
+        prev_f = best_f
+        prev_i = best_i
+
+
+@njit(cache=True, inline="always")
+def level_quantity(l, mode, qstep, cover_step, forecast, ip, lot, moq):
+    """Order quantity of action level l (level 0 always orders nothing).
+
+    quantity mode: l * qstep (qstep = lots_per_level * lot size). order-up-to mode: raise the
+    inventory position ip to l * cover_step periods of the forecast, rounded up to the lot size, at
+    least the MOQ.
+    """
+    if l <= 0:
+        return np.int64(0)
+    if mode == MODE_QUANTITY:
+        return np.int64(l) * qstep
+    gap = l * cover_step * forecast - ip
+    if gap <= 1e-9:
+        return np.int64(0)
+    q = np.int64(math.ceil(gap - 1e-9))
+    q = ((q + lot - 1) // lot) * lot
+    if q < moq:
+        q = ((moq + lot - 1) // lot) * lot
+    return q
+
+
+@njit(cache=True, inline="always")
+def allowed_levels(L, mode, qstep, cover_step, forecast, ip, lot, moq, ub):
+    """(lo, hi): levels 1..L-1 allowed under the bound ub on the quantity are exactly lo..hi (empty when
+    hi < lo); level 0 is always allowed. Quantities grow with the level, so the allowed set is a range
+    (quantity mode skips the levels below the MOQ). The closed form is checked against
+    `level_quantity` at the edges, so float rounding can never let an infeasible level through."""
+    if mode == MODE_QUANTITY:
+        lo = np.int64(1)
+        if moq > qstep:
+            lo = (moq + qstep - 1) // qstep
+        hi = ub // qstep if qstep > 0 else np.int64(L - 1)
+        if hi > L - 1:
+            hi = np.int64(L - 1)
+        return lo, hi
+    step = cover_step * forecast
+    if step <= 0.0:
+        return np.int64(1), np.int64(L - 1)  # every level orders nothing
+    ub_lot = (ub // lot) * lot
+    moq_lot = ((moq + lot - 1) // lot) * lot
+    top = ub_lot + ip if ub_lot >= moq_lot and ub_lot > 0 else ip  # largest feasible target
+    x = top / step
+    hi = np.int64(math.floor(x)) if x < L else np.int64(L - 1)
+    if hi < 0:
+        hi = np.int64(0)
+    while hi >= 1 and level_quantity(hi, mode, qstep, cover_step, forecast, ip, lot, moq) > ub:
+        hi -= 1
+    while hi + 1 <= L - 1 and level_quantity(hi + 1, mode, qstep, cover_step, forecast, ip, lot, moq) <= ub:
+        hi += 1
+    return np.int64(1), hi
+
+
+@njit(cache=True)
+def level_qty(p, n, k, l, ip, tc):
+    """`level_quantity` for node n, SKU k at clamped period tc (slow path, from Python)."""
+    return level_quantity(
+        l, p.mode[n], p.qstep[n, k], p.cover_step[n], p.mean[n, k] * p.season[tc], ip, p.lot[k], p.moq[k]
+    )
+
+
+@njit(cache=True)
+def _owed_out(owed, parent, e, oo):
+    """oo[d, k] = units DC d owes its children (their backlogged orders), for environment e."""
+    M, K = oo.shape
+    for d in range(M):
+        for k in range(K):
+            oo[d, k] = 0
+    for c in range(owed.shape[1]):
+        d = parent[c]
+        if d >= 0:
+            for k in range(K):
+                oo[d, k] += owed[e, c, k]
+
+
+@njit(cache=True)
+def _arrive(e, t, horizon, pipe, on_hand, arrived, volume, dispose, storage_cap, ocost, kpi, cost):
+    """Step 1 for environment e: shipments due in period t arrive (disposal when they do not fit)."""
+    N, K = on_hand.shape[1], on_hand.shape[2]
+    W = pipe.shape[3]
+    slot = t % W
+    tc = t if t < horizon else horizon
+    for n in range(N):
+        vol_arr = 0.0
+        for k in range(K):
+            a = pipe[e, n, k, slot]
+            pipe[e, n, k, slot] = 0
+            arrived[e, n, k] = a
+            vol_arr += a * volume[k]
+        cap = storage_cap[tc, n]
+        if dispose[n] and vol_arr > 0.0 and not math.isinf(cap):
+            used = 0.0
+            for k in range(K):
+                used += (on_hand[e, n, k] + arrived[e, n, k]) * volume[k]
+            excess = used - cap
+            if excess > 0.0:
+                frac = excess / vol_arr
+                if frac > 1.0:
+                    frac = 1.0
+                for k in range(K):
+                    a = np.int64(arrived[e, n, k])
+                    if a > 0:
+                        d = np.int64(math.ceil(a * frac - 1e-9))
+                        if d > a:
+                            d = a
+                        arrived[e, n, k] = a - d
+                        kpi[e, n, K_DISPOSED] += d
+                        cost[e, n, C_OVERFLOW] += ocost[n] * d * volume[k]
+        units = np.int64(0)
+        for k in range(K):
+            on_hand[e, n, k] += arrived[e, n, k]
+            units += arrived[e, n, k]
+        kpi[e, n, K_ARRIVED] += units
+
+
+@njit(cache=True)
+def _rewards(e, cost, revenue, reward, include_revenue, net_weight, scale):
+    N = cost.shape[1]
+    tot = 0.0
+    for n in range(N):
+        c = 0.0
+        for j in range(N_COST):
+            c += cost[e, n, j]
+        if include_revenue:
+            c -= revenue[e, n]
+        reward[e, n] = c  # the node's net cost for now
+        tot += c
+    mean = tot / N
+    for n in range(N):
+        reward[e, n] = -((1.0 - net_weight) * reward[e, n] + net_weight * mean) / scale
+
+
+# ------------------------------------------------------------------------------------------------
+# steps 3-6 and the advance to t+1
+
+
+def _step_impl(p, s, w, qty, demand, out):
+    """Advance every environment one period: qty[E, N, K] executed orders, demand[E, S, K]."""
+    E, N, K = s.on_hand.shape
+    W = s.pipe.shape[3]
+    M = p.n_dcs
+    U = p.sup_ptr.shape[0] - 1
+    T = p.horizon
+    on_hand, backlog, owed, pipe = s.on_hand, s.backlog, s.owed, s.pipe
+    last_order, last_demand, shipped, arrived = s.last_order, s.last_demand, s.shipped, s.arrived
+    cost, kpi, revenue = out.cost, out.kpi, out.revenue
+    volume, unit_cost = p.volume, p.unit_cost
+    for e in prange(E):
+        t = np.int64(s.t[e])
+        tc = t if t < T else np.int64(T)
+        req = w.req[e]
+        ship = w.ship[e]
+        for n in range(N):
+            for j in range(cost.shape[2]):
+                cost[e, n, j] = 0.0
+            for j in range(kpi.shape[2]):
+                kpi[e, n, j] = 0.0
+            revenue[e, n] = 0.0
+
+        # orders: bookkeeping, fixed costs, budget spend
+        for n in range(N):
+            units = np.int64(0)
+            lines = 0
+            spend = 0.0
+            fixed = 0.0
+            for k in range(K):
+                q = qty[e, n, k]
+                if q < 0:
+                    q = 0
+                    qty[e, n, k] = 0
+                last_order[e, n, k] = q
+                if q > 0:
+                    units += q
+                    lines += 1
+                    spend += unit_cost[k] * q
+                    fixed += p.fixed_cost[n, k]
+            kpi[e, n, K_ORDERED] = units
+            kpi[e, n, K_ORDER_LINES] = lines
+            kpi[e, n, K_SPEND] = spend
+            cost[e, n, C_FIXED] = fixed
+
+        # step 3: suppliers (u < U) then DCs in order (u >= U stands for DC d = u - U)
+        for src in range(U + M):
+            if src < U:
+                lo, hi = p.sup_ptr[src], p.sup_ptr[src + 1]
+                idx = p.sup_idx
+                bl = 0
+                for k in range(K):
+                    cap = p.sup_cap[tc, src, k]
+                    for i in range(lo, hi):
+                        req[idx[i]] = qty[e, idx[i], k]
+                    _ration(
+                        BIG if math.isinf(cap) else np.int64(cap), req, ship, idx, lo, hi, RATION_PROPORTIONAL
+                    )
+                    for i in range(lo, hi):
+                        shipped[e, idx[i], k] = ship[idx[i]]
+            else:
+                d = src - U
+                lo, hi = p.child_ptr[d], p.child_ptr[d + 1]
+                idx = p.child_idx
+                bl = p.backlog[d]
+                dem_units = np.int64(0)
+                for k in range(K):
+                    new_orders = np.int64(0)
+                    for i in range(lo, hi):
+                        c = idx[i]
+                        new_orders += qty[e, c, k]
+                        req[c] = qty[e, c, k] + (owed[e, c, k] if bl else 0)
+                    last_demand[e, d, k] = new_orders
+                    dem_units += new_orders
+                    _ration(on_hand[e, d, k], req, ship, idx, lo, hi, p.rationing[d])
+                    for i in range(lo, hi):
+                        shipped[e, idx[i], k] = ship[idx[i]]
+                kpi[e, d, K_DEMAND] = dem_units
+            # lane capacity, then into transit (or on hand at once when the lead time is 0)
+            for i in range(lo, hi):
+                c = idx[i]
+                lcap = p.lane_cap[c]
+                if not math.isinf(lcap):
+                    vol = 0.0
+                    for k in range(K):
+                        vol += shipped[e, c, k] * volume[k]
+                    if vol > lcap:
+                        f = lcap / vol
+                        for k in range(K):
+                            shipped[e, c, k] = np.int64(math.floor(shipped[e, c, k] * f + 1e-9))
+                fixed_lt = p.lt_fixed[c]
+                u = 0.0 if fixed_lt else uniform_at(s.key[e], t, c)
+                extra = p.lt_extra[tc, c]
+                units = np.int64(0)
+                ocost = 0.0
+                for k in range(K):
+                    q = shipped[e, c, k]
+                    if q == 0:
+                        continue
+                    units += q
+                    ocost += p.order_cost[c, k] * q
+                    if fixed_lt:
+                        L = p.lt_value[c, k]
+                    else:
+                        L = W - 1
+                        for l in range(W):
+                            if u < p.lt_cdf[c, k, l]:
+                                L = l
+                                break
+                    L += extra
+                    if L > W - 1:
+                        L = W - 1
+                    if L == 0:
+                        on_hand[e, c, k] += q
+                    else:
+                        pipe[e, c, k, (t + L) % W] += q
+                cost[e, c, C_ORDER] += ocost
+                kpi[e, c, K_RECEIVED_SHIP] += units
+            if src < U:
+                continue
+            # settle the DC: on hand, owed or lost. Owed units are served first, so this period's
+            # orders were filled at once by what was shipped beyond the old debts.
+            d = src - U
+            ship_units = np.int64(0)
+            filled = np.int64(0)
+            unmet = np.int64(0)
+            lost = np.int64(0)
+            stockout_skus = 0
+            sales_value = 0.0
+            stock_cost = 0.0
+            for k in range(K):
+                sku_ship = np.int64(0)
+                sku_owed = np.int64(0)
+                for i in range(lo, hi):
+                    c = idx[i]
+                    sh = np.int64(shipped[e, c, k])
+                    old = np.int64(owed[e, c, k]) if bl else np.int64(0)
+                    r = qty[e, c, k] + old
+                    sku_ship += sh
+                    sku_owed += old
+                    if bl:
+                        owed[e, c, k] = r - sh
+                    else:
+                        lost += r - sh
+                        stock_cost += p.stockout[d, k] * (r - sh)
+                on_hand[e, d, k] -= sku_ship
+                ship_units += sku_ship
+                sales_value += unit_cost[k] * sku_ship
+                new_orders = np.int64(last_demand[e, d, k])
+                f = sku_ship - sku_owed
+                if f < 0:
+                    f = 0
+                if f > new_orders:
+                    f = new_orders
+                filled += f
+                unmet += new_orders - f
+                if new_orders - f > 0:
+                    stockout_skus += 1
+            kpi[e, d, K_SHIPPED_OUT] = ship_units
+            kpi[e, d, K_FILLED] = filled
+            kpi[e, d, K_UNMET] = unmet
+            kpi[e, d, K_LOST] = lost
+            kpi[e, d, K_STOCKOUT_SKUS] = stockout_skus
+            kpi[e, d, K_SALES_VALUE] = sales_value
+            cost[e, d, C_STOCKOUT] = stock_cost
+
+        # steps 4-5: customer demand at stores (backlogged customers are served first)
+        for n in range(M, N):
+            bl = p.backlog[n]
+            dem_units = np.int64(0)
+            served = np.int64(0)
+            filled = np.int64(0)
+            unmet = np.int64(0)
+            lost = np.int64(0)
+            stockout_skus = 0
+            rev = 0.0
+            sales_value = 0.0
+            stock_cost = 0.0
+            for k in range(K):
+                dmd = np.int64(demand[e, n - M, k])
+                last_demand[e, n, k] = dmd
+                oh = np.int64(on_hand[e, n, k])
+                b = np.int64(backlog[e, n, k]) if bl else np.int64(0)
+                free = oh - b
+                if free < 0:
+                    free = 0
+                f = dmd if dmd < free else free
+                want = b + dmd
+                serve = oh if oh < want else want
+                on_hand[e, n, k] = oh - serve
+                if bl:
+                    backlog[e, n, k] = want - serve
+                else:
+                    lost += want - serve
+                    stock_cost += p.stockout[n, k] * (want - serve)
+                dem_units += dmd
+                served += serve
+                filled += f
+                unmet += dmd - f
+                if dmd - f > 0:
+                    stockout_skus += 1
+                rev += p.price[n, k] * serve
+                sales_value += unit_cost[k] * serve
+            kpi[e, n, K_DEMAND] = dem_units
+            kpi[e, n, K_SHIPPED_OUT] = served
+            kpi[e, n, K_FILLED] = filled
+            kpi[e, n, K_UNMET] = unmet
+            kpi[e, n, K_LOST] = lost
+            kpi[e, n, K_STOCKOUT_SKUS] = stockout_skus
+            kpi[e, n, K_SALES_VALUE] = sales_value
+            revenue[e, n] = rev
+            cost[e, n, C_STOCKOUT] = stock_cost
+
+        # step 6: end-of-period costs and levels (DCs' backlog is what they owe their children)
+        for n in range(N):
+            hold = 0.0
+            pipe_cost = 0.0
+            oh_units = np.int64(0)
+            pipe_units = np.int64(0)
+            bl_units = np.int64(0)
+            vol = 0.0
+            value = 0.0
+            stock_cost = 0.0
+            is_dc = n < M
+            c_lo, c_hi = p.child_ptr[n], p.child_ptr[n + 1]
+            for k in range(K):
+                oh = np.int64(on_hand[e, n, k])
+                pt = np.int64(0)
+                for j in range(W):
+                    pt += pipe[e, n, k, j]
+                oh_units += oh
+                pipe_units += pt
+                hold += p.hold[n, k] * oh
+                pipe_cost += p.pipe_hold[n, k] * pt
+                vol += oh * volume[k]
+                value += unit_cost[k] * oh
+                if is_dc:
+                    b = np.int64(0)
+                    for i in range(c_lo, c_hi):
+                        b += owed[e, p.child_idx[i], k]
+                else:
+                    b = np.int64(backlog[e, n, k])
+                bl_units += b
+                stock_cost += p.stockout[n, k] * b  # backlogged units (zero at lost-sales nodes)
+            cost[e, n, C_HOLD] = hold
+            cost[e, n, C_PIPE] = pipe_cost
+            cost[e, n, C_STOCKOUT] += stock_cost
+            kpi[e, n, K_ON_HAND] = oh_units
+            kpi[e, n, K_PIPELINE] = pipe_units
+            kpi[e, n, K_BACKLOG] = bl_units
+            kpi[e, n, K_ON_HAND_VALUE] = value
+            cap = p.storage_cap[tc, n]
+            if not math.isinf(cap) and vol > cap:
+                kpi[e, n, K_OVERFLOW_VOL] = vol - cap
+                if not p.overflow_dispose[n]:
+                    cost[e, n, C_OVERFLOW] += p.overflow_cost[n] * (vol - cap)
+
+        # advance and receive the next period's arrivals (disposal costs land in this period's output)
+        s.t[e] = t + 1
+        _arrive(
+            e,
+            t + 1,
+            T,
+            pipe,
+            on_hand,
+            arrived,
+            volume,
+            p.overflow_dispose,
+            p.storage_cap,
+            p.overflow_cost,
+            kpi,
+            cost,
+        )
+        _rewards(e, cost, revenue, out.reward, p.include_revenue, p.net_weight, p.reward_scale)
+
+
+step = njit(cache=True)(_step_impl)
+step_par = njit(cache=True, parallel=True)(_step_impl)
+
+
+# ------------------------------------------------------------------------------------------------
+# observations, masks, actions
+
+
+def _observe_impl(p, s, w, obs, mask, ub):
+    """Observations obs[E, N, D], masks mask[E, N, K, Lmax] and tightest bounds ub[E, N, K]."""
+    E, N, K = s.on_hand.shape
+    W = s.pipe.shape[3]
+    F = (obs.shape[2] - 4) // K
+    T = p.horizon
+    Lmax = mask.shape[3]
+    on_hand, backlog, owed, pipe = s.on_hand, s.backlog, s.owed, s.pipe
+    volume, unit_cost, lot_, moq_ = p.volume, p.unit_cost, p.lot, p.moq
+    for e in prange(E):
+        t = np.int64(s.t[e])
+        tc = t if t < T else np.int64(T)
+        oo = w.owed_out[e]
+        pt = w.pt[e]
+        _owed_out(owed, p.parent, e, oo)
+        season = p.season[tc]
+        tfrac = t / T
+        for n in range(N):
+            # pass 1: in transit per SKU and the committed volume (everything on the way, no demand)
+            committed = 0.0
+            vol_oh = 0.0
+            for k in range(K):
+                x = np.int64(0)
+                for j in range(W):
+                    x += pipe[e, n, k, j]
+                pt[k] = x
+                committed += (on_hand[e, n, k] + x + owed[e, n, k]) * volume[k]
+                vol_oh += on_hand[e, n, k] * volume[k]
+            cap_a = p.storage_cap_ahead[tc, n]
+            headroom = np.inf
+            if not math.isinf(cap_a):
+                headroom = cap_a - committed
+                if headroom < 0.0:
+                    headroom = 0.0
+            u = p.supplier[n]
+            d = p.parent[n]
+            lane = p.lane_cap[n]
+            budget = p.budget[n]
+            maxinc = p.max_increase[n]
+            L = p.levels[n]
+            mode = p.mode[n]
+            cs = p.cover_step[n]
+            is_store = p.is_store[n]
+            for k in range(K):
+                sc = p.sup_cap[tc, u, k] if u >= 0 else np.inf
+                atp = BIG
+                if d >= 0:
+                    atp = np.int64(on_hand[e, d, k]) - oo[d, k]
+                    if atp < 0:
+                        atp = np.int64(0)
+                b = bound_values(
+                    volume[k], unit_cost[k], headroom, sc, lane, budget, atp, s.last_order[e, n, k], maxinc
+                )
+                ubk = tightest(b)
+                ub[e, n, k] = ubk
+                back = np.int64(backlog[e, n, k]) if is_store else oo[n, k]
+                ip = np.int64(on_hand[e, n, k]) + pt[k] + owed[e, n, k] - back
+                fc = p.mean[n, k] * season
+                # mask: level 0 always; higher levels while the quantity fits every per-SKU bound
+                lot = lot_[k]
+                moq = moq_[k]
+                lo, hi = allowed_levels(L, mode, p.qstep[n, k], cs, fc, ip, lot, moq, ubk)
+                mask[e, n, k, 0] = 1
+                for l in range(1, Lmax):
+                    mask[e, n, k, l] = 1 if lo <= l <= hi else 0
+                # per-SKU features, in types.SKU_FEATURES_FIXED order, then the pipeline by arrival
+                inv = p.inv_scale[n, k]
+                o = k * F
+                obs[e, n, o + 0] = on_hand[e, n, k] * inv
+                obs[e, n, o + 1] = back * inv
+                obs[e, n, o + 2] = owed[e, n, k] * inv
+                obs[e, n, o + 3] = pt[k] * inv
+                obs[e, n, o + 4] = s.last_demand[e, n, k] * inv
+                obs[e, n, o + 5] = s.shipped[e, n, k] * inv
+                obs[e, n, o + 6] = s.arrived[e, n, k] * inv
+                obs[e, n, o + 7] = s.last_order[e, n, k] * inv
+                obs[e, n, o + 8] = fc * inv
+                v = ubk * inv
+                obs[e, n, o + 9] = v if v < UB_FEATURE_CAP else UB_FEATURE_CAP
+                obs[e, n, o + 10] = ip * inv
+                obs[e, n, o + 11] = p.log_scale[n, k]
+                obs[e, n, o + 12] = p.crit_ratio[n, k]
+                obs[e, n, o + 13] = lot * inv
+                obs[e, n, o + 14] = p.lt_mean[n, k]
+                for j in range(1, W):
+                    obs[e, n, o + 14 + j] = pipe[e, n, k, (t + j) % W] * inv
+            # node context (types.NODE_FEATURES)
+            g = K * F
+            obs[e, n, g + 0] = tfrac
+            obs[e, n, g + 1] = is_store
+            cap = p.storage_cap[tc, n]
+            obs[e, n, g + 2] = 0.0 if (math.isinf(cap) or cap <= 0) else vol_oh / cap
+            if math.isinf(budget):
+                obs[e, n, g + 3] = 100.0
+            else:
+                den = 0.0
+                for k in range(K):
+                    den += unit_cost[k] * p.mean[n, k]
+                v = budget / den if den > 0 else 100.0
+                obs[e, n, g + 3] = v if v < 100.0 else 100.0
+
+
+observe = njit(cache=True)(_observe_impl)
+observe_par = njit(cache=True, parallel=True)(_observe_impl)
+
+
+@njit(cache=True)
+def levels_to_qty(p, s, w, levels, qty):
+    """qty[E, N, K]: the order quantities of action levels[E, N, K] at the current state."""
+    E, N, K = levels.shape
+    W = s.pipe.shape[3]
+    T = p.horizon
+    for e in range(E):
+        t = np.int64(s.t[e])
+        tc = t if t < T else np.int64(T)
+        oo = w.owed_out[e]
+        _owed_out(s.owed, p.parent, e, oo)
+        season = p.season[tc]
+        for n in range(N):
+            mode = p.mode[n]
+            for k in range(K):
+                l = levels[e, n, k]
+                if l <= 0:
+                    qty[e, n, k] = 0
+                elif mode == MODE_QUANTITY:
+                    qty[e, n, k] = l * p.qstep[n, k]
+                else:
+                    x = np.int64(0)
+                    for j in range(W):
+                        x += s.pipe[e, n, k, j]
+                    back = np.int64(s.backlog[e, n, k]) if p.is_store[n] else oo[n, k]
+                    ip = np.int64(s.on_hand[e, n, k]) + x + s.owed[e, n, k] - back
+                    qty[e, n, k] = level_quantity(
+                        l, mode, p.qstep[n, k], p.cover_step[n], p.mean[n, k] * season, ip, p.lot[k], p.moq[k]
+                    )
+
+
+@njit(cache=True)
+def inventory_positions(p, s, w, ip_out):
+    """ip_out[E, N, K]: installation inventory positions (on hand + in transit + owed by the parent -
+    own backorders, or what a DC owes its children)."""
+    E, N, K = s.on_hand.shape
+    W = s.pipe.shape[3]
+    for e in range(E):
+        oo = w.owed_out[e]
+        _owed_out(s.owed, p.parent, e, oo)
+        for n in range(N):
+            for k in range(K):
+                x = np.int64(0)
+                for j in range(W):
+                    x += s.pipe[e, n, k, j]
+                back = np.int64(s.backlog[e, n, k]) if p.is_store[n] else oo[n, k]
+                ip_out[e, n, k] = np.int64(s.on_hand[e, n, k]) + x + s.owed[e, n, k] - back
+
+
+@njit(cache=True)
+def check_levels(p, levels, mask, clip):
+    """Count levels[E, N, K] outside the masks; with clip, replace each by the largest allowed level
+    at or below it (level 0 is always allowed). Returns the count and the first offender (e, n, k)."""
+    E, N, K = levels.shape
+    bad = 0
+    fe, fn, fk = -1, -1, -1
+    for e in range(E):
+        for n in range(N):
+            L = p.levels[n]
+            for k in range(K):
+                l = levels[e, n, k]
+                if 0 <= l < L and mask[e, n, k, l]:
+                    continue
+                bad += 1
+                if fe < 0:
+                    fe, fn, fk = e, n, k
+                if clip:
+                    j = l if l < L else L - 1
+                    if j < 0:
+                        j = 0
+                    while j > 0 and mask[e, n, k, j] == 0:
+                        j -= 1
+                    levels[e, n, k] = j
+    return bad, fe, fn, fk
+
+
+@njit(cache=True)
+def reset_envs(p, s, which, keys, init_on_hand, init_pipe, out):
+    """Reset environments with which[e] != 0 to the initial state at t = 0 and receive its arrivals.
+
+    init_pipe[N, K, W] holds the initial shipments by arrival offset (offset 0 arrives at once).
+    """
+    E, N, K = s.on_hand.shape
+    W = s.pipe.shape[3]
+    for e in range(E):
+        if which[e] == 0:
+            continue
+        s.t[e] = 0
+        s.key[e] = keys[e]
+        for n in range(N):
+            for j in range(out.cost.shape[2]):
+                out.cost[e, n, j] = 0.0
+            for j in range(out.kpi.shape[2]):
+                out.kpi[e, n, j] = 0.0
+            out.revenue[e, n] = 0.0
+            out.reward[e, n] = 0.0
+            for k in range(K):
+                s.on_hand[e, n, k] = init_on_hand[n, k]
+                s.backlog[e, n, k] = 0
+                s.owed[e, n, k] = 0
+                s.last_order[e, n, k] = 0
+                s.last_demand[e, n, k] = 0
+                s.shipped[e, n, k] = 0
+                s.arrived[e, n, k] = 0
+                for j in range(W):
+                    s.pipe[e, n, k, j] = init_pipe[n, k, j]
+        _arrive(
+            e,
+            np.int64(0),
+            p.horizon,
+            s.pipe,
+            s.on_hand,
+            s.arrived,
+            p.volume,
+            p.overflow_dispose,
+            p.storage_cap,
+            p.overflow_cost,
+            out.kpi,
+            out.cost,
+        )

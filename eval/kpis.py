@@ -1,0 +1,136 @@
+"""KPI definitions, per episode, with means and 95% confidence intervals across episodes.
+
+Every KPI is computed per episode (sample path) and then summarised across episodes: mean and a
+Student-t 95% interval. Comparisons between policies are paired (the same paths under common random
+numbers), so differences have much tighter intervals than the KPIs themselves.
+
+Definitions (network-wide unless stated; "stores" are the customer-facing nodes):
+  total_cost          sum over nodes and periods of every cost component
+  cost_<component>    the same for one component (holding, pipeline_holding, stockout, order_variable,
+                      order_fixed, overflow)
+  revenue             price x units sold at stores
+  profit              revenue - cost of goods sold (unit_cost x units sold) - total_cost
+  fill_rate           units of demand filled at once from stock / units demanded (stores)
+  cycle_service_level share of store-SKU-periods in which all demand was filled at once
+  stockout_days       periods with unmet demand per store-SKU over the episode (mean)
+  inventory_turns     cost of goods sold / average inventory value (all nodes), over the episode
+  avg_on_hand         average units on hand over periods (all nodes)
+  avg_on_hand_stores  the same at stores only
+  lost_sales          units of customer demand lost (stores)
+  bullwhip_<echelon>  variance over periods of the units ordered by an echelon / variance of customer
+                      demand (echelon 0 = stores, 1 = their parents, ...)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from envs.compile import Compiled
+from envs.types import (
+    COST_NAMES,
+    K_DEMAND,
+    K_FILLED,
+    K_LOST,
+    K_ON_HAND,
+    K_ON_HAND_VALUE,
+    K_SALES_VALUE,
+    K_STOCKOUT_SKUS,
+)
+
+HEADLINE = (
+    "total_cost",
+    "fill_rate",
+    "cycle_service_level",
+    "stockout_days",
+    "inventory_turns",
+    "avg_on_hand",
+)
+
+
+def mean_ci(x: np.ndarray, level: float = 0.95) -> dict:
+    """{"mean", "ci95": [lo, hi], "std", "n"} of a sample (a zero-width interval for one value)."""
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return {"mean": float("nan"), "ci95": [float("nan"), float("nan")], "std": float("nan"), "n": 0}
+    m = float(x.mean())
+    if n == 1:
+        return {"mean": m, "ci95": [m, m], "std": 0.0, "n": 1}
+    sd = float(x.std(ddof=1))
+    h = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n))
+    return {"mean": m, "ci95": [m - h, m + h], "std": sd, "n": n}
+
+
+def echelons(compiled: Compiled) -> list[np.ndarray]:
+    """Node indices per echelon: 0 = stores, 1 = their parents, and so on up the tree."""
+    p = compiled.params
+    N, M = compiled.N, compiled.M
+    level = np.full(N, -1)
+    level[M:] = 0
+    changed = True
+    while changed:
+        changed = False
+        for n in range(N):
+            par = p.parent[n]
+            if par >= 0 and level[n] >= 0 and level[par] < level[n] + 1:
+                level[par] = level[n] + 1
+                changed = True
+    return [np.flatnonzero(level == e) for e in range(level.max() + 1)]
+
+
+def episode_kpis(res, compiled: Compiled) -> dict[str, np.ndarray]:
+    """Per-episode KPI values [P] from a `RolloutResult`."""
+    M, N, K, T = compiled.M, compiled.N, compiled.K, res.horizon
+    S = N - M
+    st = slice(M, N)
+    out: dict[str, np.ndarray] = {}
+    total = res.cost.sum(axis=(1, 2))
+    out["total_cost"] = total
+    for j, name in enumerate(COST_NAMES):
+        out[f"cost_{name}"] = res.cost[:, :, j].sum(axis=1)
+    rev = res.revenue.sum(axis=1)
+    cogs_stores = res.kpi[:, st, K_SALES_VALUE].sum(axis=1)
+    if np.any(compiled.params.price > 0):
+        out["revenue"] = rev
+        out["profit"] = rev - cogs_stores - total
+    dem = res.kpi[:, st, K_DEMAND].sum(axis=1)
+    out["fill_rate"] = np.where(dem > 0, res.kpi[:, st, K_FILLED].sum(axis=1) / np.maximum(dem, 1e-12), 1.0)
+    so = res.kpi[:, st, K_STOCKOUT_SKUS].sum(axis=1)
+    out["cycle_service_level"] = 1.0 - so / (S * K * T)
+    out["stockout_days"] = so / (S * K)
+    avg_value = res.kpi[:, :, K_ON_HAND_VALUE].sum(axis=1) / T
+    out["inventory_turns"] = np.where(avg_value > 0, cogs_stores / np.maximum(avg_value, 1e-12), np.nan)
+    out["avg_on_hand"] = res.kpi[:, :, K_ON_HAND].sum(axis=1) / T
+    out["avg_on_hand_stores"] = res.kpi[:, st, K_ON_HAND].sum(axis=1) / T
+    out["lost_sales"] = res.kpi[:, st, K_LOST].sum(axis=1)
+    cust = res.demand[:, :, st].sum(axis=2).astype(float)  # [P, T]
+    var_d = cust.var(axis=1, ddof=1) if T > 1 else np.zeros(len(cust))
+    for e, nodes in enumerate(echelons(compiled)):
+        orders = res.ordered[:, :, nodes].sum(axis=2).astype(float)
+        var_o = orders.var(axis=1, ddof=1) if T > 1 else np.zeros(len(orders))
+        out[f"bullwhip_{e}"] = np.where(var_d > 0, var_o / np.where(var_d > 0, var_d, 1.0), np.nan)
+    for key, val in res.shield.items():
+        if np.ndim(val) == 1:
+            out[key] = np.asarray(val, float)
+    return out
+
+
+def summarise(per_episode: dict[str, np.ndarray]) -> dict[str, dict]:
+    return {k: mean_ci(v) for k, v in per_episode.items()}
+
+
+def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], keys=HEADLINE) -> dict[str, dict]:
+    """KPI differences a - b per episode (same paths), with intervals; plus relative cost difference."""
+    out = {}
+    for k in keys:
+        if k in a and k in b:
+            out[k] = mean_ci(np.asarray(a[k]) - np.asarray(b[k]))
+    if "total_cost" in a and "total_cost" in b:
+        base = np.asarray(b["total_cost"])
+        rel = (np.asarray(a["total_cost"]) - base) / np.where(base != 0, base, np.nan)
+        out["total_cost_relative"] = mean_ci(rel)
+    return out

@@ -1,0 +1,57 @@
+"""The `restock` command line."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from restock.cli import app
+
+runner = CliRunner()
+
+
+def test_cli__help_on_every_command():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("scenarios", "simulate", "bench", "demo"):
+        sub = runner.invoke(app, [cmd, "--help"])
+        assert sub.exit_code == 0 and "Usage" in sub.output
+
+
+def test_cli__scenarios_lists_shipped():
+    res = runner.invoke(app, ["scenarios"])
+    assert res.exit_code == 0 and "default" in res.output and "serial_3" in res.output
+
+
+def test_cli__check_bad_file_exits_2_with_field_path(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\nskus: {count: 2, colour: red}\nnetwork: {suppliers: [{id: s}], stores: {parent: s}}\n"
+    )
+    res = runner.invoke(app, ["scenarios", "--check", str(bad)])
+    assert res.exit_code == 2
+    assert "skus" in res.output and "colour" in res.output and "Traceback" not in res.output
+
+
+def test_cli__check_good_file(tmp_path):
+    res = runner.invoke(app, ["scenarios", "--check", "configs/scenarios/tiny.yaml"])
+    assert res.exit_code == 0 and "valid" in res.output
+
+
+def test_cli__simulate_json():
+    res = runner.invoke(app, ["simulate", "tiny", "--policy", "random", "--episodes", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    fr = data["random"]["fill_rate"]
+    assert 0.0 <= fr["mean"] <= 1.0 and fr["ci95"][0] <= fr["mean"] <= fr["ci95"][1]
+
+
+def test_cli__simulate_unknown_policy_exits_2():
+    res = runner.invoke(app, ["simulate", "tiny", "--policy", "magic"])
+    assert res.exit_code == 2 and "unknown policy" in res.output
+
+
+def test_cli__unknown_scenario_exits_2():
+    res = runner.invoke(app, ["simulate", "nowhere"])
+    assert res.exit_code == 2 and "unknown scenario" in res.output
