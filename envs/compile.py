@@ -438,11 +438,15 @@ def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
         lot=lot,
         moq=moq,
         lt_fixed=lt_fixed,
+        lt_uniform=np.asarray(
+            [1 if lt_fixed[n] and (lt_value[n] == lt_value[n, 0]).all() else 0 for n in range(N)], np.int8
+        ),
         lt_value=lt_value,
         lt_cdf=lt_cdf,
         lt_mean=lt_mean,
         lt_extra=lt_extra,
         sup_cap=sup_cap,
+        sup_capped=np.asarray([0 if np.isinf(sup_cap[:, u]).all() else 1 for u in range(U)], np.int8),
         season=season,
         levels=levels,
         mode=mode,

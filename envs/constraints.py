@@ -40,10 +40,7 @@ def clamp_time(p, t):
 
 @njit(cache=True, inline="always")
 def pipe_total(s, e, n, k):
-    tot = 0
-    for w in range(s.pipe.shape[3]):
-        tot += s.pipe[e, n, k, w]
-    return tot
+    return np.int64(s.transit[e, n, k])
 
 
 @njit(cache=True, inline="always")

@@ -204,17 +204,18 @@ def _owed_out(owed, parent, e, oo):
 
 
 @njit(cache=True)
-def _arrive(e, t, horizon, pipe, on_hand, arrived, volume, dispose, storage_cap, ocost, kpi, cost):
+def _arrive(e, t, horizon, pipe, transit, on_hand, arrived, volume, dispose, storage_cap, ocost, kpi, cost):
     """Step 1 for environment e: shipments due in period t arrive (disposal when they do not fit)."""
     N, K = on_hand.shape[1], on_hand.shape[2]
-    W = pipe.shape[3]
+    W = pipe.shape[2]
     slot = t % W
     tc = t if t < horizon else horizon
     for n in range(N):
         vol_arr = 0.0
         for k in range(K):
-            a = pipe[e, n, k, slot]
-            pipe[e, n, k, slot] = 0
+            a = pipe[e, n, slot, k]
+            pipe[e, n, slot, k] = 0
+            transit[e, n, k] -= a
             arrived[e, n, k] = a
             vol_arr += a * volume[k]
         cap = storage_cap[tc, n]
@@ -244,6 +245,36 @@ def _arrive(e, t, horizon, pipe, on_hand, arrived, volume, dispose, storage_cap,
 
 
 @njit(cache=True)
+def _receive(
+    e, n, tc, on_hand, arrived, volume, vol_on_hand, vol_arr, dispose, storage_cap, ocost, kpi, cost
+):
+    """Put node n's arrivals (already taken out of transit into ``arrived``) on hand; with overflow
+    ``dispose``, arrivals that do not fit the storage volume are refused pro rata (rounded up)."""
+    K = on_hand.shape[2]
+    cap = storage_cap[tc, n]
+    if dispose[n] and vol_arr > 0.0 and not math.isinf(cap):
+        excess = vol_on_hand + vol_arr - cap
+        if excess > 0.0:
+            frac = excess / vol_arr
+            if frac > 1.0:
+                frac = 1.0
+            for k in range(K):
+                a = np.int64(arrived[e, n, k])
+                if a > 0:
+                    d = np.int64(math.ceil(a * frac - 1e-9))
+                    if d > a:
+                        d = a
+                    arrived[e, n, k] = a - d
+                    kpi[e, n, K_DISPOSED] += d
+                    cost[e, n, C_OVERFLOW] += ocost[n] * d * volume[k]
+    units = np.int64(0)
+    for k in range(K):
+        on_hand[e, n, k] += arrived[e, n, k]
+        units += arrived[e, n, k]
+    kpi[e, n, K_ARRIVED] += units
+
+
+@njit(cache=True)
 def _rewards(e, cost, revenue, reward, include_revenue, net_weight, scale):
     N = cost.shape[1]
     tot = 0.0
@@ -267,11 +298,11 @@ def _rewards(e, cost, revenue, reward, include_revenue, net_weight, scale):
 def _step_impl(p, s, w, qty, demand, out):
     """Advance every environment one period: qty[E, N, K] executed orders, demand[E, S, K]."""
     E, N, K = s.on_hand.shape
-    W = s.pipe.shape[3]
+    W = s.pipe.shape[2]
     M = p.n_dcs
     U = p.sup_ptr.shape[0] - 1
     T = p.horizon
-    on_hand, backlog, owed, pipe = s.on_hand, s.backlog, s.owed, s.pipe
+    on_hand, backlog, owed, pipe, transit = s.on_hand, s.backlog, s.owed, s.pipe, s.transit
     last_order, last_demand, shipped, arrived = s.last_order, s.last_demand, s.shipped, s.arrived
     cost, kpi, revenue = out.cost, out.kpi, out.revenue
     volume, unit_cost = p.volume, p.unit_cost
@@ -280,6 +311,8 @@ def _step_impl(p, s, w, qty, demand, out):
         tc = t if t < T else np.int64(T)
         req = w.req[e]
         ship = w.ship[e]
+        tot = w.a[e]  # per-SKU scratch rows
+        tot2 = w.b[e]
         for n in range(N):
             for j in range(cost.shape[2]):
                 cost[e, n, j] = 0.0
@@ -290,57 +323,74 @@ def _step_impl(p, s, w, qty, demand, out):
         # orders: bookkeeping, fixed costs, budget spend
         for n in range(N):
             units = np.int64(0)
-            lines = 0
+            lines = np.int64(0)
             spend = 0.0
             fixed = 0.0
             for k in range(K):
-                q = qty[e, n, k]
-                if q < 0:
-                    q = 0
-                    qty[e, n, k] = 0
+                q = max(qty[e, n, k], 0)
+                qty[e, n, k] = q
                 last_order[e, n, k] = q
-                if q > 0:
-                    units += q
-                    lines += 1
-                    spend += unit_cost[k] * q
-                    fixed += p.fixed_cost[n, k]
+                pos = 1 if q > 0 else 0
+                units += q
+                lines += pos
+                spend += unit_cost[k] * q
+                fixed += p.fixed_cost[n, k] * pos
             kpi[e, n, K_ORDERED] = units
             kpi[e, n, K_ORDER_LINES] = lines
             kpi[e, n, K_SPEND] = spend
             cost[e, n, C_FIXED] = fixed
 
-        # step 3: suppliers (u < U) then DCs in order (u >= U stands for DC d = u - U)
+        # step 3: suppliers (src < U), then DCs in order (src >= U is DC src - U)
         for src in range(U + M):
             if src < U:
                 lo, hi = p.sup_ptr[src], p.sup_ptr[src + 1]
                 idx = p.sup_idx
                 bl = 0
-                for k in range(K):
-                    cap = p.sup_cap[tc, src, k]
-                    for i in range(lo, hi):
-                        req[idx[i]] = qty[e, idx[i], k]
-                    _ration(
-                        BIG if math.isinf(cap) else np.int64(cap), req, ship, idx, lo, hi, RATION_PROPORTIONAL
-                    )
-                    for i in range(lo, hi):
-                        shipped[e, idx[i], k] = ship[idx[i]]
+                for i in range(lo, hi):
+                    c = idx[i]
+                    for k in range(K):
+                        shipped[e, c, k] = qty[e, c, k]
+                if p.sup_capped[src]:
+                    for k in range(K):
+                        cap = p.sup_cap[tc, src, k]
+                        if math.isinf(cap):
+                            continue
+                        total = np.int64(0)
+                        for i in range(lo, hi):
+                            total += qty[e, idx[i], k]
+                        if total <= cap:
+                            continue
+                        for i in range(lo, hi):
+                            req[idx[i]] = qty[e, idx[i], k]
+                        _ration(np.int64(cap), req, ship, idx, lo, hi, RATION_PROPORTIONAL)
+                        for i in range(lo, hi):
+                            shipped[e, idx[i], k] = ship[idx[i]]
             else:
                 d = src - U
                 lo, hi = p.child_ptr[d], p.child_ptr[d + 1]
                 idx = p.child_idx
                 bl = p.backlog[d]
+                # requests: this period's orders (+ what is owed when backlogging); per-SKU totals
+                for k in range(K):
+                    tot[k] = 0
+                    tot2[k] = 0
+                for i in range(lo, hi):
+                    c = idx[i]
+                    for k in range(K):
+                        r = np.int64(qty[e, c, k]) + (np.int64(owed[e, c, k]) if bl else np.int64(0))
+                        shipped[e, c, k] = r
+                        tot[k] += r
+                        tot2[k] += qty[e, c, k]
                 dem_units = np.int64(0)
                 for k in range(K):
-                    new_orders = np.int64(0)
-                    for i in range(lo, hi):
-                        c = idx[i]
-                        new_orders += qty[e, c, k]
-                        req[c] = qty[e, c, k] + (owed[e, c, k] if bl else 0)
-                    last_demand[e, d, k] = new_orders
-                    dem_units += new_orders
-                    _ration(on_hand[e, d, k], req, ship, idx, lo, hi, p.rationing[d])
-                    for i in range(lo, hi):
-                        shipped[e, idx[i], k] = ship[idx[i]]
+                    last_demand[e, d, k] = tot2[k]
+                    dem_units += tot2[k]
+                    if tot[k] > on_hand[e, d, k]:  # short: ration this SKU
+                        for i in range(lo, hi):
+                            req[idx[i]] = shipped[e, idx[i], k]
+                        _ration(on_hand[e, d, k], req, ship, idx, lo, hi, p.rationing[d])
+                        for i in range(lo, hi):
+                            shipped[e, idx[i], k] = ship[idx[i]]
                 kpi[e, d, K_DEMAND] = dem_units
             # lane capacity, then into transit (or on hand at once when the lead time is 0)
             for i in range(lo, hi):
@@ -354,32 +404,52 @@ def _step_impl(p, s, w, qty, demand, out):
                         f = lcap / vol
                         for k in range(K):
                             shipped[e, c, k] = np.int64(math.floor(shipped[e, c, k] * f + 1e-9))
-                fixed_lt = p.lt_fixed[c]
-                u = 0.0 if fixed_lt else uniform_at(s.key[e], t, c)
                 extra = p.lt_extra[tc, c]
                 units = np.int64(0)
                 ocost = 0.0
-                for k in range(K):
-                    q = shipped[e, c, k]
-                    if q == 0:
-                        continue
-                    units += q
-                    ocost += p.order_cost[c, k] * q
-                    if fixed_lt:
-                        L = p.lt_value[c, k]
-                    else:
-                        L = W - 1
-                        for l in range(W):
-                            if u < p.lt_cdf[c, k, l]:
-                                L = l
-                                break
-                    L += extra
+                if p.lt_uniform[c]:
+                    L = p.lt_value[c, 0] + extra
                     if L > W - 1:
                         L = W - 1
                     if L == 0:
-                        on_hand[e, c, k] += q
+                        for k in range(K):
+                            q = shipped[e, c, k]
+                            on_hand[e, c, k] += q
+                            units += q
+                            ocost += p.order_cost[c, k] * q
                     else:
-                        pipe[e, c, k, (t + L) % W] += q
+                        slot = (t + L) % W
+                        for k in range(K):
+                            q = shipped[e, c, k]
+                            pipe[e, c, slot, k] += q
+                            transit[e, c, k] += q
+                            units += q
+                            ocost += p.order_cost[c, k] * q
+                else:
+                    fixed_lt = p.lt_fixed[c]
+                    u = 0.0 if fixed_lt else uniform_at(s.key[e], t, c)
+                    for k in range(K):
+                        q = shipped[e, c, k]
+                        if q == 0:
+                            continue
+                        units += q
+                        ocost += p.order_cost[c, k] * q
+                        if fixed_lt:
+                            L = p.lt_value[c, k]
+                        else:
+                            L = W - 1
+                            for l in range(W):
+                                if u < p.lt_cdf[c, k, l]:
+                                    L = l
+                                    break
+                        L += extra
+                        if L > W - 1:
+                            L = W - 1
+                        if L == 0:
+                            on_hand[e, c, k] += q
+                        else:
+                            pipe[e, c, (t + L) % W, k] += q
+                            transit[e, c, k] += q
                 cost[e, c, C_ORDER] += ocost
                 kpi[e, c, K_RECEIVED_SHIP] += units
             if src < U:
@@ -387,41 +457,39 @@ def _step_impl(p, s, w, qty, demand, out):
             # settle the DC: on hand, owed or lost. Owed units are served first, so this period's
             # orders were filled at once by what was shipped beyond the old debts.
             d = src - U
-            ship_units = np.int64(0)
-            filled = np.int64(0)
-            unmet = np.int64(0)
-            lost = np.int64(0)
-            stockout_skus = 0
-            sales_value = 0.0
-            stock_cost = 0.0
             for k in range(K):
-                sku_ship = np.int64(0)
-                sku_owed = np.int64(0)
-                for i in range(lo, hi):
-                    c = idx[i]
+                tot[k] = 0  # shipped per SKU
+                tot2[k] = 0  # old debts per SKU
+            lost = np.int64(0)
+            stock_cost = 0.0
+            for i in range(lo, hi):
+                c = idx[i]
+                for k in range(K):
                     sh = np.int64(shipped[e, c, k])
                     old = np.int64(owed[e, c, k]) if bl else np.int64(0)
                     r = qty[e, c, k] + old
-                    sku_ship += sh
-                    sku_owed += old
+                    tot[k] += sh
+                    tot2[k] += old
                     if bl:
                         owed[e, c, k] = r - sh
                     else:
                         lost += r - sh
                         stock_cost += p.stockout[d, k] * (r - sh)
-                on_hand[e, d, k] -= sku_ship
-                ship_units += sku_ship
-                sales_value += unit_cost[k] * sku_ship
+            ship_units = np.int64(0)
+            filled = np.int64(0)
+            unmet = np.int64(0)
+            stockout_skus = np.int64(0)
+            sales_value = 0.0
+            for k in range(K):
+                sk = tot[k]
+                on_hand[e, d, k] -= sk
+                ship_units += sk
+                sales_value += unit_cost[k] * sk
                 new_orders = np.int64(last_demand[e, d, k])
-                f = sku_ship - sku_owed
-                if f < 0:
-                    f = 0
-                if f > new_orders:
-                    f = new_orders
+                f = min(max(sk - tot2[k], 0), new_orders)
                 filled += f
                 unmet += new_orders - f
-                if new_orders - f > 0:
-                    stockout_skus += 1
+                stockout_skus += 1 if new_orders > f else 0
             kpi[e, d, K_SHIPPED_OUT] = ship_units
             kpi[e, d, K_FILLED] = filled
             kpi[e, d, K_UNMET] = unmet
@@ -430,55 +498,32 @@ def _step_impl(p, s, w, qty, demand, out):
             kpi[e, d, K_SALES_VALUE] = sales_value
             cost[e, d, C_STOCKOUT] = stock_cost
 
-        # steps 4-5: customer demand at stores (backlogged customers are served first)
-        for n in range(M, N):
+        # steps 4-6, node by node (nodes no longer interact once shipping is done): customer demand
+        # at stores (backlogged customers first), end-of-period costs and levels, then the next
+        # period's arrivals. A DC's backlog is what it owes its children.
+        oo = w.owed_out[e]
+        for d in range(M):
+            for k in range(K):
+                oo[d, k] = 0
+        for c in range(N):
+            d = p.parent[c]
+            if d >= 0:
+                for k in range(K):
+                    oo[d, k] += owed[e, c, k]
+        t1 = t + 1
+        tc1 = t1 if t1 < T else np.int64(T)
+        slot1 = t1 % W
+        for n in range(N):
+            is_dc = n < M
             bl = p.backlog[n]
             dem_units = np.int64(0)
             served = np.int64(0)
             filled = np.int64(0)
-            unmet = np.int64(0)
             lost = np.int64(0)
-            stockout_skus = 0
+            stockout_skus = np.int64(0)
             rev = 0.0
             sales_value = 0.0
             stock_cost = 0.0
-            for k in range(K):
-                dmd = np.int64(demand[e, n - M, k])
-                last_demand[e, n, k] = dmd
-                oh = np.int64(on_hand[e, n, k])
-                b = np.int64(backlog[e, n, k]) if bl else np.int64(0)
-                free = oh - b
-                if free < 0:
-                    free = 0
-                f = dmd if dmd < free else free
-                want = b + dmd
-                serve = oh if oh < want else want
-                on_hand[e, n, k] = oh - serve
-                if bl:
-                    backlog[e, n, k] = want - serve
-                else:
-                    lost += want - serve
-                    stock_cost += p.stockout[n, k] * (want - serve)
-                dem_units += dmd
-                served += serve
-                filled += f
-                unmet += dmd - f
-                if dmd - f > 0:
-                    stockout_skus += 1
-                rev += p.price[n, k] * serve
-                sales_value += unit_cost[k] * serve
-            kpi[e, n, K_DEMAND] = dem_units
-            kpi[e, n, K_SHIPPED_OUT] = served
-            kpi[e, n, K_FILLED] = filled
-            kpi[e, n, K_UNMET] = unmet
-            kpi[e, n, K_LOST] = lost
-            kpi[e, n, K_STOCKOUT_SKUS] = stockout_skus
-            kpi[e, n, K_SALES_VALUE] = sales_value
-            revenue[e, n] = rev
-            cost[e, n, C_STOCKOUT] = stock_cost
-
-        # step 6: end-of-period costs and levels (DCs' backlog is what they owe their children)
-        for n in range(N):
             hold = 0.0
             pipe_cost = 0.0
             oh_units = np.int64(0)
@@ -486,31 +531,64 @@ def _step_impl(p, s, w, qty, demand, out):
             bl_units = np.int64(0)
             vol = 0.0
             value = 0.0
-            stock_cost = 0.0
-            is_dc = n < M
-            c_lo, c_hi = p.child_ptr[n], p.child_ptr[n + 1]
+            arr_vol = 0.0
             for k in range(K):
                 oh = np.int64(on_hand[e, n, k])
-                pt = np.int64(0)
-                for j in range(W):
-                    pt += pipe[e, n, k, j]
+                b = np.int64(0)
+                if not is_dc:
+                    dmd = np.int64(demand[e, n - M, k])
+                    last_demand[e, n, k] = dmd
+                    b = np.int64(backlog[e, n, k]) if bl else np.int64(0)
+                    f = min(dmd, max(oh - b, 0))
+                    want = b + dmd
+                    serve = min(oh, want)
+                    oh = oh - serve
+                    on_hand[e, n, k] = oh
+                    short = want - serve
+                    if bl:
+                        backlog[e, n, k] = short
+                        b = short
+                    else:
+                        lost += short
+                        stock_cost += p.stockout[n, k] * short
+                        b = np.int64(0)
+                    dem_units += dmd
+                    served += serve
+                    filled += f
+                    stockout_skus += 1 if dmd > f else 0
+                    rev += p.price[n, k] * serve
+                    sales_value += unit_cost[k] * serve
+                else:
+                    b = oo[n, k]
+                pt = np.int64(transit[e, n, k])
                 oh_units += oh
                 pipe_units += pt
+                bl_units += b
                 hold += p.hold[n, k] * oh
                 pipe_cost += p.pipe_hold[n, k] * pt
+                stock_cost += p.stockout[n, k] * b  # backlogged units (zero at lost-sales nodes)
                 vol += oh * volume[k]
                 value += unit_cost[k] * oh
-                if is_dc:
-                    b = np.int64(0)
-                    for i in range(c_lo, c_hi):
-                        b += owed[e, p.child_idx[i], k]
-                else:
-                    b = np.int64(backlog[e, n, k])
-                bl_units += b
-                stock_cost += p.stockout[n, k] * b  # backlogged units (zero at lost-sales nodes)
+                # next period's arrivals (step 1 of t+1)
+                a = pipe[e, n, slot1, k]
+                pipe[e, n, slot1, k] = 0
+                transit[e, n, k] = pt - a
+                arrived[e, n, k] = a
+                arr_vol += a * volume[k]
+            if not is_dc:
+                kpi[e, n, K_DEMAND] = dem_units
+                kpi[e, n, K_SHIPPED_OUT] = served
+                kpi[e, n, K_FILLED] = filled
+                kpi[e, n, K_UNMET] = dem_units - filled
+                kpi[e, n, K_LOST] = lost
+                kpi[e, n, K_STOCKOUT_SKUS] = stockout_skus
+                kpi[e, n, K_SALES_VALUE] = sales_value
+                revenue[e, n] = rev
+                cost[e, n, C_STOCKOUT] = stock_cost
+            else:
+                cost[e, n, C_STOCKOUT] += stock_cost
             cost[e, n, C_HOLD] = hold
             cost[e, n, C_PIPE] = pipe_cost
-            cost[e, n, C_STOCKOUT] += stock_cost
             kpi[e, n, K_ON_HAND] = oh_units
             kpi[e, n, K_PIPELINE] = pipe_units
             kpi[e, n, K_BACKLOG] = bl_units
@@ -520,28 +598,30 @@ def _step_impl(p, s, w, qty, demand, out):
                 kpi[e, n, K_OVERFLOW_VOL] = vol - cap
                 if not p.overflow_dispose[n]:
                     cost[e, n, C_OVERFLOW] += p.overflow_cost[n] * (vol - cap)
-
-        # advance and receive the next period's arrivals (disposal costs land in this period's output)
-        s.t[e] = t + 1
-        _arrive(
-            e,
-            t + 1,
-            T,
-            pipe,
-            on_hand,
-            arrived,
-            volume,
-            p.overflow_dispose,
-            p.storage_cap,
-            p.overflow_cost,
-            kpi,
-            cost,
-        )
+            _receive(
+                e,
+                n,
+                tc1,
+                on_hand,
+                arrived,
+                volume,
+                vol,
+                arr_vol,
+                p.overflow_dispose,
+                p.storage_cap,
+                p.overflow_cost,
+                kpi,
+                cost,
+            )
+        s.t[e] = t1
         _rewards(e, cost, revenue, out.reward, p.include_revenue, p.net_weight, p.reward_scale)
 
 
-step = njit(cache=True)(_step_impl)
-step_par = njit(cache=True, parallel=True)(_step_impl)
+# reassociation lets LLVM vectorise the float sums; no-NaN/no-inf flags are NOT used (the kernel
+# relies on inf for "no capacity"), so results stay exact up to summation order
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+step = njit(cache=True, fastmath=FASTMATH)(_step_impl)
+step_par = njit(cache=True, parallel=True, fastmath=FASTMATH)(_step_impl)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -551,11 +631,11 @@ step_par = njit(cache=True, parallel=True)(_step_impl)
 def _observe_impl(p, s, w, obs, mask, ub):
     """Observations obs[E, N, D], masks mask[E, N, K, Lmax] and tightest bounds ub[E, N, K]."""
     E, N, K = s.on_hand.shape
-    W = s.pipe.shape[3]
+    W = s.pipe.shape[2]
     F = (obs.shape[2] - 4) // K
     T = p.horizon
     Lmax = mask.shape[3]
-    on_hand, backlog, owed, pipe = s.on_hand, s.backlog, s.owed, s.pipe
+    on_hand, backlog, owed, pipe, transit = s.on_hand, s.backlog, s.owed, s.pipe, s.transit
     volume, unit_cost, lot_, moq_ = p.volume, p.unit_cost, p.lot, p.moq
     for e in prange(E):
         t = np.int64(s.t[e])
@@ -570,9 +650,7 @@ def _observe_impl(p, s, w, obs, mask, ub):
             committed = 0.0
             vol_oh = 0.0
             for k in range(K):
-                x = np.int64(0)
-                for j in range(W):
-                    x += pipe[e, n, k, j]
+                x = np.int64(transit[e, n, k])
                 pt[k] = x
                 committed += (on_hand[e, n, k] + x + owed[e, n, k]) * volume[k]
                 vol_oh += on_hand[e, n, k] * volume[k]
@@ -633,7 +711,7 @@ def _observe_impl(p, s, w, obs, mask, ub):
                 obs[e, n, o + 13] = lot * inv
                 obs[e, n, o + 14] = p.lt_mean[n, k]
                 for j in range(1, W):
-                    obs[e, n, o + 14 + j] = pipe[e, n, k, (t + j) % W] * inv
+                    obs[e, n, o + 14 + j] = pipe[e, n, (t + j) % W, k] * inv
             # node context (types.NODE_FEATURES)
             g = K * F
             obs[e, n, g + 0] = tfrac
@@ -658,7 +736,6 @@ observe_par = njit(cache=True, parallel=True)(_observe_impl)
 def levels_to_qty(p, s, w, levels, qty):
     """qty[E, N, K]: the order quantities of action levels[E, N, K] at the current state."""
     E, N, K = levels.shape
-    W = s.pipe.shape[3]
     T = p.horizon
     for e in range(E):
         t = np.int64(s.t[e])
@@ -675,9 +752,7 @@ def levels_to_qty(p, s, w, levels, qty):
                 elif mode == MODE_QUANTITY:
                     qty[e, n, k] = l * p.qstep[n, k]
                 else:
-                    x = np.int64(0)
-                    for j in range(W):
-                        x += s.pipe[e, n, k, j]
+                    x = np.int64(s.transit[e, n, k])
                     back = np.int64(s.backlog[e, n, k]) if p.is_store[n] else oo[n, k]
                     ip = np.int64(s.on_hand[e, n, k]) + x + s.owed[e, n, k] - back
                     qty[e, n, k] = level_quantity(
@@ -690,15 +765,12 @@ def inventory_positions(p, s, w, ip_out):
     """ip_out[E, N, K]: installation inventory positions (on hand + in transit + owed by the parent -
     own backorders, or what a DC owes its children)."""
     E, N, K = s.on_hand.shape
-    W = s.pipe.shape[3]
     for e in range(E):
         oo = w.owed_out[e]
         _owed_out(s.owed, p.parent, e, oo)
         for n in range(N):
             for k in range(K):
-                x = np.int64(0)
-                for j in range(W):
-                    x += s.pipe[e, n, k, j]
+                x = np.int64(s.transit[e, n, k])
                 back = np.int64(s.backlog[e, n, k]) if p.is_store[n] else oo[n, k]
                 ip_out[e, n, k] = np.int64(s.on_hand[e, n, k]) + x + s.owed[e, n, k] - back
 
@@ -737,7 +809,7 @@ def reset_envs(p, s, which, keys, init_on_hand, init_pipe, out):
     init_pipe[N, K, W] holds the initial shipments by arrival offset (offset 0 arrives at once).
     """
     E, N, K = s.on_hand.shape
-    W = s.pipe.shape[3]
+    W = s.pipe.shape[2]
     for e in range(E):
         if which[e] == 0:
             continue
@@ -758,13 +830,17 @@ def reset_envs(p, s, which, keys, init_on_hand, init_pipe, out):
                 s.last_demand[e, n, k] = 0
                 s.shipped[e, n, k] = 0
                 s.arrived[e, n, k] = 0
+                tr = np.int64(0)
                 for j in range(W):
-                    s.pipe[e, n, k, j] = init_pipe[n, k, j]
+                    s.pipe[e, n, j, k] = init_pipe[n, k, j]
+                    tr += init_pipe[n, k, j]
+                s.transit[e, n, k] = tr
         _arrive(
             e,
             np.int64(0),
             p.horizon,
             s.pipe,
+            s.transit,
             s.on_hand,
             s.arrived,
             p.volume,

@@ -236,7 +236,7 @@ class InventoryEnv(ParallelEnv):
         """Global state for centralised critics: on hand, in transit, backlog, owed per node and SKU
         (divided by the node-SKU demand scale), then the time fraction."""
         s, p = self._core.state, self.compiled.params
-        pipe = s.pipe[0].sum(axis=2)
+        pipe = s.transit[0]
         back = np.where(p.is_store[:, None] == 1, s.backlog[0], 0)
         dc_owed = np.zeros_like(s.owed[0])
         for c in range(self.compiled.N):
@@ -255,7 +255,7 @@ class InventoryEnv(ParallelEnv):
         lines = [f"{c.config.name} t={int(s.t[0])}/{c.horizon}"]
         for i, a in enumerate(self.possible_agents):
             lines.append(
-                f"  {a:>10}: on_hand={int(s.on_hand[0, i].sum()):>7} in_transit={int(s.pipe[0, i].sum()):>7} "
+                f"  {a:>10}: on_hand={int(s.on_hand[0, i].sum()):>7} in_transit={int(s.transit[0, i].sum()):>7} "
                 f"backlog={int(s.backlog[0, i].sum()):>5} owed={int(s.owed[0, i].sum()):>5}"
             )
         text = "\n".join(lines)

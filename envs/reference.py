@@ -79,7 +79,7 @@ def ration(avail: np.ndarray, req: np.ndarray, rule: int) -> np.ndarray:
 def lead_times(p: Params, s: State, t: np.ndarray, n: int) -> np.ndarray:
     """Lead time [E, K] of shipments sent to node n in period t[e]."""
     E, K = s.on_hand.shape[0], s.on_hand.shape[2]
-    W = s.pipe.shape[3]
+    W = s.pipe.shape[2]
     tc = np.minimum(t, p.horizon)
     if p.lt_fixed[n]:
         L = np.broadcast_to(p.lt_value[n][None, :], (E, K)).astype(np.int64)
@@ -97,7 +97,7 @@ def reference_step(p: Params, s: State, qty: np.ndarray, demand: np.ndarray):
     s = copy_state(s)
     qty = np.maximum(np.asarray(qty, np.int64), 0)
     E, N, K = s.on_hand.shape
-    W = s.pipe.shape[3]
+    W = s.pipe.shape[2]
     M = p.n_dcs
     ee = np.arange(E)
     t = s.t.astype(np.int64)
@@ -135,7 +135,7 @@ def reference_step(p: Params, s: State, qty: np.ndarray, demand: np.ndarray):
         slot = (t[:, None] + L) % W
         for k in range(K):
             later = ~now[:, k]
-            np.add.at(pipe[:, c, k, :], (ee[later], slot[later, k]), q[later, k])
+            np.add.at(pipe[:, c, :, k], (ee[later], slot[later, k]), q[later, k])
 
     # step 3a: suppliers
     for u in range(len(p.sup_ptr) - 1):
@@ -204,7 +204,7 @@ def reference_step(p: Params, s: State, qty: np.ndarray, demand: np.ndarray):
     for c in range(N):
         if p.parent[c] >= 0:
             owed_out[:, p.parent[c], :] += owed[:, c, :]
-    in_transit = pipe.sum(axis=3)
+    in_transit = pipe.sum(axis=2)
     back = np.where(p.is_store[None, :, None] == 1, backlog, owed_out)
     cost[:, :, C_HOLD] = (p.hold[None] * on_hand).sum(axis=2)
     cost[:, :, C_PIPE] = (p.pipe_hold[None] * in_transit).sum(axis=2)
@@ -223,8 +223,8 @@ def reference_step(p: Params, s: State, qty: np.ndarray, demand: np.ndarray):
     t1 = t + 1
     tc1 = np.minimum(t1, p.horizon)
     slot = t1 % W
-    arrived = pipe[ee, :, :, slot]  # [E, N, K]
-    pipe[ee, :, :, slot] = 0
+    arrived = pipe[ee, :, slot, :]  # [E, N, K]
+    pipe[ee, :, slot, :] = 0
     for n in range(N):
         cap1 = p.storage_cap[tc1, n]
         if not p.overflow_dispose[n]:
@@ -255,6 +255,7 @@ def reference_step(p: Params, s: State, qty: np.ndarray, demand: np.ndarray):
         backlog=backlog.astype(np.int32),
         owed=owed.astype(np.int32),
         pipe=pipe.astype(np.int32),
+        transit=pipe.sum(axis=2).astype(np.int32),
         last_order=qty.astype(np.int32),
         last_demand=last_demand.astype(np.int32),
         shipped=shipped.astype(np.int32),

@@ -129,12 +129,14 @@ class Params(NamedTuple):
     moq: np.ndarray  # [K] int64
     # lead times (of the lane into node n)
     lt_fixed: np.ndarray  # [N] int8: 1 when the lane's lead time is deterministic
+    lt_uniform: np.ndarray  # [N] int8: 1 when deterministic and the same for every SKU
     lt_value: np.ndarray  # [N, K] int64: the deterministic lead time (or the mode otherwise)
     lt_cdf: np.ndarray  # [N, K, W] float64: P(lead <= l) for stochastic lanes
     lt_mean: np.ndarray  # [N, K] float64
     lt_extra: np.ndarray  # [T+1, N] int64: lead-time spike added to shipments sent in period t
     # suppliers
     sup_cap: np.ndarray  # [T+1, U, K] float64 units per SKU per period (inf = none), outages applied
+    sup_capped: np.ndarray  # [U] int8: 1 when any cap of the supplier is finite
     # demand shape over time (forecasts use mean * season[t])
     season: np.ndarray  # [T+1] float64
     # actions
@@ -158,7 +160,8 @@ class State(NamedTuple):
     on_hand: np.ndarray  # [E, N, K] int32
     backlog: np.ndarray  # [E, N, K] int32 customer backorders at stores (0 at DCs)
     owed: np.ndarray  # [E, N, K] int32 units node n's parent owes n (backlogged orders)
-    pipe: np.ndarray  # [E, N, K, W] int32 in transit to n, arriving in period p at slot p % W
+    pipe: np.ndarray  # [E, N, W, K] int32 in transit to n, arriving in period p at slot p % W
+    transit: np.ndarray  # [E, N, K] int32 units in transit to n (the sum of pipe over slots)
     last_order: np.ndarray  # [E, N, K] int32 executed order last period
     last_demand: np.ndarray  # [E, N, K] int32 demand (stores) or children's orders (DCs) last period
     shipped: np.ndarray  # [E, N, K] int32 units the parent dispatched to n last period
@@ -180,8 +183,10 @@ class Work(NamedTuple):
     req: np.ndarray  # [E, N] int64 requests of one SKU column being rationed
     ship: np.ndarray  # [E, N] int64 rationed shipments of that column
     bounds: np.ndarray  # [E, 8] int64 per-constraint bounds of one node-SKU
-    owed_out: np.ndarray  # [E, max(M, 1), K] int64 units each DC owes its children
+    owed_out: np.ndarray  # [E, N, K] int64 units each DC owes its children (rows of stores unused)
     pt: np.ndarray  # [E, K] int64 in-transit units of one node per SKU
+    a: np.ndarray  # [E, K] int64 per-SKU scratch
+    b: np.ndarray  # [E, K] int64 per-SKU scratch
 
 
 def new_work(E: int, N: int, M: int, K: int) -> Work:
@@ -189,8 +194,10 @@ def new_work(E: int, N: int, M: int, K: int) -> Work:
         req=np.zeros((E, N), np.int64),
         ship=np.zeros((E, N), np.int64),
         bounds=np.zeros((E, 8), np.int64),
-        owed_out=np.zeros((E, max(M, 1), K), np.int64),
+        owed_out=np.zeros((E, N, K), np.int64),
         pt=np.zeros((E, K), np.int64),
+        a=np.zeros((E, K), np.int64),
+        b=np.zeros((E, K), np.int64),
     )
 
 
@@ -202,7 +209,8 @@ def new_state(E: int, N: int, K: int, W: int) -> State:
         on_hand=z(E, N, K),
         backlog=z(E, N, K),
         owed=z(E, N, K),
-        pipe=z(E, N, K, W),
+        pipe=z(E, N, W, K),
+        transit=z(E, N, K),
         last_order=z(E, N, K),
         last_demand=z(E, N, K),
         shipped=z(E, N, K),

@@ -77,7 +77,7 @@ def rollout(
         for t in range(T):
             if want_trace:
                 trace["on_hand"][t] = env.state.on_hand[0, :, trace_sku]
-                trace["pipeline"][t] = env.state.pipe[0, :, trace_sku].sum(axis=-1)
+                trace["pipeline"][t] = env.state.transit[0, :, trace_sku]
             out = joint.propose(env)
             _, _, _, _, info = env.step_qty(out.qty)
             ordered[b0 : b0 + len(bp), t] = info["kpi"][:, :, K_ORDERED]
