@@ -174,6 +174,166 @@ def simulate(
 
 # ------------------------------------------------------------------------------------------------
 @app.command()
+def tune(
+    scenario: Annotated[str, typer.Argument(help="Shipped scenario name or path to a YAML file.")],
+    policy: Annotated[
+        str,
+        typer.Option(help="Heuristic to tune: base_stock, capped_base_stock, s_S, r_Q, echelon_base_stock."),
+    ] = "base_stock",
+    out: Annotated[Path, typer.Option(help="Parameter file to write (added to when it exists).")] = Path(
+        "params.json"
+    ),
+    episodes: Annotated[int, typer.Option(min=2, help="Sample paths per candidate (common to all).")] = 16,
+    eval_episodes: Annotated[int, typer.Option(min=2, help="Held-out paths for the reported cost.")] = 32,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the tuning paths (held-out paths use seed + 1000).")
+    ] = 1000,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Coordinate-search rounds (the grid halves each round).")
+    ] = 4,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Tune a heuristic's knobs by simulation on common random numbers and save them.
+
+    Every candidate runs on the same sample paths in one batched simulation; the tuned knobs are then
+    evaluated on held-out paths, and that cost (mean and 95% interval per period) is reported.
+    """
+    from agents.tuning import TUNABLE, save_params, tune_work
+    from agents.tuning import tune as run_tune
+
+    if policy not in TUNABLE:
+        fail(f"--policy: {policy!r} cannot be tuned (choose from {', '.join(TUNABLE)})")
+    c = load_or_fail(scenario)
+    prog, task = progress_bar(tune_work(c, policy, episodes, eval_episodes, rounds, 5), f"tuning {policy}")
+    with prog:
+        res = run_tune(
+            c,
+            policy,
+            episodes=episodes,
+            seed=seed,
+            eval_episodes=eval_episodes,
+            eval_seed=seed + 1000,
+            rounds=rounds,
+            progress=lambda n: prog.advance(task, n),
+        )
+    save_params(out, res)
+    if json_out:
+        print(json.dumps({"policy": policy, **res.to_json()}, indent=2))
+        return
+    m, (lo, hi) = res.cost_per_period["mean"], res.cost_per_period["ci95"]
+    console.print(f"[bold]{policy}[/] on [bold]{c.config.name}[/]: knobs {json.dumps(res.knobs)}")
+    console.print(
+        f"cost per period on {eval_episodes} held-out paths: [bold]{m:,.3f}[/] (95% CI {lo:,.3f} .. {hi:,.3f}); "
+        f"tuning took {res.seconds:.1f} s over {res.evaluations} candidate evaluations"
+    )
+    console.print(f"saved to {out}")
+
+
+@app.command(name="eval")
+def eval_cmd(
+    scenario: Annotated[str, typer.Argument(help="Shipped scenario name or path to a YAML file.")],
+    policies: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: zero, random, base_stock, capped_base_stock, s_S, "
+            "r_Q, echelon_base_stock, clark_scarf, oracle, or run directories."
+        ),
+    ] = "zero,base_stock,oracle",
+    params: Annotated[
+        Path | None, typer.Option(help="Parameter file from `restock tune` (tuned knobs).")
+    ] = None,
+    episodes: Annotated[
+        int, typer.Option(min=2, help="Sample paths (every policy gets the same ones).")
+    ] = 20,
+    seed: Annotated[int, typer.Option(help="Demand seed of the evaluation paths.")] = 0,
+    out: Annotated[Path, typer.Option(help="Report folder (report.md, kpis.json, kpis.csv, plots).")] = Path(
+        "out/eval"
+    ),
+    baseline: Annotated[
+        str | None, typer.Option(help="Policy for paired differences (default: the first).")
+    ] = None,
+    stress: Annotated[
+        str | None, typer.Option(help="Also run stress scenarios: all, or a comma-separated list.")
+    ] = None,
+    oracle_episodes: Annotated[
+        int | None, typer.Option(help="Solve the oracle LP on only the first N paths.")
+    ] = None,
+    no_shield: Annotated[
+        bool,
+        typer.Option(
+            "--no-shield",
+            help="Run policies unshielded (simulation only) to measure the violations they would make.",
+        ),
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print kpis.json to stdout.")] = False,
+) -> None:
+    """Evaluate policies on identical sample paths: KPIs with 95% intervals, paired differences,
+    the gap to the perfect-information bound, optional stress tests, and a report with plots."""
+    from agents.tuning import load_params
+    from eval.evaluate import evaluate, parse_policies
+    from eval.report import markdown_table, write_report
+    from eval.stress import STRESSES, parse_stress
+
+    c = load_or_fail(scenario)
+    try:
+        pdata = load_params(params) if params else None
+        specs, notes = parse_policies(policies, c, pdata)
+        stresses = parse_stress(stress)
+    except ValueError as exc:
+        fail(str(exc))
+    names = [s.name for s in specs]
+    if baseline is not None and baseline not in names:
+        fail(f"--baseline: {baseline!r} is not among the evaluated policies ({', '.join(names)})")
+    base = baseline or next((n for n in names if n != "oracle"), None)
+    shield_factory = _shield_factory(no_shield)
+    runs = [("none", c)] + [(s, None) for s in stresses]
+    n_or = episodes if oracle_episodes is None else min(oracle_episodes, episodes)
+    per_run = sum(c.horizon * episodes for s in specs if s.name != "oracle") + n_or * ("oracle" in names)
+    prog, task = progress_bar(per_run * len(runs), f"evaluating {c.config.name}")
+    results = {}
+    with prog:
+        for sname, comp in runs:
+            if comp is None:
+                from envs.compile import compile_scenario
+
+                comp = compile_scenario(STRESSES[sname](c.config))
+            prog.update(
+                task, description=f"evaluating {c.config.name}" + ("" if sname == "none" else f" [{sname}]")
+            )
+            results[sname] = evaluate(
+                comp,
+                specs,
+                episodes=episodes,
+                seed=seed,
+                baseline=base,
+                shield_factory=shield_factory,
+                oracle_episodes=oracle_episodes,
+                progress=lambda n: prog.advance(task, n),
+                notes=notes,
+            )
+    main = results.pop("none")
+    files = write_report(main, out, stress=results or None)
+    if json_out:
+        print(json.dumps(main.kpis_json(), indent=2))
+        return
+    console.print(markdown_table(main), highlight=False)
+    for n in main.notes:
+        console.print(f"[yellow]note:[/] {n}", highlight=False)
+    console.print(f"report: {files['report.md']}  ({main.seconds:.1f} s)")
+
+
+def _shield_factory(no_shield: bool):
+    """The shield every evaluated policy runs behind (monitor mode with --no-shield), when available."""
+    try:
+        from agents.shield import Shield
+    except ImportError:
+        return None
+    mode = "monitor" if no_shield else "enforce"
+    return lambda compiled: Shield(compiled, mode=mode)
+
+
+# ------------------------------------------------------------------------------------------------
+@app.command()
 def bench(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     only: Annotated[
@@ -212,18 +372,56 @@ def bench(
 # ------------------------------------------------------------------------------------------------
 @app.command()
 def demo(
-    episodes: Annotated[int, typer.Option(min=1, help="Sample paths for the evaluation.")] = 20,
+    episodes: Annotated[int, typer.Option(min=2, help="Sample paths for the evaluation.")] = 20,
+    out: Annotated[Path, typer.Option(help="Folder for the parameter file and the report.")] = Path(
+        "out/demo"
+    ),
+    oracle_episodes: Annotated[int, typer.Option(min=0, help="Paths on which to solve the oracle LP.")] = 3,
 ) -> None:
-    """The main job on the embedded default scenario (what `make demo` runs)."""
+    """The main job on the embedded default scenario (what `make demo` runs).
+
+    Tunes base-stock and (s,S) on `default` by simulation, then evaluates zero, the tuned heuristics
+    and the perfect-information bound on common sample paths and writes a report.
+    """
+    from agents.tuning import load_params, save_params, tune_work
+    from agents.tuning import tune as run_tune
+    from eval.evaluate import evaluate, parse_policies
+    from eval.report import write_report
+
     console.rule("[bold]restock demo: the default scenario")
     c = load_or_fail("default")
     console.print(f"scenario [bold]default[/]: {c.M} DC, {c.S} stores, {c.K} SKUs, {c.horizon} periods")
-    from agents.heuristics import ZeroPolicy
-    from eval.kpis import episode_kpis, summarise
-    from eval.rollout import rollout
-
-    res = rollout(c, ZeroPolicy(), episodes=episodes, seed=0)
-    summ = summarise(episode_kpis(res, c))
+    out.mkdir(parents=True, exist_ok=True)
+    params = out / "params.json"
+    if params.exists():
+        params.unlink()
+    for pol in ("base_stock", "s_S"):
+        prog, task = progress_bar(tune_work(c, pol, 12, 16, 3, 5), f"tuning {pol}")
+        with prog:
+            res = run_tune(c, pol, episodes=12, eval_episodes=16, rounds=3,
+                           progress=lambda n, pr=prog, tk=task: pr.advance(tk, n))
+        save_params(params, res)
+        m, (lo, hi) = res.cost_per_period["mean"], res.cost_per_period["ci95"]
+        console.print(
+            f"tuned {pol} in {res.seconds:.0f} s: cost per period {m:,.1f} (95% CI {lo:,.1f} .. {hi:,.1f})"
+        )
+    pols = "zero,base_stock,s_S" + (",oracle" if oracle_episodes > 0 and _have_oracle() else "")
+    specs, notes = parse_policies(pols, c, load_params(params))
+    n_work = episodes * c.horizon * 3 + (oracle_episodes if "oracle" in pols else 0)
+    prog, task = progress_bar(n_work, "evaluating")
+    with prog:
+        res = evaluate(
+            c,
+            specs,
+            episodes=episodes,
+            seed=0,
+            baseline="base_stock",
+            shield_factory=_shield_factory(False),
+            oracle_episodes=oracle_episodes,
+            progress=lambda n: prog.advance(task, n),
+            notes=notes,
+        )
+    files = write_report(res, out / "report", title="restock demo: default scenario")
     keys = [
         "total_cost",
         "fill_rate",
@@ -232,7 +430,28 @@ def demo(
         "inventory_turns",
         "avg_on_hand",
     ]
-    console.print(kpi_table(f"default: {episodes} episodes", {"zero": summ}, keys))
+    console.print(
+        kpi_table(
+            f"default: {episodes} paths (common random numbers), per episode of {c.horizon} periods",
+            res.summary,
+            keys,
+        )
+    )
+    if res.oracle_gap:
+        for pol, g in res.oracle_gap.items():
+            console.print(
+                f"gap to the perfect-information bound, {pol}: {100 * g['mean']:.1f}% "
+                f"(95% CI {100 * g['ci95'][0]:.1f}% .. {100 * g['ci95'][1]:.1f}%)"
+            )
+    console.print(f"report: {files['report.md']}")
+
+
+def _have_oracle() -> bool:
+    try:
+        import eval.oracle  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,207 @@
+"""Evaluation as a digital twin: every policy on the same sample paths, KPIs with intervals, paired
+differences against a baseline, and the gap to the perfect-information bound."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.base import JointPolicy
+from envs.compile import Compiled
+from eval.kpis import HEADLINE, episode_kpis, mean_ci, paired, summarise
+from eval.rollout import RolloutResult, rollout
+
+ORACLE = "oracle"
+
+
+@dataclass
+class PolicySpec:
+    """A policy to evaluate: its display name and how to build it for a compiled scenario."""
+
+    name: str
+    build: Callable[[Compiled], JointPolicy] | None  # None for the oracle
+    tuned: bool = False
+    source: str = ""
+
+
+@dataclass
+class EvalResult:
+    scenario: str
+    config_hash: str
+    episodes: int
+    seed: int
+    horizon: int
+    baseline: str | None
+    per_episode: dict[str, dict[str, np.ndarray]]  # policy -> kpi -> [P]
+    summary: dict[str, dict[str, dict]]  # policy -> kpi -> {mean, ci95, std, n}
+    paired: dict[str, dict[str, dict]]  # policy -> kpi -> {mean, ci95} of (policy - baseline)
+    oracle_gap: dict[str, dict]  # policy -> {mean, ci95} of (cost - oracle) / oracle on the oracle's paths
+    rollouts: dict[str, RolloutResult] = field(default_factory=dict)
+    oracle_paths: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    n_dcs: int = 0
+
+    def kpis_json(self) -> dict[str, dict[str, dict]]:
+        """{policy: {kpi: {"mean": m, "ci95": [lo, hi]}}}."""
+        return {
+            pol: {k: {"mean": v["mean"], "ci95": v["ci95"]} for k, v in s.items()}
+            for pol, s in self.summary.items()
+        }
+
+
+def heuristic_spec(name: str, knobs: dict | None, source: str = "") -> PolicySpec:
+    from agents.tuning import make_policy
+
+    return PolicySpec(
+        name=name,
+        build=lambda c, n=name, kb=knobs: JointPolicy(make_policy(n, kb)),
+        tuned=bool(knobs),
+        source=source,
+    )
+
+
+def parse_policies(
+    spec: str, compiled: Compiled, params: dict | None = None
+) -> tuple[list[PolicySpec], list[str]]:
+    """Turn ``zero,base_stock,...,oracle`` (and run directories of learned policies) into specs.
+
+    Tuned knobs come from ``params`` (a `agents.tuning.load_params` dict) when it has the policy;
+    otherwise the policy runs with default knobs and a note says so.
+    """
+    from agents.tuning import policy_classes
+
+    notes: list[str] = []
+    specs: list[PolicySpec] = []
+    classes = policy_classes()
+    pol_params = (params or {}).get("policies", {})
+    if params and params.get("scenario") not in (None, compiled.config.name):
+        notes.append(
+            f"parameters were tuned on scenario {params.get('scenario')!r}, evaluated on {compiled.config.name!r}"
+        )
+    for raw in [s.strip() for s in spec.split(",") if s.strip()]:
+        if raw == ORACLE:
+            specs.append(PolicySpec(name=ORACLE, build=None))
+        elif raw == "clark_scarf":
+            from agents.echelon import EchelonBaseStock
+
+            specs.append(
+                PolicySpec(
+                    name=raw,
+                    build=lambda c: JointPolicy(EchelonBaseStock.from_clark_scarf(c)),
+                    source="agents.optimal (exact)",
+                )
+            )
+        elif raw in classes:
+            knobs = pol_params.get(raw, {}).get("knobs")
+            if raw not in ("zero", "random") and knobs is None:
+                notes.append(
+                    f"{raw}: not tuned (default knobs); run `restock tune {compiled.config.name} --policy {raw}`"
+                )
+            specs.append(heuristic_spec(raw, knobs, source="params file" if knobs else "defaults"))
+        else:
+            from pathlib import Path
+
+            if Path(raw).exists():
+                try:
+                    from training.load import load_learned_policy
+                except ImportError as exc:  # pragma: no cover
+                    raise ValueError(f"cannot load learned policy {raw}: {exc}") from None
+                specs.append(
+                    PolicySpec(
+                        name=Path(raw).name, build=lambda c, r=raw: load_learned_policy(r, c), source=str(raw)
+                    )
+                )
+            else:
+                known = sorted([*classes, ORACLE, "clark_scarf"])
+                raise ValueError(
+                    f"--policies: unknown policy {raw!r} (known: {', '.join(known)}, or a run directory)"
+                )
+    if not specs:
+        raise ValueError("--policies: give at least one policy")
+    return specs, notes
+
+
+def evaluate(
+    compiled: Compiled,
+    specs: list[PolicySpec],
+    episodes: int = 20,
+    seed: int = 0,
+    baseline: str | None = None,
+    shield_factory: Callable[[Compiled], Any] | None = None,
+    oracle_episodes: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    notes: list[str] | None = None,
+) -> EvalResult:
+    """Run every policy on paths 0..episodes-1 of ``seed`` (common random numbers) and summarise."""
+    t0 = time.perf_counter()
+    paths = np.arange(episodes, dtype=np.int64)
+    per_episode: dict[str, dict[str, np.ndarray]] = {}
+    rollouts: dict[str, RolloutResult] = {}
+    notes = list(notes or [])
+    oracle_costs = None
+    oracle_paths = None
+    for spec in specs:
+        if spec.name == ORACLE:
+            from eval.oracle import oracle_paths as solve
+
+            n_or = episodes if oracle_episodes is None else min(oracle_episodes, episodes)
+            oracle_paths = paths[:n_or]
+            results = solve(compiled, seed, oracle_paths, progress=progress)
+            oracle_costs = np.array([r.cost for r in results])
+            per_episode[ORACLE] = {"total_cost": oracle_costs}
+            from envs.types import COST_NAMES
+
+            for name in COST_NAMES:
+                per_episode[ORACLE][f"cost_{name}"] = np.array([r.parts.get(name, 0.0) for r in results])
+            bad = [r.status for r in results if r.status != "optimal"]
+            if bad:
+                notes.append(f"oracle: {len(bad)} path(s) not solved to optimality ({bad[0]})")
+            continue
+        pol = spec.build(compiled)
+        shield = shield_factory(compiled) if shield_factory else None
+        res = rollout(compiled, pol, paths=paths, seed=seed, shield=shield, progress=progress)
+        rollouts[spec.name] = res
+        per_episode[spec.name] = episode_kpis(res, compiled)
+    summary = {name: summarise(v) for name, v in per_episode.items()}
+    pair: dict[str, dict[str, dict]] = {}
+    if baseline is not None and baseline in per_episode and baseline != ORACLE:
+        for name, v in per_episode.items():
+            if name not in (baseline, ORACLE):
+                pair[name] = paired(v, per_episode[baseline], keys=HEADLINE)
+    gaps: dict[str, dict] = {}
+    if oracle_costs is not None:
+        for name, v in per_episode.items():
+            if name == ORACLE:
+                continue
+            c = v["total_cost"][: len(oracle_costs)]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rel = (c - oracle_costs) / np.where(oracle_costs > 0, oracle_costs, np.nan)
+            gaps[name] = mean_ci(rel)
+            if np.any(c < oracle_costs - 1e-6 * np.maximum(1.0, np.abs(oracle_costs))):
+                notes.append(
+                    f"WARNING: {name} beat the perfect-information bound on some path: the bound is wrong"
+                )
+    return EvalResult(
+        scenario=compiled.config.name,
+        config_hash=compiled.config_hash,
+        episodes=episodes,
+        seed=seed,
+        horizon=compiled.horizon,
+        baseline=baseline,
+        per_episode=per_episode,
+        summary=summary,
+        paired=pair,
+        oracle_gap=gaps,
+        rollouts=rollouts,
+        oracle_paths=oracle_paths,
+        notes=notes,
+        seconds=time.perf_counter() - t0,
+        n_dcs=compiled.M,
+    )

@@ -1,0 +1,280 @@
+"""Evaluation reports: report.md, kpis.json, kpis.csv, paired.json and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.types import COST_NAMES
+from eval.evaluate import ORACLE, EvalResult
+from eval.kpis import HEADLINE
+
+TABLE_KPIS = [
+    "total_cost",
+    "fill_rate",
+    "cycle_service_level",
+    "stockout_days",
+    "inventory_turns",
+    "avg_on_hand",
+    "bullwhip_0",
+    "bullwhip_1",
+]
+
+
+def fmt(x: float) -> str:
+    if x is None or x != x:
+        return "-"
+    a = abs(x)
+    if a >= 1e4:
+        return f"{x:,.0f}"
+    if a >= 100:
+        return f"{x:,.1f}"
+    if a >= 1:
+        return f"{x:.3f}"
+    return f"{x:.4f}"
+
+
+def cell(s: dict | None) -> str:
+    if not s:
+        return "-"
+    lo, hi = s["ci95"]
+    return f"{fmt(s['mean'])} ± {fmt((hi - lo) / 2)}"
+
+
+def markdown_table(res: EvalResult, kpis: list[str] | None = None) -> str:
+    kpis = [k for k in (kpis or TABLE_KPIS) if any(k in s for s in res.summary.values())]
+    extra = [k for k in next(iter(res.summary.values()), {}) if k.startswith("safety_")]
+    kpis += [k for k in extra if k not in kpis]
+    head = "| policy | " + " | ".join(kpis) + (" | gap to oracle |" if res.oracle_gap else " |")
+    sep = "|---" * (len(kpis) + 1 + (1 if res.oracle_gap else 0)) + "|"
+    rows = [head, sep]
+    for pol, s in res.summary.items():
+        row = f"| {pol} | " + " | ".join(cell(s.get(k)) for k in kpis)
+        if res.oracle_gap:
+            g = res.oracle_gap.get(pol)
+            row += " | " + (
+                f"{100 * g['mean']:.1f}% ± {100 * (g['ci95'][1] - g['ci95'][0]) / 2:.1f}%" if g else "-"
+            )
+        rows.append(row + " |")
+    return "\n".join(rows)
+
+
+def paired_table(res: EvalResult) -> str:
+    if not res.paired:
+        return ""
+    keys = [*HEADLINE, "total_cost_relative"]
+    rows = [
+        f"Paired differences against **{res.baseline}** (policy minus baseline, same paths):",
+        "",
+        "| policy | " + " | ".join(keys) + " |",
+        "|---" * (len(keys) + 1) + "|",
+    ]
+    for pol, d in res.paired.items():
+        cells = []
+        for k in keys:
+            if k not in d:
+                cells.append("-")
+            elif k == "total_cost_relative":
+                m, (lo, hi) = d[k]["mean"], d[k]["ci95"]
+                cells.append(f"{100 * m:+.2f}% [{100 * lo:+.2f}%, {100 * hi:+.2f}%]")
+            else:
+                m, (lo, hi) = d[k]["mean"], d[k]["ci95"]
+                cells.append(f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]")
+        rows.append(f"| {pol} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def write_report(
+    res: EvalResult,
+    out: str | Path,
+    stress: dict[str, EvalResult] | None = None,
+    title: str | None = None,
+    extra_md: str = "",
+) -> dict[str, Path]:
+    """Write the report folder; returns the paths written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    files["kpis.json"] = _atomic_json(out / "kpis.json", res.kpis_json())
+    files["paired.json"] = _atomic_json(
+        out / "paired.json",
+        {
+            "baseline": res.baseline,
+            "paired": res.paired,
+            "oracle_gap": res.oracle_gap,
+            "oracle_paths": None if res.oracle_paths is None else res.oracle_paths.tolist(),
+            "scenario": res.scenario,
+            "config_hash": res.config_hash,
+            "episodes": res.episodes,
+            "seed": res.seed,
+            "notes": res.notes,
+        },
+    )
+    with open(out / "kpis.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["stress", "policy", "kpi", "mean", "ci95_lo", "ci95_hi", "n"])
+        for name, r in [("none", res), *((stress or {}).items())]:
+            for pol, s in r.summary.items():
+                for k, v in s.items():
+                    w.writerow([name, pol, k, v["mean"], v["ci95"][0], v["ci95"][1], v["n"]])
+    files["kpis.csv"] = out / "kpis.csv"
+    plots = plot_all(res, out)
+    files.update(plots)
+    if stress:
+        files["stress.json"] = _atomic_json(
+            out / "stress.json", {k: r.kpis_json() for k, r in stress.items()}
+        )
+    md = [
+        f"# {title or f'Evaluation: {res.scenario}'}",
+        "",
+        f"Scenario `{res.scenario}` (config {res.config_hash}), {res.episodes} sample paths of {res.horizon} periods, "
+        f"seed {res.seed}; every policy ran on the same paths (common random numbers). Values are means over paths "
+        "± the half-width of a 95% Student-t interval.",
+        "",
+    ]
+    if res.oracle_paths is not None:
+        md.append(
+            f"The perfect-information bound (`oracle`, an LP that knows the path) was solved on "
+            f"{len(res.oracle_paths)} path(s); gaps are paired on those paths."
+        )
+        md.append("")
+    md += [markdown_table(res), ""]
+    pt = paired_table(res)
+    if pt:
+        md += [pt, ""]
+    md += ["## Cost breakdown (total per episode)", "", _cost_table(res), ""]
+    if stress:
+        md += ["## Stress tests", ""]
+        for name, r in stress.items():
+            md += [
+                f"### {name}",
+                "",
+                markdown_table(
+                    r,
+                    [
+                        "total_cost",
+                        "fill_rate",
+                        "cycle_service_level",
+                        "stockout_days",
+                        "lost_sales",
+                        "avg_on_hand",
+                    ],
+                ),
+                "",
+            ]
+    if extra_md:
+        md += [extra_md, ""]
+    md += ["## Plots", ""]
+    for k, p in plots.items():
+        md.append(f"![{k}]({p.name})")
+    if res.notes:
+        md += ["", "## Notes", ""] + [f"- {n}" for n in res.notes]
+    md += ["", "KPI definitions: `eval/kpis.py`."]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    files["report.md"] = out / "report.md"
+    return files
+
+
+def _cost_table(res: EvalResult) -> str:
+    keys = [f"cost_{c}" for c in COST_NAMES]
+    rows = ["| policy | " + " | ".join(COST_NAMES) + " |", "|---" * (len(keys) + 1) + "|"]
+    for pol, s in res.summary.items():
+        rows.append(f"| {pol} | " + " | ".join(fmt(s[k]["mean"]) if k in s else "-" for k in keys) + " |")
+    return "\n".join(rows)
+
+
+def _atomic_json(path: Path, data: Any) -> Path:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_np_default))
+    tmp.replace(path)
+    return path
+
+
+def _np_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o))
+
+
+def plot_all(res: EvalResult, out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files: dict[str, Path] = {}
+    pols = list(res.summary)
+    # 1. cost breakdown per policy (stacked bars)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(pols) + 2), 4))
+    bottom = np.zeros(len(pols))
+    for c in COST_NAMES:
+        vals = np.array([res.summary[p].get(f"cost_{c}", {"mean": 0.0})["mean"] for p in pols])
+        if np.allclose(vals, 0):
+            continue
+        ax.bar(pols, vals, bottom=bottom, label=c)
+        bottom += vals
+    ax.set_ylabel("cost per episode")
+    ax.set_title(f"{res.scenario}: cost breakdown")
+    ax.legend(fontsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    fig.tight_layout()
+    files["cost_breakdown"] = _save(fig, out / "cost_breakdown.png")
+    # 2. fill rate against average inventory
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for p in pols:
+        s = res.summary[p]
+        if "fill_rate" not in s:
+            continue
+        x, y = s["avg_on_hand"], s["fill_rate"]
+        ax.errorbar(
+            x["mean"],
+            y["mean"],
+            xerr=(x["ci95"][1] - x["ci95"][0]) / 2,
+            yerr=(y["ci95"][1] - y["ci95"][0]) / 2,
+            fmt="o",
+            capsize=3,
+            label=p,
+        )
+    ax.set_xlabel("average units on hand (all nodes)")
+    ax.set_ylabel("unit fill rate (stores)")
+    ax.set_title(f"{res.scenario}: service against inventory")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    files["fill_vs_inventory"] = _save(fig, out / "fill_vs_inventory.png")
+    # 3. one SKU's inventory and orders over time (path 0, first store and its parent)
+    with_trace = [p for p in pols if p in res.rollouts and res.rollouts[p].trace]
+    if with_trace:
+        store = res.n_dcs  # the first store
+        fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+        for p in with_trace:
+            tr = res.rollouts[p].trace
+            axes[0].plot(tr["on_hand"][:, store], label=p, lw=1.2)
+            axes[1].step(
+                np.arange(len(tr["ordered"])), tr["ordered"][:, store], where="post", label=p, lw=1.0
+            )
+        axes[0].plot(res.rollouts[with_trace[0]].trace["demand"][:, store], "k:", lw=0.8, label="demand")
+        axes[0].set_ylabel("on hand (start of period)")
+        axes[1].set_ylabel("units ordered")
+        axes[1].set_xlabel("period")
+        axes[0].set_title(f"{res.scenario}: SKU 0 at the first store, path 0")
+        axes[0].legend(fontsize=8, ncol=2)
+        fig.tight_layout()
+        files["sku_trace"] = _save(fig, out / "sku_trace.png")
+    return files
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+__all__ = ["write_report", "markdown_table", "ORACLE"]
