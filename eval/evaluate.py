@@ -109,7 +109,7 @@ def parse_policies(
 
             if Path(raw).exists():
                 try:
-                    from training.load import load_learned_policy
+                    from agents.learned import load_learned_policy
                 except ImportError as exc:  # pragma: no cover
                     raise ValueError(f"cannot load learned policy {raw}: {exc}") from None
                 specs.append(

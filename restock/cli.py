@@ -334,6 +334,94 @@ def _shield_factory(no_shield: bool):
 
 # ------------------------------------------------------------------------------------------------
 @app.command()
+def train(
+    scenario: Annotated[str, typer.Argument(help="Shipped scenario name or path to a YAML file.")],
+    trainer: Annotated[
+        str, typer.Option(help="sb3 (MaskablePPO on the array env) or rllib (multi-agent PPO).")
+    ] = "sb3",
+    config: Annotated[
+        str | None, typer.Option(help="Experiment YAML (configs/experiments/NAME.yaml or a path).")
+    ] = None,
+    minutes: Annotated[float | None, typer.Option(help="Wall-clock budget for the whole run.")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Env steps (periods x environments) per trained role.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (overrides the experiment's).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint.")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Join an existing Ray cluster (HOST:PORT) instead of a local Ray.")
+    ] = None,
+    num_env_runners: Annotated[
+        int | None, typer.Option(help="RLlib rollout workers (scale out on a cluster).")
+    ] = None,
+) -> None:
+    """Train store and DC agents under masks and shields; TensorBoard logs and checkpoints in the run folder."""
+    from envs.config import ConfigError
+    from training.experiment import load_experiment
+    from training.train import train as run_train
+
+    if trainer not in ("sb3", "rllib"):
+        fail(f"--trainer: must be sb3 or rllib, not {trainer!r}")
+    try:
+        exp = load_experiment(config, minutes=minutes, steps=steps, seed=seed)
+    except ConfigError as exc:
+        fail(str(exc))
+    if exp.steps is None and exp.minutes is None:
+        fail("give a budget: --steps N or --minutes M (or steps/minutes in the experiment file)")
+    if ray_address or num_env_runners is not None:
+        exp.rllib.ray_address = ray_address or exp.rllib.ray_address
+        if num_env_runners is not None:
+            exp.rllib.num_env_runners = num_env_runners
+    c = load_or_fail(scenario, **exp.scenario_overrides)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = (exp.steps or 0) * len(exp.roles)
+    prog = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+    task = prog.add_task(f"training ({trainer})", total=total or None, stats="")
+    done_before: dict[str, int] = {}
+
+    def on_progress(d: dict) -> None:
+        role = d.get("role", "")
+        done_before.setdefault(role, len(done_before))
+        completed = (exp.steps or 0) * done_before[role] + d["env_steps"]
+        stats = f"{role} steps {d['env_steps']:,} | SPS {d.get('charts/SPS', 0):,.0f}"
+        if "charts/episodic_cost" in d:
+            stats += f" | cost {d['charts/episodic_cost']:,.0f} | fill {d.get('inventory/fill_rate', 0):.3f}"
+        prog.update(task, completed=completed, stats=stats)
+
+    try:
+        with prog:
+            run_dir = run_train(
+                c,
+                exp,
+                trainer,
+                out_root=out,
+                resume=resume,
+                on_progress=on_progress,
+                log=lambda s: prog.console.print(s, highlight=False),
+            )
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"[green]done[/]: {run_dir}")
+    console.print(
+        f"evaluate: restock eval {c.config.name} --policies base_stock,{run_dir} --params "
+        f"{run_dir / 'baseline_params.json'}"
+    )
+    console.print(f"tensorboard --logdir {out}")
+
+
+# ------------------------------------------------------------------------------------------------
+@app.command()
 def bench(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     only: Annotated[
@@ -398,8 +486,14 @@ def demo(
     for pol in ("base_stock", "s_S"):
         prog, task = progress_bar(tune_work(c, pol, 12, 16, 3, 5), f"tuning {pol}")
         with prog:
-            res = run_tune(c, pol, episodes=12, eval_episodes=16, rounds=3,
-                           progress=lambda n, pr=prog, tk=task: pr.advance(tk, n))
+            res = run_tune(
+                c,
+                pol,
+                episodes=12,
+                eval_episodes=16,
+                rounds=3,
+                progress=lambda n, pr=prog, tk=task: pr.advance(tk, n),
+            )
         save_params(params, res)
         m, (lo, hi) = res.cost_per_period["mean"], res.cost_per_period["ci95"]
         console.print(

@@ -1,0 +1,113 @@
+"""Learned policies as `Policy` objects: torch networks saved per role, loaded for evaluation.
+
+A run directory (from `restock train`) holds ``policies/<role>.pt`` (a plain state_dict, loaded with
+``weights_only=True``) and ``policies/<role>.json`` (the `NetConfig`), plus ``run.json`` naming the
+baseline heuristic that plays any role the run did not train. Both trainers write this layout, so
+evaluation and export never depend on which trainer produced the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.base import JointPolicy, role_nodes
+from agents.networks import NetConfig, PerSkuNet
+
+
+class TorchPolicy:
+    """A `PerSkuNet` acting greedily (or by sampling) on the masked logits of its role's agents."""
+
+    output = "levels"
+
+    def __init__(
+        self,
+        net: PerSkuNet,
+        name: str = "learned",
+        version: str = "1",
+        deterministic: bool = True,
+        seed: int = 0,
+    ):
+        self.net = net.eval()
+        self.name = name
+        self.version = version
+        self.deterministic = deterministic
+        self.last_confidence: np.ndarray | None = None
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def act(self, ctx, nodes: np.ndarray) -> np.ndarray:
+        nodes = np.asarray(nodes)
+        E, K = ctx.obs.shape[0], ctx.compiled.K
+        L = self.net.cfg.levels
+        obs = torch.as_tensor(ctx.obs[:, nodes].reshape(E * len(nodes), -1))
+        mask = torch.as_tensor(ctx.mask[:, nodes, :, :L].reshape(E * len(nodes), K * L).astype(np.float32))
+        with torch.no_grad():
+            logits = self.net.forward_logits(obs, mask).reshape(-1, K, L)
+            probs = torch.softmax(logits, dim=-1)
+            if self.deterministic:
+                lv = probs.argmax(dim=-1)
+            else:
+                lv = torch.multinomial(probs.reshape(-1, L), 1, generator=self._gen).reshape(-1, K)
+            chosen = probs.gather(-1, lv.unsqueeze(-1)).squeeze(-1)  # [B, K]
+        self.last_confidence = chosen.mean(dim=-1).reshape(E, len(nodes)).numpy()
+        return lv.reshape(E, len(nodes), K).numpy().astype(np.int64)
+
+
+def save_role(run_dir: str | Path, role: str, net: PerSkuNet) -> Path:
+    """Write policies/<role>.pt and .json atomically."""
+    d = Path(run_dir) / "policies"
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".{role}.pt.tmp"
+    torch.save(net.state_dict(), tmp)
+    tmp.replace(d / f"{role}.pt")
+    tj = d / f".{role}.json.tmp"
+    tj.write_text(json.dumps(net.cfg.to_dict(), indent=2))
+    tj.replace(d / f"{role}.json")
+    return d / f"{role}.pt"
+
+
+def load_role(run_dir: str | Path, role: str) -> PerSkuNet:
+    d = Path(run_dir) / "policies"
+    cfg = NetConfig.from_dict(json.loads((d / f"{role}.json").read_text()))
+    net = PerSkuNet(cfg)
+    net.load_state_dict(torch.load(d / f"{role}.pt", map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def read_run(run_dir: str | Path) -> dict:
+    p = Path(run_dir) / "run.json"
+    if not p.exists():
+        raise ValueError(f"{run_dir}: not a restock run directory (no run.json)")
+    return json.loads(p.read_text())
+
+
+def load_learned_policy(run_dir: str | Path, compiled, deterministic: bool = True) -> JointPolicy:
+    """The run's learned roles plus its baseline heuristic for the other roles, as one JointPolicy."""
+    from agents.tuning import make_policy
+
+    run = read_run(run_dir)
+    name = Path(run_dir).name
+    base = run.get("baseline", {})
+    pols = {}
+    for role in ("store", "dc"):
+        if (Path(run_dir) / "policies" / f"{role}.pt").exists():
+            net = load_role(run_dir, role)
+            L = (
+                int(compiled.params.levels[role_nodes(compiled, role)[0]])
+                if len(role_nodes(compiled, role))
+                else 0
+            )
+            if len(role_nodes(compiled, role)) and net.cfg.levels != L:
+                raise ValueError(
+                    f"{run_dir}: the {role} network has {net.cfg.levels} levels but scenario "
+                    f"{compiled.config.name!r} uses {L}"
+                )
+            pols[role] = TorchPolicy(
+                net, name=f"{name}:{role}", version=run.get("version", "1"), deterministic=deterministic
+            )
+        else:
+            pols[role] = make_policy(base.get("policy", "base_stock"), base.get("knobs"))
+    return JointPolicy(pols, name=name)

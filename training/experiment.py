@@ -1,0 +1,98 @@
+"""Experiment files (``configs/experiments/*.yaml``): strict schema, loading, defaults per trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+
+from envs.config import ConfigError, format_validation_error
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkSpec(Strict):
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
+    value_hidden: list[PositiveInt] = Field(default_factory=lambda: [64])
+    centralised_critic: bool = False  # value head also sees env.state() (RLlib path)
+
+
+class PPOSpec(Strict):
+    learning_rate: PositiveFloat = 3e-4
+    gamma: float = Field(default=0.99, gt=0, le=1)
+    gae_lambda: float = Field(default=0.95, ge=0, le=1)
+    clip_range: PositiveFloat = 0.2
+    ent_coef: float = Field(default=0.003, ge=0)
+    vf_coef: PositiveFloat = 0.5
+    max_grad_norm: PositiveFloat = 0.5
+    n_epochs: PositiveInt = 4
+    rollout_steps: PositiveInt = 32  # periods per env per update (SB3 n_steps)
+    minibatch_size: PositiveInt = 512  # agent-steps per minibatch
+    target_kl: float | None = 0.03
+
+
+class ShieldSpec(Strict):
+    enabled: bool = True
+    penalty: float = Field(default=0.0, ge=0)  # subtracted from the reward per changed SKU decision
+
+
+class RLlibSpec(Strict):
+    num_env_runners: int = Field(default=0, ge=0)
+    train_batch_size: PositiveInt = 2000  # agent... env steps per iteration
+    ray_address: str | None = None
+
+
+class ExperimentConfig(Strict):
+    """One training experiment; every field has a default so a file only states what it changes."""
+
+    name: str = "default"
+    trainer: Literal["sb3", "rllib"] | None = None  # the CLI flag wins when given
+    roles: list[Literal["store", "dc"]] = Field(default_factory=lambda: ["store"])  # trained roles
+    steps: PositiveInt | None = None  # env steps (periods x environments) per trained role
+    minutes: PositiveFloat | None = None  # wall-clock budget (whole run)
+    seed: int = 0
+    num_envs: PositiveInt = 8
+    baseline: Literal["base_stock", "capped_base_stock", "s_S", "r_Q", "zero"] = "base_stock"
+    baseline_params: str | None = None  # parameter file; tuned quickly at start when missing
+    checkpoint_every: PositiveInt = 20_000  # env steps
+    eval_every: PositiveInt = 50_000  # env steps between greedy evaluations on held-out paths
+    eval_episodes: PositiveInt = 8
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    ppo: PPOSpec = Field(default_factory=PPOSpec)
+    shield: ShieldSpec = Field(default_factory=ShieldSpec)
+    rllib: RLlibSpec = Field(default_factory=RLlibSpec)
+    scenario_overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_experiment(path: str | Path | None, **overrides: Any) -> ExperimentConfig:
+    """Load an experiment YAML (or the defaults when None) and apply keyword overrides."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            cand = Path(__file__).resolve().parent.parent / "configs" / "experiments" / f"{path}.yaml"
+            if not cand.exists():
+                raise ConfigError(f"{path}: no such experiment file")
+            p = cand
+        source = str(p)
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of experiment fields")
+        data.setdefault("name", p.stem)
+    for k, v in overrides.items():
+        if v is not None:
+            data[k] = v
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(
+            format_validation_error(err, source).replace("invalid scenario", "invalid experiment")
+        ) from None

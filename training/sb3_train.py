@@ -1,0 +1,421 @@
+"""Stable-baselines3 path: sb3-contrib MaskablePPO with the per-SKU network, parameter sharing per role.
+
+Roles listed in the experiment are trained one after the other; while one role trains, the other is
+played by the tuned baseline heuristic (or, once trained, by its frozen network). Checkpoints hold
+everything needed to continue bit for bit: the model (weights, optimiser, counters), the simulator's
+state, the sample-path counter and every random generator; they are written at the end of a rollout
+(before the update) into a temporary folder that is renamed into place, so a crash never leaves a half
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sb3_contrib import MaskablePPO
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.callbacks import BaseCallback
+from torch import nn
+
+from agents.base import JointPolicy
+from agents.learned import TorchPolicy, load_role, save_role
+from agents.networks import NetConfig, PerSkuNet
+from envs.compile import Compiled
+from training.common import (
+    Baseline,
+    Monitor,
+    net_config,
+    observation_stats,
+    safety_scalars,
+    seed_everything,
+    write_json_atomic,
+)
+from training.experiment import ExperimentConfig
+from training.sb3_env import RoleVecEnv
+
+
+class _Extractor(nn.Module):
+    """SB3's "mlp_extractor": latent_pi are the per-SKU logits, latent_vf the value itself."""
+
+    def __init__(self, net: PerSkuNet):
+        super().__init__()
+        self.net = net
+        self.latent_dim_pi = 0  # set by the policy (K * L)
+        self.latent_dim_vf = 1
+
+    def forward(self, features: torch.Tensor):
+        return self.forward_actor(features), self.forward_critic(features)
+
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_logits(features)
+
+    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_value(features).unsqueeze(-1)
+
+
+class PerSkuMaskablePolicy(MaskableActorCriticPolicy):
+    """MaskableActorCriticPolicy whose actor and critic are one `PerSkuNet` (no extra heads)."""
+
+    def __init__(
+        self, observation_space, action_space, lr_schedule, net_config: dict | None = None, **kwargs
+    ):
+        self.net_config = net_config or {}
+        kwargs.setdefault("ortho_init", False)
+        super().__init__(observation_space, action_space, lr_schedule, net_arch=[], **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        cfg = NetConfig.from_dict(self.net_config)
+        ext = _Extractor(PerSkuNet(cfg))
+        ext.latent_dim_pi = int(self.action_space.nvec.sum())
+        self.mlp_extractor = ext
+
+    def _build(self, lr_schedule) -> None:
+        super()._build(lr_schedule)
+        self.action_net = nn.Identity()
+        self.value_net = nn.Identity()
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    @property
+    def per_sku_net(self) -> PerSkuNet:
+        return self.mlp_extractor.net
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}  # noqa: NPY002
+
+
+def _set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])  # noqa: NPY002
+    torch.set_rng_state(s["torch"])
+
+
+def save_checkpoint(ckpt_root: Path, model: MaskablePPO, venv: RoleVecEnv, meta: dict) -> Path:
+    """Atomically write checkpoints/<steps>/ and point checkpoints/latest at it."""
+    steps = int(meta["env_steps"])
+    final = ckpt_root / f"{steps:012d}"
+    tmp = ckpt_root / f".tmp-{steps:012d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save(tmp / "model.zip")
+    env = venv.env
+    np.savez(
+        tmp / "env_state.npz",
+        paths=env.paths,
+        next_path=env._next_path,
+        seed=env.seed,
+        **{f"state_{k}": v for k, v in env.state._asdict().items()},
+        episode_cost=env.episode_cost,
+        episode_kpi=env.episode_kpi,
+        episode_revenue=env.episode_revenue,
+        ep_return=venv._ep_return,
+        last_obs=model._last_obs,
+        last_episode_starts=model._last_episode_starts,
+    )
+    with open(tmp / "rng.pkl", "wb") as fh:  # training checkpoints only: serving never loads pickles
+        pickle.dump(_rng_state(), fh)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_json_atomic(ckpt_root / "latest.json", {"path": final.name, **meta})
+    return final
+
+
+def load_checkpoint(ckpt: Path, venv: RoleVecEnv, device: str = "cpu") -> MaskablePPO:
+    model = MaskablePPO.load(
+        ckpt / "model.zip", env=venv, device=device, custom_objects={"policy_class": PerSkuMaskablePolicy}
+    )
+    z = np.load(ckpt / "env_state.npz")
+    env = venv.env
+    for k, arr in env.state._asdict().items():
+        arr[...] = z[f"state_{k}"]
+    env.paths = z["paths"].copy()
+    env._next_path = int(z["next_path"])
+    env.demand.set_paths(env.paths)
+    env.demand._t0 = -1
+    env.episode_cost[...] = z["episode_cost"]
+    env.episode_kpi[...] = z["episode_kpi"]
+    env.episode_revenue[...] = z["episode_revenue"]
+    from envs import kernel as kn
+
+    kn.observe(
+        env.params, env.state, env.work, env.obs, env.mask, env.ub
+    ) if not env._parallel else kn.observe_par(env.params, env.state, env.work, env.obs, env.mask, env.ub)
+    venv._ep_return[:] = z["ep_return"]
+    model._last_obs = z["last_obs"]
+    model._last_episode_starts = z["last_episode_starts"]
+    with open(ckpt / "rng.pkl", "rb") as fh:
+        _set_rng_state(pickle.load(fh))
+    return model
+
+
+# ------------------------------------------------------------------------------------------------
+# the training loop
+
+
+class TrainCallback(BaseCallback):
+    """TensorBoard scalars, progress, periodic checkpoints and evaluations, the time budget."""
+
+    def __init__(
+        self,
+        venv: RoleVecEnv,
+        monitor: Monitor,
+        role: str,
+        run_dir: Path,
+        exp: ExperimentConfig,
+        deadline: float | None,
+        step_offset: int,
+        on_progress: Callable[[dict], None] | None,
+        evaluate: Callable[[], dict] | None,
+        stop_after_checkpoints: int | None = None,
+    ):
+        super().__init__()
+        self.venv, self.monitor, self.role, self.run_dir, self.exp = venv, monitor, role, run_dir, exp
+        self.deadline = deadline
+        self.offset = step_offset
+        self.on_progress = on_progress
+        self.evaluate = evaluate
+        self.n_agents = venv.n
+        self._t0 = time.perf_counter()
+        self._steps0 = 0
+        self._last_ckpt = 0
+        self._last_eval = 0
+        self._shield_acc: dict[str, Any] = {}
+        self.stop_after = stop_after_checkpoints
+        self.checkpoints = 0
+        self.stopped_for_time = False
+
+    def env_steps(self) -> int:
+        return self.offset + self.num_timesteps // self.n_agents
+
+    def _on_training_start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._steps0 = self.num_timesteps
+        self._last_ckpt = self.env_steps()
+        self._last_eval = self.env_steps()
+
+    def _on_step(self) -> bool:
+        info = self.venv.env_last_info if hasattr(self.venv, "env_last_info") else None
+        if info:
+            for k in ("shield_decisions", "shield_interventions", "shield_executed_violations"):
+                if k in info:
+                    self._shield_acc[k] = self._shield_acc.get(k, 0) + np.asarray(info[k]).sum(axis=0)
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            self.stopped_for_time = True
+            return False
+        return True
+
+    def _on_rollout_end(self) -> None:
+        steps = self.env_steps()
+        dt = max(time.perf_counter() - self._t0, 1e-9)
+        sps = (self.num_timesteps - self._steps0) / self.n_agents / dt
+        scal: dict[str, float] = {"charts/SPS": sps}
+        log = self.venv.episode_log
+        if log:
+            for key, tag in (
+                ("episodic_cost", "charts/episodic_cost"),
+                ("fill_rate", "inventory/fill_rate"),
+                ("holding_cost", "inventory/holding_cost"),
+                ("stockout_cost", "inventory/stockout_cost"),
+            ):
+                scal[tag] = float(np.mean([r[key] for r in log]))
+            self.venv.episode_log = []
+        scal.update(safety_scalars({k: v[None] if np.ndim(v) else v for k, v in self._shield_acc.items()}))
+        self._shield_acc = {}
+        lv = self.model.logger.name_to_value
+        for src, dst in (
+            ("train/policy_gradient_loss", "losses/policy_loss"),
+            ("train/value_loss", "losses/value_loss"),
+            ("train/entropy_loss", "losses/entropy"),
+            ("train/approx_kl", "losses/approx_kl"),
+            ("train/clip_fraction", "losses/clipfrac"),
+            ("train/explained_variance", "losses/explained_variance"),
+        ):
+            if src in lv:
+                scal[dst] = float(lv[src])
+        self.monitor.log(steps, {f"{k}" if "/" in k else k: v for k, v in scal.items()})
+        if self.on_progress:
+            self.on_progress({"env_steps": steps, "role": self.role, **scal})
+        if self.evaluate is not None and steps - self._last_eval >= self.exp.eval_every:
+            self._last_eval = steps
+            res = self.evaluate()
+            self.monitor.log(steps, {f"eval/{k}": v for k, v in res.items()})
+        if steps - self._last_ckpt >= self.exp.checkpoint_every:
+            self._last_ckpt = steps
+            self.checkpoint()
+            if self.stop_after is not None and self.checkpoints >= self.stop_after:
+                raise _StopForTest()
+
+    def checkpoint(self) -> None:
+        save_role(self.run_dir, self.role, self.model.policy.per_sku_net)
+        save_checkpoint(
+            self.run_dir / "checkpoints",
+            self.model,
+            self.venv,
+            {
+                "env_steps": self.env_steps(),
+                "role": self.role,
+                "num_timesteps": int(self.model.num_timesteps),
+            },
+        )
+        self.checkpoints += 1
+
+
+class _StopForTest(Exception):
+    """Raised to simulate a crash right after a checkpoint (tests of --resume)."""
+
+
+def train_sb3(
+    compiled: Compiled,
+    exp: ExperimentConfig,
+    run_dir: Path,
+    baseline: Baseline,
+    monitor: Monitor,
+    shield_factory=None,
+    resume: Path | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+    stop_after_checkpoints: int | None = None,
+    log=print,
+) -> dict:
+    """Train the experiment's roles in turn; returns a summary for run.json."""
+    seed_everything(exp.seed)
+    t_start = time.perf_counter()
+    deadline = t_start + 60 * exp.minutes if exp.minutes else None
+    trained: dict[str, PerSkuNet] = {}
+    summary: dict[str, Any] = {"roles": {}}
+    start_role_idx = 0
+    ckpt = None
+    if resume is not None:
+        latest = json.loads((resume / "checkpoints" / "latest.json").read_text())
+        ckpt = resume / "checkpoints" / latest["path"]
+        start_role_idx = exp.roles.index(latest["role"])
+        for r in exp.roles[:start_role_idx]:
+            trained[r] = load_role(resume, r)
+    for idx, role in enumerate(exp.roles):
+        if idx < start_role_idx:
+            continue
+        other = {r: (TorchPolicy(trained[r]) if r in trained else None) for r in ("store", "dc") if r != role}
+        base = baseline.joint()
+        pols = {r: (other.get(r) or base.policies[r]) for r in ("store", "dc")}
+        other_joint = JointPolicy(pols)
+        shield = shield_factory(compiled) if shield_factory else None
+        venv = RoleVecEnv(
+            compiled,
+            role,
+            exp.num_envs,
+            exp.seed,
+            other_joint,
+            shield=shield,
+            reward_scale=baseline.reward_scale,
+            shield_penalty=exp.shield.penalty,
+        )
+        _wrap_info(venv)
+        stats = observation_stats(compiled, role, baseline)
+        cfg = net_config(compiled, role, exp, stats)
+        ppo = exp.ppo
+        n_agents = venv.n
+        batch = max(1, min(ppo.minibatch_size, venv.num_envs * ppo.rollout_steps))
+        total_env_steps = exp.steps or 10**12
+        offset = 0
+        if ckpt is not None and idx == start_role_idx:
+            model = load_checkpoint(ckpt, venv)
+            meta = json.loads((ckpt / "meta.json").read_text())
+            offset = 0
+            remaining = total_env_steps * n_agents - int(meta["num_timesteps"])
+            log(f"resuming {role} from {ckpt.name} ({meta['env_steps']} env steps)")
+            reset = False
+        else:
+            model = MaskablePPO(
+                PerSkuMaskablePolicy,
+                venv,
+                learning_rate=ppo.learning_rate,
+                n_steps=ppo.rollout_steps,
+                batch_size=batch,
+                n_epochs=ppo.n_epochs,
+                gamma=ppo.gamma,
+                gae_lambda=ppo.gae_lambda,
+                clip_range=ppo.clip_range,
+                ent_coef=ppo.ent_coef,
+                vf_coef=ppo.vf_coef,
+                max_grad_norm=ppo.max_grad_norm,
+                target_kl=ppo.target_kl,
+                seed=exp.seed,
+                device="cpu",
+                verbose=0,
+                policy_kwargs={"net_config": cfg.to_dict()},
+            )
+            remaining = total_env_steps * n_agents
+            reset = True
+        evaluate = _make_eval(compiled, role, model, other_joint, exp, shield_factory)
+        cb = TrainCallback(
+            venv, monitor, role, run_dir, exp, deadline, offset, on_progress, evaluate, stop_after_checkpoints
+        )
+        try:
+            model.learn(total_timesteps=max(remaining, 1), callback=cb, reset_num_timesteps=reset)
+        except _StopForTest:
+            return {"stopped": "test", "role": role}
+        net = model.policy.per_sku_net
+        trained[role] = net
+        cb.checkpoint()  # final checkpoint and weights of this role
+        summary["roles"][role] = {
+            "env_steps": cb.env_steps(),
+            "stopped_for_time": cb.stopped_for_time,
+            "seconds": time.perf_counter() - t_start,
+        }
+        ckpt = None
+        if cb.stopped_for_time:
+            log(f"time budget reached while training {role}")
+            break
+    summary["seconds"] = time.perf_counter() - t_start
+    return summary
+
+
+def _wrap_info(venv: RoleVecEnv) -> None:
+    """Keep the last step's info on the env so the callback can read shield counts."""
+    inner = venv.env._advance
+
+    def advance(qty, _inner=inner):
+        out = _inner(qty)
+        venv.env_last_info = out[4]
+        return out
+
+    venv.env._advance = advance
+    venv.env_last_info = None
+
+
+def _make_eval(compiled, role, model, other_joint, exp: ExperimentConfig, shield_factory):
+    """Greedy evaluation of the current network on held-out paths (seed 10_000 + exp.seed)."""
+    from eval.rollout import rollout
+
+    def run() -> dict:
+        net = model.policy.per_sku_net
+        pols = dict(other_joint.policies)
+        pols[role] = TorchPolicy(net)
+        res = rollout(
+            compiled,
+            JointPolicy(pols),
+            episodes=exp.eval_episodes,
+            seed=10_000 + exp.seed,
+            shield=shield_factory(compiled) if shield_factory else None,
+            trace_sku=None,
+        )
+        net.train()
+        cost = res.cost.sum(axis=(1, 2))
+        return {"episodic_cost": float(cost.mean()), "episodic_cost_std": float(cost.std())}
+
+    return run

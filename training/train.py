@@ -1,0 +1,116 @@
+"""`restock train`: one entry point for both trainers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from envs.compile import Compiled
+from training.common import Monitor, new_run_dir, prepare_baseline, save_resolved_config, write_json_atomic
+from training.experiment import ExperimentConfig
+
+
+def shield_factory_for(exp: ExperimentConfig):
+    if not exp.shield.enabled:
+        return None
+    try:
+        from agents.shield import Shield
+    except ImportError:
+        return None
+    return lambda compiled: Shield(compiled, mode="enforce")
+
+
+def train(
+    compiled: Compiled,
+    exp: ExperimentConfig,
+    trainer: str,
+    out_root: str | Path = "runs",
+    resume: str | Path | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] = print,
+    stop_after_checkpoints: int | None = None,
+) -> Path:
+    """Train, write the run directory and return it."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "checkpoints" / "latest.json").exists():
+            raise ValueError(f"--resume: {run_dir} has no checkpoint to resume from")
+    else:
+        run_dir = new_run_dir(out_root, compiled.config.name, exp.name, exp.seed)
+    cfg = save_resolved_config(run_dir, compiled, exp, trainer)
+    log(f"run directory: {run_dir}")
+    log(f"watch it with: tensorboard --logdir {Path(run_dir).parent}")
+    monitor = Monitor(run_dir)
+    monitor.config_text(cfg)
+    baseline = prepare_baseline(compiled, exp, run_dir, log=log)
+    run_info: dict[str, Any] = {
+        "format": "restock.run/1",
+        "trainer": trainer,
+        "scenario": compiled.config.name,
+        "scenario_hash": compiled.config_hash,
+        "experiment": exp.name,
+        "seed": exp.seed,
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "version": "1",
+        "baseline": {
+            "policy": baseline.policy,
+            "knobs": baseline.knobs,
+            "cost_per_period": baseline.cost_per_period,
+            "reward_scale": baseline.reward_scale,
+        },
+    }
+    if resume is not None and (run_dir / "run.json").exists():
+        old = json.loads((run_dir / "run.json").read_text())
+        run_info["started"] = old.get("started", run_info["started"])
+        run_info["resumed"] = old.get("resumed", 0) + 1
+    write_json_atomic(run_dir / "run.json", run_info)
+    shield_factory = shield_factory_for(exp)
+    try:
+        if trainer == "sb3":
+            from training.sb3_train import train_sb3
+
+            summary = train_sb3(
+                compiled,
+                exp,
+                run_dir,
+                baseline,
+                monitor,
+                shield_factory=shield_factory,
+                resume=Path(resume) if resume else None,
+                on_progress=on_progress,
+                stop_after_checkpoints=stop_after_checkpoints,
+                log=log,
+            )
+        elif trainer == "rllib":
+            from training.rllib_train import train_rllib
+
+            summary = train_rllib(
+                compiled,
+                exp,
+                run_dir,
+                baseline,
+                monitor,
+                shield_factory=shield_factory,
+                resume=Path(resume) if resume else None,
+                on_progress=on_progress,
+                stop_after_checkpoints=stop_after_checkpoints,
+                log=log,
+            )
+        else:
+            raise ValueError(f"--trainer must be sb3 or rllib, not {trainer!r}")
+    except BaseException:
+        run_info["status"] = "failed"
+        write_json_atomic(run_dir / "run.json", run_info)
+        monitor.close()
+        raise
+    run_info["status"] = "stopped" if summary.get("stopped") else "done"
+    run_info["summary"] = summary
+    run_info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    run_info["roles"] = sorted(p.stem for p in (run_dir / "policies").glob("*.pt"))
+    write_json_atomic(run_dir / "run.json", run_info)
+    monitor.close()
+    return run_dir
