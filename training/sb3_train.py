@@ -255,6 +255,11 @@ class TrainCallback(BaseCallback):
             self._last_eval = steps
             res = self.evaluate()
             self.monitor.log(steps, {f"eval/{k}": v for k, v in res.items()})
+
+    def _on_rollout_start(self) -> None:
+        # after the previous update and before the next rollout: the model, the simulator and every
+        # random generator are in step here, so a checkpoint taken now resumes bit for bit
+        steps = self.env_steps()
         if steps - self._last_ckpt >= self.exp.checkpoint_every:
             self._last_ckpt = steps
             self.checkpoint()
