@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 MASK_MIN = -1e8  # large-finite masked logit (never -inf: it breaks entropies and ONNX)
+CLIP = 10.0  # normalised features are clipped to [-CLIP, CLIP]
 
 
 @dataclass
@@ -84,8 +85,10 @@ class PerSkuNet(nn.Module):
     def embed(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sku, ctx = self.split(obs)
         F = self.cfg.sku_features
-        sku_n = (sku - self.feat_mean[:F]) / self.feat_std[:F]
-        ctx_n = (ctx - self.feat_mean[F:]) / self.feat_std[F:]
+        # clipped like VecNormalize: states far outside the baseline's (early exploration) must not
+        # saturate the tanh units
+        sku_n = ((sku - self.feat_mean[:F]) / self.feat_std[:F]).clamp(-CLIP, CLIP)
+        ctx_n = ((ctx - self.feat_mean[F:]) / self.feat_std[F:]).clamp(-CLIP, CLIP)
         x = torch.cat([sku_n, ctx_n.unsqueeze(1).expand(-1, sku.shape[1], -1)], dim=-1)
         return self.body(x), ctx_n  # [B, K, H], [B, G]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -365,6 +366,13 @@ def train(
 
     if trainer not in ("sb3", "rllib"):
         fail(f"--trainer: must be sb3 or rllib, not {trainer!r}")
+    if trainer == "rllib" and os.environ.get("PYTHONHASHSEED") is None:
+        # RLlib iterates sets of agent ids: fix the hash seed (before Python starts) for reproducibility
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "restock.cli", *sys.argv[1:]],
+            {**os.environ, "PYTHONHASHSEED": "0"},
+        )
     try:
         exp = load_experiment(config, minutes=minutes, steps=steps, seed=seed)
     except ConfigError as exc:
