@@ -61,6 +61,8 @@ class ExperimentConfig(Strict):
     checkpoint_every: PositiveInt = 20_000  # env steps
     eval_every: PositiveInt = 50_000  # env steps between greedy evaluations on held-out paths
     eval_episodes: PositiveInt = 8
+    bc_episodes: int = Field(default=16, ge=0)  # behaviour-cloning warm start from the baseline (0 = off)
+    bc_epochs: int = Field(default=8, ge=0)
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     ppo: PPOSpec = Field(default_factory=PPOSpec)
     shield: ShieldSpec = Field(default_factory=ShieldSpec)

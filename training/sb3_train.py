@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 from sb3_contrib import MaskablePPO
+from sb3_contrib.common.maskable.distributions import MaskableDistribution
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 
 from agents.base import JointPolicy
 from agents.learned import TorchPolicy, load_role, save_role
-from agents.networks import NetConfig, PerSkuNet
+from agents.networks import MASK_MIN, NetConfig, PerSkuNet
 from envs.compile import Compiled
 from training.common import (
     Baseline,
@@ -42,6 +43,65 @@ from training.common import (
 )
 from training.experiment import ExperimentConfig
 from training.sb3_env import RoleVecEnv
+
+
+class GroupedMaskableCategorical(MaskableDistribution):
+    """MultiDiscrete([L] * K) as one categorical tensor [B, K, L] with masks: the same law as sb3-contrib's
+    MaskableMultiCategoricalDistribution, without building K torch distributions per call (which
+    dominated training time at 100 SKUs)."""
+
+    def __init__(self, K: int, L: int):
+        super().__init__()
+        self.K, self.L = K, L
+        self.raw: torch.Tensor | None = None
+        self.masks: torch.Tensor | None = None
+        self._logp: torch.Tensor | None = None
+
+    def proba_distribution_net(self, latent_dim: int, *args, **kwargs) -> nn.Module:
+        return nn.Identity()  # the per-SKU network already outputs the K*L logits
+
+    def proba_distribution(self, action_logits: torch.Tensor) -> GroupedMaskableCategorical:
+        self.raw = action_logits.reshape(-1, self.K, self.L)
+        self._logp = None
+        return self
+
+    def apply_masking(self, masks) -> None:
+        self.masks = None if masks is None else torch.as_tensor(masks).reshape(-1, self.K, self.L).bool()
+        self._logp = None
+
+    def _log_probs(self) -> torch.Tensor:
+        if self._logp is None:
+            lg = self.raw
+            if self.masks is not None:
+                lg = torch.where(self.masks, lg, torch.full_like(lg, MASK_MIN))
+            self._logp = torch.log_softmax(lg, dim=-1)
+        return self._logp
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        a = actions.reshape(-1, self.K).long().unsqueeze(-1)
+        return self._log_probs().gather(-1, a).squeeze(-1).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        lp = self._log_probs()
+        plp = lp.exp() * lp
+        if self.masks is not None:
+            plp = torch.where(self.masks, plp, torch.zeros_like(plp))
+        return -plp.sum(dim=(-1, -2))
+
+    def sample(self) -> torch.Tensor:
+        p = self._log_probs().exp().reshape(-1, self.L)
+        return torch.multinomial(p, 1).reshape(-1, self.K)
+
+    def mode(self) -> torch.Tensor:
+        return self._log_probs().argmax(dim=-1)
+
+    def actions_from_params(self, action_logits: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        self.proba_distribution(action_logits)
+        return self.get_actions(deterministic=deterministic)
+
+    def log_prob_from_params(self, action_logits: torch.Tensor):
+        actions = self.actions_from_params(action_logits)
+        return actions, self.log_prob(actions)
 
 
 class _Extractor(nn.Module):
@@ -80,6 +140,8 @@ class PerSkuMaskablePolicy(MaskableActorCriticPolicy):
         self.mlp_extractor = ext
 
     def _build(self, lr_schedule) -> None:
+        nvec = self.action_space.nvec
+        self.action_dist = GroupedMaskableCategorical(len(nvec), int(nvec[0]))
         super()._build(lr_schedule)
         self.action_net = nn.Identity()
         self.value_net = nn.Identity()
@@ -366,6 +428,25 @@ def train_sb3(
             )
             remaining = total_env_steps * n_agents
             reset = True
+            if exp.bc_episodes and exp.bc_epochs:
+                from training.bc import collect, pretrain
+
+                data = collect(
+                    compiled,
+                    role,
+                    other_joint_for_bc(baseline, trained, role),
+                    exp.bc_episodes,
+                    seed=exp.seed + 500,
+                    gamma=ppo.gamma,
+                    reward_scale=venv.reward_scale,
+                    shield=shield_factory(compiled) if shield_factory else None,
+                )
+                res = pretrain(model.policy.per_sku_net, data, epochs=exp.bc_epochs, seed=exp.seed, log=log)
+                monitor.log(0, {"charts/bc_accuracy": res["accuracy"]})
+                # a fresh optimiser: Adam's moments from behaviour cloning do not belong to PPO
+                model.policy.optimizer = model.policy.optimizer_class(
+                    model.policy.parameters(), lr=ppo.learning_rate, **model.policy.optimizer_kwargs
+                )
         evaluate = _make_eval(compiled, role, model, other_joint, exp, shield_factory)
         cb = TrainCallback(
             venv, monitor, role, run_dir, exp, deadline, offset, on_progress, evaluate, stop_after_checkpoints
@@ -388,6 +469,13 @@ def train_sb3(
             break
     summary["seconds"] = time.perf_counter() - t_start
     return summary
+
+
+def other_joint_for_bc(baseline: Baseline, trained: dict, role: str) -> JointPolicy:
+    """The baseline everywhere except roles already trained (their frozen networks)."""
+    base = baseline.joint()
+    pols = {r: (TorchPolicy(trained[r]) if r in trained else base.policies[r]) for r in ("store", "dc")}
+    return JointPolicy(pols)
 
 
 def _wrap_info(venv: RoleVecEnv) -> None:
