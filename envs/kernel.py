@@ -671,7 +671,7 @@ def _observe_impl(p, s, w, obs, mask, ub):
             for k in range(K):
                 sc = p.sup_cap[tc, u, k] if u >= 0 else np.inf
                 atp = BIG
-                if d >= 0:
+                if d >= 0 and not p.backlog[d]:  # a backlogging DC queues what it cannot ship
                     atp = np.int64(on_hand[e, d, k]) - oo[d, k]
                     if atp < 0:
                         atp = np.int64(0)

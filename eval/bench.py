@@ -202,7 +202,7 @@ TARGETS = {
 
 def run_all(suites: list[str] | None = None, progress=None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in suites or list(SUITES):
+    for name in list(SUITES) if suites is None else suites:
         if progress:
             progress(name)
         out.update(SUITES[name]())

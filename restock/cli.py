@@ -435,8 +435,13 @@ def bench(
     only: Annotated[
         str | None, typer.Option(help="Comma-separated suites: kernel,demand,pettingzoo,array_env,large.")
     ] = None,
+    training: Annotated[bool, typer.Option("--training", help="Add trainer throughput (SB3, RLlib on default).")] = False,
+    serving: Annotated[bool, typer.Option("--serving", help="Add the serving benchmark (latency under load).")] = False,
 ) -> None:
-    """Measure simulator speed and memory on this machine (all figures from this one run)."""
+    """Measure simulator speed and memory on this machine (all figures from this one run).
+
+    With --training or --serving alone, only those suites run (add --only to combine them with others).
+    """
     from eval.bench import SUITES, run_all
 
     suites = only.split(",") if only else None
@@ -444,7 +449,19 @@ def bench(
         bad = [s for s in suites if s not in SUITES]
         if bad:
             fail(f"--only: unknown suite(s) {bad} (choose from {', '.join(SUITES)})")
+    if (training or serving) and only is None:
+        suites = []
     res = run_all(suites, progress=lambda name: err.print(f"[dim]bench: {name}...[/]"))
+    if training:
+        err.print("[dim]bench: training...[/]")
+        from training.bench import run_training_bench
+
+        res.update(run_training_bench())
+    if serving:
+        err.print("[dim]bench: serving...[/]")
+        from serving.bench import run_serving_bench
+
+        res.update(run_serving_bench())
     if json_out:
         print(json.dumps(res, indent=2))
         return
