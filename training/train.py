@@ -113,4 +113,7 @@ def train(
     run_info["roles"] = sorted(p.stem for p in (run_dir / "policies").glob("*.pt"))
     write_json_atomic(run_dir / "run.json", run_info)
     monitor.close()
+    from training.curves import plot_learning_curve
+
+    plot_learning_curve(run_dir)
     return run_dir
