@@ -105,6 +105,7 @@ def pretrain(
     lv, ret = torch.as_tensor(data["level"]), torch.as_tensor(data["ret"])
     n = obs.shape[0]
     K, L = lv.shape[1], net.cfg.levels
+    epochs = max(epochs, -(-min_updates // max(1, -(-n // batch))))
     net.train()
     acc = 0.0
     for ep in range(epochs):
@@ -120,9 +121,9 @@ def pretrain(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
-            tot += float(loss) * len(idx)
-            tot_ce += float(ce) * len(idx)
-            tot_v += float(torch.mean((v - ret[idx]) ** 2)) * len(idx)
+            tot += float(loss.detach()) * len(idx)
+            tot_ce += float(ce.detach()) * len(idx)
+            tot_v += float(torch.mean((v.detach() - ret[idx]) ** 2)) * len(idx)
             hits += int((logits.argmax(-1) == lv[idx]).sum())
             cnt += len(idx) * K
         acc = hits / max(cnt, 1)

@@ -381,16 +381,11 @@ def train_sb3(
         pols = {r: (other.get(r) or base.policies[r]) for r in ("store", "dc")}
         other_joint = JointPolicy(pols)
         shield = shield_factory(compiled) if shield_factory else None
-        venv = RoleVecEnv(
-            compiled,
-            role,
-            exp.num_envs,
-            exp.seed,
-            other_joint,
-            shield=shield,
-            reward_scale=baseline.reward_scale,
-            shield_penalty=exp.shield.penalty,
-        )
+        # rewards in units of the baseline's cost per agent and period, times (1 - gamma): returns are
+        # then about -1, small enough for the value head under clipped gradients
+        scale = baseline.reward_scale / (1.0 - exp.ppo.gamma) if exp.ppo.gamma < 1 else baseline.reward_scale
+        venv = RoleVecEnv(compiled, role, exp.num_envs, exp.seed, other_joint, shield=shield, reward_scale=scale,
+                          shield_penalty=exp.shield.penalty)
         _wrap_info(venv)
         stats = observation_stats(compiled, role, baseline)
         cfg = net_config(compiled, role, exp, stats)
