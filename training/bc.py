@@ -97,8 +97,12 @@ def pretrain(
     lr: float = 1e-3,
     seed: int = 0,
     log=None,
+    min_updates: int = 1500,
 ) -> dict[str, float]:
-    """Fit policy logits (cross-entropy to the baseline's levels) and values (MSE to returns)."""
+    """Fit policy logits (cross-entropy to the baseline's levels) and values (MSE to returns).
+
+    Runs ``epochs`` passes, or more until ``min_updates`` gradient steps (small data sets need them).
+    """
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     obs, mask = torch.as_tensor(data["obs"]), torch.as_tensor(data["mask"])
