@@ -68,12 +68,13 @@ def test_array_env__step_qty_rejects_nan_and_bad_shapes():
 
 
 def test_array_env__strict_mode_raises_clip_mode_counts():
-    strict = ArrayEnv("tiny", num_envs=1, mode="strict")
+    tight = {"network__stores__storage_capacity": 25}  # the top store levels do not fit
+    strict = ArrayEnv("tiny", num_envs=1, mode="strict", **tight)
     strict.reset()
     lv = np.full((1, strict.N, strict.K), 8, np.int64)
-    with pytest.raises(ValueError, match="masked out by constraint"):
+    with pytest.raises(ValueError, match="masked out by constraint storage"):
         strict.step(lv)
-    clip = ArrayEnv("tiny", num_envs=1, mode="clip")
+    clip = ArrayEnv("tiny", num_envs=1, mode="clip", **tight)
     clip.reset()
     clip.step(lv)
     assert clip.episode_clipped.sum() > 0

@@ -60,7 +60,7 @@ def test_pz__strict_mode_names_agent_sku_level_and_constraint():
 
 
 def test_pz__clip_mode_counts_and_executes_an_allowed_level():
-    env = parallel_env("tiny", mode="clip")
+    env = parallel_env("tiny", mode="clip", network__stores__storage_capacity=25)
     obs, _ = env.reset(seed=0)
     acts = {a: np.full(3, env.action_space(a).nvec[0] - 1) for a in env.agents}
     masked = sum(
