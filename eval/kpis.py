@@ -113,9 +113,45 @@ def episode_kpis(res, compiled: Compiled) -> dict[str, np.ndarray]:
         orders = res.ordered[:, :, nodes].sum(axis=2).astype(float)
         var_o = orders.var(axis=1, ddof=1) if T > 1 else np.zeros(len(orders))
         out[f"bullwhip_{e}"] = np.where(var_d > 0, var_o / np.where(var_d > 0, var_d, 1.0), np.nan)
-    for key, val in res.shield.items():
-        if np.ndim(val) == 1:
-            out[key] = np.asarray(val, float)
+    out.update(safety_kpis(res.shield))
+    return out
+
+
+def safety_kpis(shield: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-episode safety figures from the shield's step counts (empty without a shield).
+
+    safety_intervention_rate_<c>  node-SKU decisions the shield changed because of constraint c, per
+                                  node-SKU decision
+    safety_raw_violations_<c>     violations of c in the policy's proposals (before the shield)
+    safety_executed_violations_<c> violations of c in what executed (zero when shielded)
+    safety_intervention_rate      the sum over constraints; safety_fallbacks, safety_escalations
+    """
+    if not shield:
+        return {}
+    from envs.constraints import CONSTRAINTS
+
+    out: dict[str, np.ndarray] = {}
+    dec = np.asarray(shield.get("shield_sku_decisions", np.zeros(1)), float)
+    dec = np.where(dec > 0, dec, np.nan)
+    inter = shield.get("shield_interventions")
+    raw = shield.get("shield_raw_violations")
+    exe = shield.get("shield_executed_violations")
+    for j, c in enumerate(CONSTRAINTS):
+        if inter is not None and inter.ndim == 2 and j < inter.shape[1]:
+            out[f"safety_intervention_rate_{c}"] = inter[:, j] / dec
+        if raw is not None and raw.ndim == 2 and j < raw.shape[1]:
+            out[f"safety_raw_violations_{c}"] = np.asarray(raw[:, j], float)
+        if exe is not None and exe.ndim == 2 and j < exe.shape[1]:
+            out[f"safety_executed_violations_{c}"] = np.asarray(exe[:, j], float)
+    if inter is not None and inter.ndim == 2:
+        out["safety_intervention_rate"] = inter.sum(axis=1) / dec
+    if raw is not None and raw.ndim == 2:
+        out["safety_raw_violations"] = raw.sum(axis=1).astype(float)
+    if exe is not None and exe.ndim == 2:
+        out["safety_executed_violations"] = exe.sum(axis=1).astype(float)
+    for key in ("shield_fallbacks", "shield_escalations", "shield_verifier_failures"):
+        if key in shield:
+            out["safety_" + key.removeprefix("shield_")] = np.asarray(shield[key], float)
     return out
 
 

@@ -47,8 +47,6 @@ def cell(s: dict | None) -> str:
 
 def markdown_table(res: EvalResult, kpis: list[str] | None = None) -> str:
     kpis = [k for k in (kpis or TABLE_KPIS) if any(k in s for s in res.summary.values())]
-    extra = [k for k in next(iter(res.summary.values()), {}) if k.startswith("safety_")]
-    kpis += [k for k in extra if k not in kpis]
     head = "| policy | " + " | ".join(kpis) + (" | gap to oracle |" if res.oracle_gap else " |")
     sep = "|---" * (len(kpis) + 1 + (1 if res.oracle_gap else 0)) + "|"
     rows = [head, sep]
@@ -147,6 +145,9 @@ def write_report(
     if pt:
         md += [pt, ""]
     md += ["## Cost breakdown (total per episode)", "", _cost_table(res), ""]
+    st = safety_table(res)
+    if st:
+        md += ["## Safety (per episode; the shield runs unless `--no-shield`)", "", st, ""]
     if stress:
         md += ["## Stress tests", ""]
         for name, r in stress.items():
@@ -177,6 +178,27 @@ def write_report(
     (out / "report.md").write_text("\n".join(md) + "\n")
     files["report.md"] = out / "report.md"
     return files
+
+
+def safety_table(res: EvalResult) -> str:
+    """Per policy and constraint: intervention rate, raw (proposed) and executed violations."""
+    from envs.constraints import CONSTRAINTS
+
+    have = [p for p, s in res.summary.items() if any(k.startswith("safety_") for k in s)]
+    if not have:
+        return ""
+    rows = ["| policy | constraint | intervention rate | raw violations | executed violations |", "|---|---|---|---|---|"]
+    for pol in have:
+        s = res.summary[pol]
+        for c in CONSTRAINTS:
+            ir, rv, ev = (s.get(f"safety_{k}_{c}") for k in ("intervention_rate", "raw_violations", "executed_violations"))
+            if not any((v or {}).get("mean") for v in (ir, rv, ev)):
+                continue
+            rows.append(f"| {pol} | {c} | {cell(ir)} | {cell(rv)} | {cell(ev)} |")
+        tot = s.get("safety_executed_violations")
+        rows.append(f"| {pol} | **all** | {cell(s.get('safety_intervention_rate'))} | {cell(s.get('safety_raw_violations'))} "
+                    f"| {cell(tot)} |")
+    return "\n".join(rows)
 
 
 def _cost_table(res: EvalResult) -> str:

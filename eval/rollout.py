@@ -71,6 +71,8 @@ def rollout(
         bp = paths[b0 : b0 + B]
         env = ArrayEnv(compiled, num_envs=len(bp), seed=seed, shield=shield)
         env.reset(paths=bp)
+        if shield is not None and hasattr(shield, "set_policy"):
+            shield.set_policy(joint)  # decision records name the policy
         want_trace = trace_sku is not None and b0 == 0
         if want_trace:
             trace = {k: np.zeros((T, N), np.float32) for k in ("on_hand", "ordered", "demand", "pipeline")}
@@ -79,6 +81,8 @@ def rollout(
                 trace["on_hand"][t] = env.state.on_hand[0, :, trace_sku]
                 trace["pipeline"][t] = env.state.transit[0, :, trace_sku]
             out = joint.propose(env)
+            if shield is not None and hasattr(shield, "note"):
+                shield.note(confidence=out.confidence)
             _, _, _, _, info = env.step_qty(out.qty)
             ordered[b0 : b0 + len(bp), t] = info["kpi"][:, :, K_ORDERED]
             demand[b0 : b0 + len(bp), t] = info["kpi"][:, :, K_DEMAND]
