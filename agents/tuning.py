@@ -101,7 +101,9 @@ def evaluate_candidates(
     """Total cost [G, P] of G knob settings on the same P paths, all in one batched simulation."""
     G, P = len(candidates), len(paths)
     E = G * P
-    env = ArrayEnv(compiled, num_envs=E, seed=seed, shield=shield)
+    # ``shield`` is a factory (compiled -> shield): each batch needs its own, sized to the batch
+    env = ArrayEnv(compiled, num_envs=E, seed=seed, shield=shield(compiled) if callable(shield) and not
+                   hasattr(shield, "decide") else shield)
     env.reset(paths=np.tile(paths, G))
     knobs: dict[str, dict[str, np.ndarray]] = {}
     for role in {r for c in candidates for r in c}:

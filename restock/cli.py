@@ -193,6 +193,8 @@ def tune(
         int, typer.Option(min=1, help="Coordinate-search rounds (the grid halves each round).")
     ] = 4,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    no_shield: Annotated[bool, typer.Option("--no-shield", help="Tune without the shield (policies normally run "
+                                                                "behind it, so tuning does too).")] = False,
 ) -> None:
     """Tune a heuristic's knobs by simulation on common random numbers and save them.
 
@@ -215,6 +217,7 @@ def tune(
             eval_episodes=eval_episodes,
             eval_seed=seed + 1000,
             rounds=rounds,
+            shield=None if no_shield else _shield_factory(False),
             progress=lambda n: prog.advance(task, n),
         )
     save_params(out, res)
@@ -517,6 +520,7 @@ def demo(
                 episodes=12,
                 eval_episodes=16,
                 rounds=3,
+                shield=_shield_factory(False),
                 progress=lambda n, pr=prog, tk=task: pr.advance(tk, n),
             )
         save_params(params, res)

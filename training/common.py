@@ -75,7 +75,10 @@ class Baseline:
         return JointPolicy(make_policy(self.policy, self.knobs))
 
 
-def prepare_baseline(compiled: Compiled, exp: ExperimentConfig, run_dir: Path, log=print) -> Baseline:
+def prepare_baseline(compiled: Compiled, exp: ExperimentConfig, run_dir: Path, log=print,
+                     shield_factory=None) -> Baseline:
+    """The baseline's knobs (from the parameter file, or tuned quickly) and its cost, measured behind the
+    shield like everything the agents will do."""
     name = exp.baseline
     knobs: dict = {}
     if name not in ("zero",):
@@ -88,11 +91,11 @@ def prepare_baseline(compiled: Compiled, exp: ExperimentConfig, run_dir: Path, l
             knobs = data["policies"][name]["knobs"]
         else:
             log(f"tuning the {name} baseline on {compiled.config.name} (quick: 8 paths, 2 rounds)...")
-            res = tune(compiled, name, episodes=8, rounds=2, eval_episodes=8)
+            res = tune(compiled, name, episodes=8, rounds=2, eval_episodes=8, shield=shield_factory)
             save_params(run_dir / "baseline_params.json", res)
             knobs = res.knobs
     joint = JointPolicy(make_policy(name, knobs))
-    env = ArrayEnv(compiled, num_envs=4, seed=99)
+    env = ArrayEnv(compiled, num_envs=4, seed=99, shield=shield_factory(compiled) if shield_factory else None)
     env.reset()
     joint.bind(compiled)
     for _ in range(compiled.horizon):

@@ -45,7 +45,8 @@ def train(
     log(f"watch it with: tensorboard --logdir {Path(run_dir).parent}")
     monitor = Monitor(run_dir)
     monitor.config_text(cfg)
-    baseline = prepare_baseline(compiled, exp, run_dir, log=log)
+    shield_factory = shield_factory_for(exp)
+    baseline = prepare_baseline(compiled, exp, run_dir, log=log, shield_factory=shield_factory)
     run_info: dict[str, Any] = {
         "format": "restock.run/1",
         "trainer": trainer,
@@ -68,7 +69,6 @@ def train(
         run_info["started"] = old.get("started", run_info["started"])
         run_info["resumed"] = old.get("resumed", 0) + 1
     write_json_atomic(run_dir / "run.json", run_info)
-    shield_factory = shield_factory_for(exp)
     try:
         if trainer == "sb3":
             from training.sb3_train import train_sb3
