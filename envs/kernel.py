@@ -28,6 +28,10 @@ Implementation notes: every batched entry point is one Python function compiled 
 and with ``parallel=True`` (``prange`` is ``range`` in the serial build). Inside, arrays are unpacked
 into locals once and the per-pair loops call only small helpers that take scalars or arrays: passing
 the Params/State tuples to non-inlined helpers inside a loop costs hundreds of nanoseconds a call.
+Even ``inline="always"`` helpers that take arrays cost reference-count traffic per call (about 50 ns:
+it was 4/5 of a demand draw), so per-pair helpers take scalars only. `observe` runs one parallel row
+per (environment, node), so a single big environment (`large`) uses every thread; its masks use
+division-free fit tests that give the same levels as `level_quantity` (tests/envs/test_kernel_masks.py).
 """
 
 from __future__ import annotations
@@ -144,10 +148,26 @@ def level_quantity(l, mode, qstep, cover_step, forecast, ip, lot, moq):
     if gap <= 1e-9:
         return np.int64(0)
     q = np.int64(math.ceil(gap - 1e-9))
+    if lot == 1:  # most SKUs: no divisions
+        return q if q >= moq else np.int64(moq)
     q = ((q + lot - 1) // lot) * lot
     if q < moq:
         q = ((moq + lot - 1) // lot) * lot
     return q
+
+
+@njit(cache=True, inline="always")
+def _up_fits(l, cover_step, forecast, ip, ub, ub_lot, moq_lot):
+    """``level_quantity(l) <= ub`` for l >= 1 in order-up-to mode, without divisions.
+
+    level_quantity(l) = max(lot-ceiling of q0, moq_lot) with q0 = ceil(gap - 1e-9) when gap > 1e-9,
+    so it fits iff q0 <= ub_lot (the largest lot multiple <= ub) and moq_lot <= ub, and
+    ceil(y) <= ub_lot iff y <= ub_lot: the same float ``gap`` decides, so the answer is the same.
+    """
+    gap = l * cover_step * forecast - ip
+    if gap <= 1e-9:
+        return ub >= 0
+    return moq_lot <= ub and gap - 1e-9 <= ub_lot
 
 
 @njit(cache=True, inline="always")
@@ -160,23 +180,29 @@ def allowed_levels(L, mode, qstep, cover_step, forecast, ip, lot, moq, ub):
         lo = np.int64(1)
         if moq > qstep:
             lo = (moq + qstep - 1) // qstep
-        hi = ub // qstep if qstep > 0 else np.int64(L - 1)
-        if hi > L - 1:
+        if qstep > 0:
+            # min(ub // qstep, L - 1), dividing only when the bound binds
+            hi = np.int64(L - 1) if ub >= (L - 1) * qstep else ub // qstep
+        else:
             hi = np.int64(L - 1)
         return lo, hi
     step = cover_step * forecast
     if step <= 0.0:
         return np.int64(1), np.int64(L - 1)  # every level orders nothing
-    ub_lot = (ub // lot) * lot
-    moq_lot = ((moq + lot - 1) // lot) * lot
+    if lot == 1:
+        ub_lot = np.int64(ub)
+        moq_lot = np.int64(moq)
+    else:
+        ub_lot = (ub // lot) * lot
+        moq_lot = ((moq + lot - 1) // lot) * lot
     top = ub_lot + ip if ub_lot >= moq_lot and ub_lot > 0 else ip  # largest feasible target
     x = top / step
     hi = np.int64(math.floor(x)) if x < L else np.int64(L - 1)
     if hi < 0:
         hi = np.int64(0)
-    while hi >= 1 and level_quantity(hi, mode, qstep, cover_step, forecast, ip, lot, moq) > ub:
+    while hi >= 1 and not _up_fits(hi, cover_step, forecast, ip, ub, ub_lot, moq_lot):
         hi -= 1
-    while hi + 1 <= L - 1 and level_quantity(hi + 1, mode, qstep, cover_step, forecast, ip, lot, moq) <= ub:
+    while hi + 1 <= L - 1 and _up_fits(hi + 1, cover_step, forecast, ip, ub, ub_lot, moq_lot):
         hi += 1
     return np.int64(1), hi
 
@@ -627,108 +653,168 @@ step_par = njit(cache=True, parallel=True)(_step_impl)
 # observations, masks, actions
 
 
-def _observe_impl(p, s, w, obs, mask, ub):
-    """Observations obs[E, N, D], masks mask[E, N, K, Lmax] and tightest bounds ub[E, N, K]."""
-    E, N, K = s.on_hand.shape
+@njit(cache=True, inline="always")
+def _owed_out_dcs(owed, parent, e, oo, M):
+    """oo[d, k] = units DC d (d < M) owes its children in environment e; other rows are not touched."""
+    N, K = owed.shape[1], owed.shape[2]
+    for d in range(M):
+        for k in range(K):
+            oo[d, k] = 0
+    for c in range(N):
+        d = parent[c]
+        if d >= 0:
+            for k in range(K):
+                oo[d, k] += owed[e, c, k]
+
+
+def _observe_impl(p, s, w, obs, mask, ub, features=True):
+    """Observations obs[E, N, D], masks mask[E, N, K, Lmax] and tightest bounds ub[E, N, K].
+
+    With ``features=False`` only masks and bounds are computed and ``obs`` is left untouched (for
+    policies that read only ``mask`` and ``ub``, such as the heuristics): `observe_bounds`.
+    """
+    N, K = s.on_hand.shape[1], s.on_hand.shape[2]
     W = s.pipe.shape[2]
-    F = (obs.shape[2] - 4) // K
     T = p.horizon
+    M = p.n_dcs
     Lmax = mask.shape[3]
+    F = (obs.shape[2] - 4) // K if features else 0
     on_hand, backlog, owed, pipe, transit = s.on_hand, s.backlog, s.owed, s.pipe, s.transit
+    last_order, last_demand, shipped, arrived = s.last_order, s.last_demand, s.shipped, s.arrived
     volume, unit_cost, lot_, moq_ = p.volume, p.unit_cost, p.lot, p.moq
+    mean, qstep_, inv_scale, log_scale, crit_ratio, lt_mean = (
+        p.mean,
+        p.qstep,
+        p.inv_scale,
+        p.log_scale,
+        p.crit_ratio,
+        p.lt_mean,
+    )
+    parent, supplier, dc_backlog, is_store_, levels_, mode_ = (
+        p.parent,
+        p.supplier,
+        p.backlog,
+        p.is_store,
+        p.levels,
+        p.mode,
+    )
+    cap_ahead, storage_cap, sup_cap, lane_cap, budget_, max_increase, cover_step = (
+        p.storage_cap_ahead,
+        p.storage_cap,
+        p.sup_cap,
+        p.lane_cap,
+        p.budget,
+        p.max_increase,
+        p.cover_step,
+    )
+    E = on_hand.shape[0]
     for e in prange(E):
+        _owed_out_dcs(owed, parent, e, w.owed_out[e], M)
+    # one row per environment and node, so that one big environment (`large`) uses every thread
+    for r in prange(E * N):
+        e = r // N
+        n = r % N
         t = np.int64(s.t[e])
         tc = t if t < T else np.int64(T)
+        slot0 = t % W
         oo = w.owed_out[e]
-        pt = w.pt[e]
-        _owed_out(owed, p.parent, e, oo)
         season = p.season[tc]
         tfrac = t / T
-        for n in range(N):
-            # pass 1: in transit per SKU and the committed volume (everything on the way, no demand)
+        cap_a = cap_ahead[tc, n]
+        headroom = np.inf
+        if not math.isinf(cap_a):
+            # committed volume: everything on hand, on the way and owed (no demand meanwhile)
             committed = 0.0
-            vol_oh = 0.0
             for k in range(K):
-                x = np.int64(transit[e, n, k])
-                pt[k] = x
-                committed += (on_hand[e, n, k] + x + owed[e, n, k]) * volume[k]
-                vol_oh += on_hand[e, n, k] * volume[k]
-            cap_a = p.storage_cap_ahead[tc, n]
-            headroom = np.inf
-            if not math.isinf(cap_a):
-                headroom = cap_a - committed
-                if headroom < 0.0:
-                    headroom = 0.0
-            u = p.supplier[n]
-            d = p.parent[n]
-            lane = p.lane_cap[n]
-            budget = p.budget[n]
-            maxinc = p.max_increase[n]
-            L = p.levels[n]
-            mode = p.mode[n]
-            cs = p.cover_step[n]
-            is_store = p.is_store[n]
-            for k in range(K):
-                sc = p.sup_cap[tc, u, k] if u >= 0 else np.inf
-                atp = BIG
-                if d >= 0 and not p.backlog[d]:  # a backlogging DC queues what it cannot ship
-                    atp = np.int64(on_hand[e, d, k]) - oo[d, k]
-                    if atp < 0:
-                        atp = np.int64(0)
-                b = bound_values(
-                    volume[k], unit_cost[k], headroom, sc, lane, budget, atp, s.last_order[e, n, k], maxinc
-                )
-                ubk = tightest(b)
-                ub[e, n, k] = ubk
-                back = np.int64(backlog[e, n, k]) if is_store else oo[n, k]
-                ip = np.int64(on_hand[e, n, k]) + pt[k] + owed[e, n, k] - back
-                fc = p.mean[n, k] * season
-                # mask: level 0 always; higher levels while the quantity fits every per-SKU bound
-                lot = lot_[k]
-                moq = moq_[k]
-                lo, hi = allowed_levels(L, mode, p.qstep[n, k], cs, fc, ip, lot, moq, ubk)
-                mask[e, n, k, 0] = 1
-                for l in range(1, Lmax):
-                    mask[e, n, k, l] = 1 if lo <= l <= hi else 0
+                committed += (on_hand[e, n, k] + np.int64(transit[e, n, k]) + owed[e, n, k]) * volume[k]
+            headroom = cap_a - committed
+            if headroom < 0.0:
+                headroom = 0.0
+        u = supplier[n]
+        d = parent[n]
+        dc_bound = d >= 0 and not dc_backlog[d]  # a backlogging DC queues what it cannot ship
+        lane = lane_cap[n]
+        budget = budget_[n]
+        maxinc = max_increase[n]
+        L = levels_[n]
+        mode = mode_[n]
+        cs = cover_step[n]
+        is_store = is_store_[n]
+        for k in range(K):
+            sc = sup_cap[tc, u, k] if u >= 0 else np.inf
+            atp = BIG
+            if dc_bound:
+                atp = np.int64(on_hand[e, d, k]) - oo[d, k]
+                if atp < 0:
+                    atp = np.int64(0)
+            b = bound_values(
+                volume[k], unit_cost[k], headroom, sc, lane, budget, atp, last_order[e, n, k], maxinc
+            )
+            ubk = tightest(b)
+            ub[e, n, k] = ubk
+            back = np.int64(backlog[e, n, k]) if is_store else oo[n, k]
+            x = np.int64(transit[e, n, k])
+            ip = np.int64(on_hand[e, n, k]) + x + owed[e, n, k] - back
+            fc = mean[n, k] * season
+            # mask: level 0 always; higher levels while the quantity fits every per-SKU bound
+            lot = lot_[k]
+            lo, hi = allowed_levels(L, mode, qstep_[n, k], cs, fc, ip, lot, moq_[k], ubk)
+            mask[e, n, k, 0] = 1
+            for l in range(1, Lmax):
+                mask[e, n, k, l] = 1 if lo <= l <= hi else 0
+            if features:
                 # per-SKU features, in types.SKU_FEATURES_FIXED order, then the pipeline by arrival
-                inv = p.inv_scale[n, k]
+                inv = inv_scale[n, k]
                 o = k * F
                 obs[e, n, o + 0] = on_hand[e, n, k] * inv
                 obs[e, n, o + 1] = back * inv
                 obs[e, n, o + 2] = owed[e, n, k] * inv
-                obs[e, n, o + 3] = pt[k] * inv
-                obs[e, n, o + 4] = s.last_demand[e, n, k] * inv
-                obs[e, n, o + 5] = s.shipped[e, n, k] * inv
-                obs[e, n, o + 6] = s.arrived[e, n, k] * inv
-                obs[e, n, o + 7] = s.last_order[e, n, k] * inv
+                obs[e, n, o + 3] = x * inv
+                obs[e, n, o + 4] = last_demand[e, n, k] * inv
+                obs[e, n, o + 5] = shipped[e, n, k] * inv
+                obs[e, n, o + 6] = arrived[e, n, k] * inv
+                obs[e, n, o + 7] = last_order[e, n, k] * inv
                 obs[e, n, o + 8] = fc * inv
                 v = ubk * inv
                 obs[e, n, o + 9] = v if v < UB_FEATURE_CAP else UB_FEATURE_CAP
                 obs[e, n, o + 10] = ip * inv
-                obs[e, n, o + 11] = p.log_scale[n, k]
-                obs[e, n, o + 12] = p.crit_ratio[n, k]
+                obs[e, n, o + 11] = log_scale[n, k]
+                obs[e, n, o + 12] = crit_ratio[n, k]
                 obs[e, n, o + 13] = lot * inv
-                obs[e, n, o + 14] = p.lt_mean[n, k]
+                obs[e, n, o + 14] = lt_mean[n, k]
                 for j in range(1, W):
-                    obs[e, n, o + 14 + j] = pipe[e, n, (t + j) % W, k] * inv
+                    sl = slot0 + j
+                    if sl >= W:
+                        sl -= W
+                    obs[e, n, o + 14 + j] = pipe[e, n, sl, k] * inv
+        if features:
             # node context (types.NODE_FEATURES)
             g = K * F
             obs[e, n, g + 0] = tfrac
             obs[e, n, g + 1] = is_store
-            cap = p.storage_cap[tc, n]
-            obs[e, n, g + 2] = 0.0 if (math.isinf(cap) or cap <= 0) else vol_oh / cap
+            cap = storage_cap[tc, n]
+            if math.isinf(cap) or cap <= 0:
+                obs[e, n, g + 2] = 0.0
+            else:
+                vol_oh = 0.0
+                for k in range(K):
+                    vol_oh += on_hand[e, n, k] * volume[k]
+                obs[e, n, g + 2] = vol_oh / cap
             if math.isinf(budget):
                 obs[e, n, g + 3] = 100.0
             else:
                 den = 0.0
                 for k in range(K):
-                    den += unit_cost[k] * p.mean[n, k]
+                    den += unit_cost[k] * mean[n, k]
                 v = budget / den if den > 0 else 100.0
                 obs[e, n, g + 3] = v if v < 100.0 else 100.0
 
 
 observe = njit(cache=True)(_observe_impl)
 observe_par = njit(cache=True, parallel=True)(_observe_impl)
+# the same function, always called with features=False (its own dispatcher: one signature each)
+observe_bounds = njit(cache=True)(_observe_impl)
+observe_bounds_par = njit(cache=True, parallel=True)(_observe_impl)
 
 
 @njit(cache=True)
@@ -736,26 +822,39 @@ def levels_to_qty(p, s, w, levels, qty):
     """qty[E, N, K]: the order quantities of action levels[E, N, K] at the current state."""
     E, N, K = levels.shape
     T = p.horizon
+    M = p.n_dcs
+    mode_, qstep, is_store_, cover_step, mean, lot_, moq_ = (
+        p.mode,
+        p.qstep,
+        p.is_store,
+        p.cover_step,
+        p.mean,
+        p.lot,
+        p.moq,
+    )
+    on_hand, transit, owed, backlog = s.on_hand, s.transit, s.owed, s.backlog
     for e in range(E):
         t = np.int64(s.t[e])
         tc = t if t < T else np.int64(T)
         oo = w.owed_out[e]
-        _owed_out(s.owed, p.parent, e, oo)
+        _owed_out_dcs(owed, p.parent, e, oo, M)
         season = p.season[tc]
         for n in range(N):
-            mode = p.mode[n]
+            mode = mode_[n]
+            is_store = is_store_[n]
+            cs = cover_step[n]
             for k in range(K):
                 l = levels[e, n, k]
                 if l <= 0:
                     qty[e, n, k] = 0
                 elif mode == MODE_QUANTITY:
-                    qty[e, n, k] = l * p.qstep[n, k]
+                    qty[e, n, k] = l * qstep[n, k]
                 else:
-                    x = np.int64(s.transit[e, n, k])
-                    back = np.int64(s.backlog[e, n, k]) if p.is_store[n] else oo[n, k]
-                    ip = np.int64(s.on_hand[e, n, k]) + x + s.owed[e, n, k] - back
+                    x = np.int64(transit[e, n, k])
+                    back = np.int64(backlog[e, n, k]) if is_store else oo[n, k]
+                    ip = np.int64(on_hand[e, n, k]) + x + owed[e, n, k] - back
                     qty[e, n, k] = level_quantity(
-                        l, mode, p.qstep[n, k], p.cover_step[n], p.mean[n, k] * season, ip, p.lot[k], p.moq[k]
+                        l, mode, qstep[n, k], cs, mean[n, k] * season, ip, lot_[k], moq_[k]
                     )
 
 

