@@ -41,7 +41,6 @@ import hashlib
 import json
 import math
 import time
-import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -85,6 +84,7 @@ from envs.constraints import (
     snap_down_values,
     structural_ok_values,
 )
+from envs.jit import variant
 from envs.types import new_work
 
 SHIELD_VERSION = "1"
@@ -488,18 +488,8 @@ def _chain_impl(p, s, w):
             w.cost[e, n] = cnt
 
 
-def _variant(fn, suffix: str):
-    """A copy of ``fn`` under another qualified name. Numba's on-disk cache keys entries by qualified
-    name, line and bytecode but not by compile flags, so a serial and a parallel build of one function
-    would load each other's machine code; distinct names keep them apart."""
-    g = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
-    g.__qualname__ = fn.__qualname__ + suffix
-    g.__doc__ = fn.__doc__
-    return g
-
-
 chain_serial = njit(cache=True)(_chain_impl)
-chain_parallel = njit(cache=True, parallel=True)(_variant(_chain_impl, "_parallel"))
+chain_parallel = njit(cache=True, parallel=True)(variant(_chain_impl, "_parallel"))
 
 
 def repair(params, state, work: ShieldWork, parallel: bool = False) -> None:

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange, uint64
 
+from envs.jit import variant
 from envs.rng import mix64, next_uniform, row_key
 
 KIND_POISSON, KIND_NEGBIN, KIND_TRUNCNORM, KIND_REPLAY = 0, 1, 2, 3
@@ -435,7 +436,7 @@ def _sample_block_impl(m, seed, paths, t0, out):
             out[e, c, s, k] = x
 
 
-sample_block = njit(cache=True, parallel=True)(_sample_block_impl)
+sample_block = njit(cache=True, parallel=True)(variant(_sample_block_impl, "_par"))
 sample_block_serial = njit(cache=True)(_sample_block_impl)
 
 

@@ -42,6 +42,7 @@ import numpy as np
 from numba import njit, prange
 
 from envs.constraints import BIG, bound_values, tightest
+from envs.jit import variant
 from envs.rng import uniform_at
 from envs.types import (
     C_FIXED,
@@ -188,7 +189,9 @@ def allowed_levels(L, mode, qstep, cover_step, forecast, ip, lot, moq, ub):
         return lo, hi
     step = cover_step * forecast
     if step <= 0.0:
-        return np.int64(1), np.int64(L - 1)  # every level orders nothing
+        # every level targets 0: they all order the same (nothing, or what clears a backlog)
+        q = level_quantity(1, mode, qstep, cover_step, forecast, ip, lot, moq)
+        return np.int64(1), np.int64(L - 1) if q <= ub else np.int64(0)
     if lot == 1:
         ub_lot = np.int64(ub)
         moq_lot = np.int64(moq)
@@ -330,15 +333,19 @@ def _step_impl(p, s, w, qty, demand, out):
     T = p.horizon
     on_hand, backlog, owed, pipe, transit = s.on_hand, s.backlog, s.owed, s.pipe, s.transit
     last_order, last_demand, shipped, arrived = s.last_order, s.last_demand, s.shipped, s.arrived
-    cost, kpi, revenue = out.cost, out.kpi, out.revenue
+    cost, kpi, revenue, reward = out.cost, out.kpi, out.revenue, out.reward
+    # every tuple member used inside the prange loop is unpacked here: numba's parallel lowering lost
+    # writes made through a NamedTuple attribute inside the loop (the period counter did not advance)
+    t_arr, key_arr = s.t, s.key
+    w_req, w_ship, w_a, w_b, w_oo = w.req, w.ship, w.a, w.b, w.owed_out
     volume, unit_cost = p.volume, p.unit_cost
     for e in prange(E):
-        t = np.int64(s.t[e])
+        t = np.int64(t_arr[e])
         tc = t if t < T else np.int64(T)
-        req = w.req[e]
-        ship = w.ship[e]
-        tot = w.a[e]  # per-SKU scratch rows
-        tot2 = w.b[e]
+        req = w_req[e]
+        ship = w_ship[e]
+        tot = w_a[e]  # per-SKU scratch rows
+        tot2 = w_b[e]
         for n in range(N):
             for j in range(cost.shape[2]):
                 cost[e, n, j] = 0.0
@@ -453,7 +460,7 @@ def _step_impl(p, s, w, qty, demand, out):
                             ocost += p.order_cost[c, k] * q
                 else:
                     fixed_lt = p.lt_fixed[c]
-                    u = 0.0 if fixed_lt else uniform_at(s.key[e], t, c)
+                    u = 0.0 if fixed_lt else uniform_at(key_arr[e], t, c)
                     for k in range(K):
                         q = shipped[e, c, k]
                         if q == 0:
@@ -527,7 +534,7 @@ def _step_impl(p, s, w, qty, demand, out):
         # steps 4-6, node by node (nodes no longer interact once shipping is done): customer demand
         # at stores (backlogged customers first), end-of-period costs and levels, then the next
         # period's arrivals. A DC's backlog is what it owes its children.
-        oo = w.owed_out[e]
+        oo = w_oo[e]
         for d in range(M):
             for k in range(K):
                 oo[d, k] = 0
@@ -639,14 +646,14 @@ def _step_impl(p, s, w, qty, demand, out):
                 kpi,
                 cost,
             )
-        s.t[e] = t1
-        _rewards(e, cost, revenue, out.reward, p.include_revenue, p.net_weight, p.reward_scale)
+        t_arr[e] = t1
+        _rewards(e, cost, revenue, reward, p.include_revenue, p.net_weight, p.reward_scale)
 
 
 # No fastmath: reassociated (vectorised) float sums were 1.5x faster but their rounding depended on
 # array alignment, so two identical environments could differ in the last bit of a reward.
 step = njit(cache=True)(_step_impl)
-step_par = njit(cache=True, parallel=True)(_step_impl)
+step_par = njit(cache=True, parallel=True)(variant(_step_impl, "_par"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -681,6 +688,7 @@ def _observe_impl(p, s, w, obs, mask, ub, features=True):
     F = (obs.shape[2] - 4) // K if features else 0
     on_hand, backlog, owed, pipe, transit = s.on_hand, s.backlog, s.owed, s.pipe, s.transit
     last_order, last_demand, shipped, arrived = s.last_order, s.last_demand, s.shipped, s.arrived
+    t_arr, w_oo = s.t, w.owed_out  # unpacked: see _step_impl
     volume, unit_cost, lot_, moq_ = p.volume, p.unit_cost, p.lot, p.moq
     mean, qstep_, inv_scale, log_scale, crit_ratio, lt_mean = (
         p.mean,
@@ -709,15 +717,15 @@ def _observe_impl(p, s, w, obs, mask, ub, features=True):
     )
     E = on_hand.shape[0]
     for e in prange(E):
-        _owed_out_dcs(owed, parent, e, w.owed_out[e], M)
+        _owed_out_dcs(owed, parent, e, w_oo[e], M)
     # one row per environment and node, so that one big environment (`large`) uses every thread
     for r in prange(E * N):
         e = r // N
         n = r % N
-        t = np.int64(s.t[e])
+        t = np.int64(t_arr[e])
         tc = t if t < T else np.int64(T)
         slot0 = t % W
-        oo = w.owed_out[e]
+        oo = w_oo[e]
         season = p.season[tc]
         tfrac = t / T
         cap_a = cap_ahead[tc, n]
@@ -811,10 +819,10 @@ def _observe_impl(p, s, w, obs, mask, ub, features=True):
 
 
 observe = njit(cache=True)(_observe_impl)
-observe_par = njit(cache=True, parallel=True)(_observe_impl)
+observe_par = njit(cache=True, parallel=True)(variant(_observe_impl, "_par"))
 # the same function, always called with features=False (its own dispatcher: one signature each)
-observe_bounds = njit(cache=True)(_observe_impl)
-observe_bounds_par = njit(cache=True, parallel=True)(_observe_impl)
+observe_bounds = njit(cache=True)(variant(_observe_impl, "_bounds"))
+observe_bounds_par = njit(cache=True, parallel=True)(variant(_observe_impl, "_bounds_par"))
 
 
 @njit(cache=True)

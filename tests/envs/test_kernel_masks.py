@@ -1,9 +1,5 @@
-"""The closed-form masks (`allowed_levels`) against brute force over `level_quantity`.
-
-Known corner left as it was: in order-up-to mode with a zero forecast every level is allowed (it
-"orders nothing"), although `level_quantity` orders up to 0 from a negative inventory position (and
-nothing fits a negative bound).
-"""
+"""The closed-form masks (`allowed_levels`) against brute force over `level_quantity`, including the
+zero-forecast corner (every level targets 0, which still orders from a negative inventory position)."""
 
 from __future__ import annotations
 
@@ -29,8 +25,6 @@ def _mismatches(cases, ubs):
         lot = np.int64(cases[r, 6])
         moq = np.int64(cases[r, 7])
         ub = np.int64(ubs[r])
-        if mode == MODE_ORDER_UP_TO and cs * fc <= 0.0 and (ip < 0 or ub < 0):
-            continue  # zero forecast: every level counts as ordering nothing (see the module notes)
         lo, hi = kn.allowed_levels(L, mode, qstep, cs, fc, ip, lot, moq, ub)
         for l in range(1, L):
             q = kn.level_quantity(l, mode, qstep, cs, fc, ip, lot, moq)
