@@ -230,7 +230,7 @@ class ArrayEnv:
         t = self.t
         self._step(self.params, self.state, self.work, qty, self.demand.get(t), self.out)
         if "reward_penalty" in info:  # a shield configured with an intervention penalty
-            self.out.reward -= info["reward_penalty"]
+            np.subtract(self.out.reward, info["reward_penalty"], out=self.out.reward)
         self.episode_cost += self.out.cost
         self.episode_kpi += self.out.kpi
         self.episode_revenue += self.out.revenue
