@@ -73,8 +73,16 @@ class EchelonBaseStock:
     version = "1"
     output = "quantities"
 
-    def __init__(self, levels=None, *, cover=None, name: str | None = None):
-        if (levels is None) == (cover is None):
+    # tuning knobs (`agents.tuning`): z per role in S = echelon forecast over (echelon lead time + 1)
+    # + z * sd over the same interval; the echelon lead time of n runs from n's supplier down to a store
+    knob_defaults = {"z": 1.0}
+    knob_bounds = {"z": (-2.0, 5.0)}
+
+    def __init__(self, levels=None, *, cover=None, name: str | None = None, knobs: dict | None = None):
+        self.knobs = knobs
+        if knobs is not None:
+            levels = cover = None
+        elif (levels is None) == (cover is None):
             raise ValueError("give exactly one of levels (units) or cover (periods of echelon forecast)")
         self.levels = None if levels is None else np.asarray(levels, dtype=float)
         self.cover = None if cover is None else np.asarray(cover, dtype=float)
@@ -99,6 +107,17 @@ class EchelonBaseStock:
     def bind(self, compiled) -> None:
         """Check the levels against a scenario before a rollout."""
         self._check_tree(compiled.params.parent)
+        if self.knobs is not None:
+            from agents.heuristics import DemandStats
+
+            p = compiled.params
+            st = DemandStats.from_compiled(compiled)
+            lead = st.lt_mean.copy()  # [N, K] echelon lead time: into n plus the longest chain below
+            for n in range(compiled.N - 1, -1, -1):
+                if p.parent[n] >= 0:
+                    lead[p.parent[n]] = np.maximum(lead[p.parent[n]], st.lt_mean[p.parent[n]] + lead[n])
+            self._compiled, self._stats, self._lead = compiled, st, lead
+            return
         self._targets(compiled.params, np.zeros(1, np.int64))
 
     @staticmethod
@@ -110,6 +129,15 @@ class EchelonBaseStock:
     def _targets(self, params, t: np.ndarray) -> np.ndarray:
         """Order-up-to levels [E or 1, N, K] at periods t[E]."""
         N, K = params.hold.shape
+        if self.knobs is not None:
+            from agents.heuristics import _per_node
+
+            P = self._lead + 1.0
+            z = _per_node(self._compiled, self.knobs, "z", self.knob_defaults["z"], len(t))  # [E, N, 1]
+            season = params.season[np.minimum(t, params.horizon)]
+            fc = params.mean[None] * P[None] * season[:, None, None]
+            sd = self._stats.sd1[None] * np.sqrt(P)[None]
+            return fc + z * sd
         if self.levels is not None:
             return _as_node_sku(self.levels, N, K, "levels")[None]
         cov = _as_node_sku(self.cover, N, K, "cover")

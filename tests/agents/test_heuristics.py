@@ -70,3 +70,22 @@ def test_tuning__beats_default_knobs_on_common_paths_and_round_trips(tmp_path):
 def test_make_policy__unknown_name_lists_known():
     with pytest.raises(ValueError, match="unknown policy 'magic'.*base_stock"):
         make_policy("magic")
+
+
+def test_echelon_base_stock__tunes_close_to_the_clark_scarf_optimum():
+    """Tuned echelon base-stock (one z per role) gets near the exact optimum; installation base-stock
+    (one z per role on local positions) does not: the yardstick learning has to reach."""
+    from agents.echelon import EchelonBaseStock
+
+    c = compile_scenario(load_scenario("serial_3"))
+    res = tune(c, "echelon_base_stock", episodes=8, rounds=2, eval_episodes=8)
+    paths = np.arange(24, dtype=np.int64)
+    tuned = evaluate_candidates(c, "echelon_base_stock", [res.knobs], paths, seed=3)[0].mean() / c.horizon
+    opt_pol = JointPolicy(EchelonBaseStock.from_clark_scarf(c))
+    env = ArrayEnv(c, num_envs=24, seed=3)
+    env.reset(paths=paths)
+    opt_pol.bind(c)
+    for _ in range(c.horizon):
+        env.step_qty(opt_pol.propose(env).qty)
+    optimum = env.episode_cost.sum(axis=(1, 2)).mean() / c.horizon
+    assert tuned < optimum * 1.06  # same paths: within a few percent of the optimum
