@@ -83,7 +83,9 @@ def prepare_baseline(compiled: Compiled, exp: ExperimentConfig, run_dir: Path, l
     knobs: dict = {}
     if name not in ("zero",):
         data = None
-        if exp.baseline_params:
+        if exp.baseline_params and not Path(exp.baseline_params).exists():
+            log(f"note: baseline parameter file {exp.baseline_params} not found (run `restock tune` to make it)")
+        elif exp.baseline_params:
             data = load_params(exp.baseline_params)
             if data.get("scenario") != compiled.config.name:
                 log(f"note: baseline parameters were tuned on {data.get('scenario')!r}")
