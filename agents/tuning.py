@@ -102,8 +102,12 @@ def evaluate_candidates(
     G, P = len(candidates), len(paths)
     E = G * P
     # ``shield`` is a factory (compiled -> shield): each batch needs its own, sized to the batch
-    env = ArrayEnv(compiled, num_envs=E, seed=seed, shield=shield(compiled) if callable(shield) and not
-                   hasattr(shield, "decide") else shield)
+    env = ArrayEnv(
+        compiled,
+        num_envs=E,
+        seed=seed,
+        shield=shield(compiled) if callable(shield) and not hasattr(shield, "decide") else shield,
+    )
     env.reset(paths=np.tile(paths, G))
     knobs: dict[str, dict[str, np.ndarray]] = {}
     for role in {r for c in candidates for r in c}:

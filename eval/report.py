@@ -187,17 +187,25 @@ def safety_table(res: EvalResult) -> str:
     have = [p for p, s in res.summary.items() if any(k.startswith("safety_") for k in s)]
     if not have:
         return ""
-    rows = ["| policy | constraint | intervention rate | raw violations | executed violations |", "|---|---|---|---|---|"]
+    rows = [
+        "| policy | constraint | intervention rate | raw violations | executed violations |",
+        "|---|---|---|---|---|",
+    ]
     for pol in have:
         s = res.summary[pol]
         for c in CONSTRAINTS:
-            ir, rv, ev = (s.get(f"safety_{k}_{c}") for k in ("intervention_rate", "raw_violations", "executed_violations"))
+            ir, rv, ev = (
+                s.get(f"safety_{k}_{c}")
+                for k in ("intervention_rate", "raw_violations", "executed_violations")
+            )
             if not any((v or {}).get("mean") for v in (ir, rv, ev)):
                 continue
             rows.append(f"| {pol} | {c} | {cell(ir)} | {cell(rv)} | {cell(ev)} |")
         tot = s.get("safety_executed_violations")
-        rows.append(f"| {pol} | **all** | {cell(s.get('safety_intervention_rate'))} | {cell(s.get('safety_raw_violations'))} "
-                    f"| {cell(tot)} |")
+        rows.append(
+            f"| {pol} | **all** | {cell(s.get('safety_intervention_rate'))} | {cell(s.get('safety_raw_violations'))} "
+            f"| {cell(tot)} |"
+        )
     return "\n".join(rows)
 
 

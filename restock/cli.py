@@ -193,8 +193,13 @@ def tune(
         int, typer.Option(min=1, help="Coordinate-search rounds (the grid halves each round).")
     ] = 4,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    no_shield: Annotated[bool, typer.Option("--no-shield", help="Tune without the shield (policies normally run "
-                                                                "behind it, so tuning does too).")] = False,
+    no_shield: Annotated[
+        bool,
+        typer.Option(
+            "--no-shield",
+            help="Tune without the shield (policies normally run behind it, so tuning does too).",
+        ),
+    ] = False,
 ) -> None:
     """Tune a heuristic's knobs by simulation on common random numbers and save them.
 
@@ -438,8 +443,12 @@ def bench(
     only: Annotated[
         str | None, typer.Option(help="Comma-separated suites: kernel,demand,pettingzoo,array_env,large.")
     ] = None,
-    training: Annotated[bool, typer.Option("--training", help="Add trainer throughput (SB3, RLlib on default).")] = False,
-    serving: Annotated[bool, typer.Option("--serving", help="Add the serving benchmark (latency under load).")] = False,
+    training: Annotated[
+        bool, typer.Option("--training", help="Add trainer throughput (SB3, RLlib on default).")
+    ] = False,
+    serving: Annotated[
+        bool, typer.Option("--serving", help="Add the serving benchmark (latency under load).")
+    ] = False,
 ) -> None:
     """Measure simulator speed and memory on this machine (all figures from this one run).
 
@@ -464,7 +473,9 @@ def bench(
         err.print("[dim]bench: serving...[/]")
         from serving.bench import run_serving_bench
 
-        res.update(run_serving_bench())
+        sres = run_serving_bench()
+        res["targets_met"].update(sres.pop("targets_met", {}))
+        res.update(sres)
     if json_out:
         print(json.dumps(res, indent=2))
         return
@@ -487,17 +498,339 @@ def bench(
 
 # ------------------------------------------------------------------------------------------------
 @app.command()
+def export(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="Run directory from `restock train` (omit with --heuristic).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Artifact folder to write (manifest.json, <role>.onnx, scenario.yaml).")
+    ] = Path("artifacts/latest"),
+    heuristic: Annotated[
+        str | None, typer.Option(help="Export a heuristic instead of a run: base_stock, s_S, r_Q, ...")
+    ] = None,
+    params: Annotated[
+        Path | None, typer.Option(help="With --heuristic: parameter file from `restock tune`.")
+    ] = None,
+    scenario: Annotated[str, typer.Option(help="With --heuristic: scenario name or YAML path.")] = "default",
+    parity: Annotated[int, typer.Option(min=1, help="Observations for the ONNX parity check.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the rollouts that sample parity observations.")] = 0,
+    atol: Annotated[float, typer.Option(help="Parity: allowed absolute logit difference.")] = 1e-5,
+    rtol: Annotated[float, typer.Option(help="Parity: allowed extra difference relative to |logit|.")] = 0.0,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Parity: refuse greedy mismatches even at numerical ties.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Export a trained run (one ONNX model per trained role, parity-checked) or a tuned heuristic as a
+    serving artifact with a manifest (layout, action mapping, scenario, metrics, sha256 of every file)."""
+    from serving.artifact import ArtifactError, export_heuristic
+
+    if (run_dir is None) == (heuristic is None):
+        fail("give a RUN_DIR, or --heuristic NAME (with --params and --scenario), not both")
+    try:
+        if heuristic is not None:
+            from agents.tuning import load_params, make_policy
+
+            c = load_or_fail(scenario)
+            knobs, source = None, {"params": None}
+            if params is not None:
+                data = load_params(params)
+                if data.get("scenario") not in (None, c.config.name):
+                    fail(
+                        f"--params: tuned on scenario {data.get('scenario')!r}, exporting for {c.config.name!r}"
+                    )
+                if data.get("config_hash") not in (None, c.config_hash):
+                    fail(f"--params: tuned on another version of {c.config.name!r} (config hash differs)")
+                pol = data["policies"].get(heuristic)
+                if pol is None:
+                    fail(
+                        f"--params: {params} has no {heuristic!r} (it has {', '.join(data['policies']) or 'none'})"
+                    )
+                knobs = pol["knobs"]
+                source = {"params": str(params), "cost_per_period": pol.get("cost_per_period")}
+            else:
+                make_policy(heuristic)
+                err.print(
+                    f"[yellow]note:[/] {heuristic} exported with default knobs (give --params for tuned ones)"
+                )
+            m = export_heuristic(heuristic, knobs, c, out, source=source, overwrite=force)
+        else:
+            from agents.export import export_run
+
+            m = export_run(
+                run_dir,
+                out,
+                n_parity=parity,
+                seed=seed,
+                atol=atol,
+                rtol=rtol,
+                overwrite=force,
+                allow_ties=not strict,
+                log=lambda s: err.print(s, highlight=False),
+            )
+    except (ArtifactError, ValueError) as exc:
+        fail(str(exc))
+    if json_out:
+        print(json.dumps(m, indent=2))
+        return
+    roles = ", ".join(
+        f"{r}: {v['policy']}" + (f" ({v['file']})" if v.get("file") else f" ({v.get('heuristic')})")
+        for r, v in m["roles"].items()
+    )
+    console.print(f"[green]exported[/] {m['kind']} artifact {m['name']!r} to {out}: {roles}")
+    console.print(f"register it: restock registry register REGISTRY_DIR {out}")
+
+
+registry_app = typer.Typer(
+    help="Policy registry: versions per role, promote, roll back, canary and shadow.", no_args_is_help=True
+)
+app.add_typer(registry_app, name="registry")
+
+
+def _registry(path: Path):
+    from serving.registry import Registry
+
+    return Registry(path)
+
+
+def _registry_do(fn, *args, **kw):
+    from serving.artifact import ArtifactError
+
+    try:
+        return fn(*args, **kw)
+    except (ArtifactError, ValueError) as exc:
+        fail(str(exc))
+
+
+@registry_app.command("list")
+def registry_list(
+    registry_dir: Annotated[Path, typer.Argument(help="Registry folder.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print registry.json.")] = False,
+) -> None:
+    """Show the registered versions and what each role serves."""
+    d = _registry_do(_registry(registry_dir).describe)
+    if json_out:
+        print(json.dumps(d, indent=2))
+        return
+    t = Table(title=f"registry {registry_dir} ({d['scenario'].get('name', 'empty')})")
+    for col in ("version", "kind", "name", "roles", "registered"):
+        t.add_column(col)
+    for v, info in d["versions"].items():
+        t.add_row(
+            v,
+            str(info.get("kind")),
+            str(info.get("name")),
+            ",".join(info.get("roles", [])),
+            info.get("registered", ""),
+        )
+    console.print(t)
+    for role, r in d["roles"].items():
+        cand = (
+            f", candidate {r['candidate']} ({r['mode']}"
+            + (f" {r['fraction']:.0%}" if r["mode"] == "canary" else "")
+            + ")"
+            if r["candidate"]
+            else ""
+        )
+        console.print(
+            f"{role}: champion {r['champion']}{cand}; rollback target {r['history'][-1] if r['history'] else '-'}"
+        )
+
+
+@registry_app.command("register")
+def registry_register(
+    registry_dir: Annotated[Path, typer.Argument(help="Registry folder (created when missing).")],
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder from `restock export`.")],
+    note: Annotated[str, typer.Option(help="Free text kept with the version.")] = "",
+) -> None:
+    """Verify an artifact and add it as the next version (champion of roles that have none)."""
+    v = _registry_do(_registry(registry_dir).register, artifact, note=note)
+    console.print(f"[green]registered[/] {artifact} as {v}")
+
+
+@registry_app.command("promote")
+def registry_promote(
+    registry_dir: Annotated[Path, typer.Argument(help="Registry folder.")],
+    role: Annotated[str, typer.Argument(help="store or dc.")],
+    version: Annotated[str, typer.Argument(help="Version to serve, e.g. v3.")],
+) -> None:
+    """Make a version the champion of a role (the current champion becomes the rollback target)."""
+    r = _registry_do(_registry(registry_dir).promote, role, version)
+    console.print(f"{role}: champion {r.champion} (rollback target {r.history[-1] if r.history else '-'})")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    registry_dir: Annotated[Path, typer.Argument(help="Registry folder.")],
+    role: Annotated[str, typer.Argument(help="store or dc.")],
+) -> None:
+    """Restore the previous champion of a role and stop any canary or shadow candidate."""
+    r = _registry_do(_registry(registry_dir).rollback, role)
+    console.print(f"{role}: champion {r.champion} (rolled back)")
+
+
+@registry_app.command("candidate")
+def registry_candidate(
+    registry_dir: Annotated[Path, typer.Argument(help="Registry folder.")],
+    role: Annotated[str, typer.Argument(help="store or dc.")],
+    version: Annotated[str, typer.Argument(help="Candidate version.")],
+    mode: Annotated[
+        str, typer.Option(help="canary (a share of nodes executes it) or shadow (recorded only).")
+    ] = "canary",
+    fraction: Annotated[
+        float, typer.Option(help="Canary share of nodes, by a stable hash of the node id.")
+    ] = 0.1,
+) -> None:
+    """Start a canary or shadow run of a candidate version for a role."""
+    r = _registry_do(_registry(registry_dir).set_candidate, role, version, mode, fraction)
+    console.print(
+        f"{role}: candidate {r.candidate} ({r.mode}{f' {r.fraction:.0%}' if r.mode == 'canary' else ''})"
+    )
+
+
+@registry_app.command("clear")
+def registry_clear(
+    registry_dir: Annotated[Path, typer.Argument(help="Registry folder.")],
+    role: Annotated[str, typer.Argument(help="store or dc.")],
+) -> None:
+    """Stop a role's canary or shadow candidate (the champion serves every node)."""
+    _registry_do(_registry(registry_dir).clear_candidate, role)
+    console.print(f"{role}: candidate cleared")
+
+
+@app.command()
+def serve(
+    registry_dir: Annotated[Path, typer.Argument(help="Registry folder (restock registry register ...).")],
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    audit: Annotated[
+        str | None, typer.Option(help="Audit database URL (default sqlite:///REGISTRY_DIR/audit.db).")
+    ] = None,
+    durability: Annotated[
+        str,
+        typer.Option(
+            help="full: fsync every commit (survives power loss); normal: survives a killed process."
+        ),
+    ] = "full",
+    max_body: Annotated[int, typer.Option(help="Largest request body in bytes (413 above).")] = 256 * 1024,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+) -> None:
+    """Serve decisions over HTTP: POST /v1/decisions, GET /v1/decisions/{id}, /healthz, /metrics.
+
+    Admin endpoints (promote, rollback, candidate) need RESTOCK_ADMIN_TOKEN set in this process's
+    environment and Authorization: Bearer <token> on each call.
+    """
+    from serving.registry import Registry
+
+    if (registry_dir / "manifest.json").exists():
+        fail(
+            f"{registry_dir} is an artifact, not a registry: restock registry register REGISTRY_DIR {registry_dir}"
+        )
+    if not Registry(registry_dir).snapshot().versions:
+        fail(
+            f"{registry_dir}: no registered versions (restock registry register {registry_dir} ARTIFACT_DIR)"
+        )
+    if durability not in ("full", "normal"):
+        fail(f"--durability: full or normal, not {durability!r}")
+    from serving.app import serve as run_server
+
+    try:
+        from serving.audit import parse_url
+
+        parse_url(audit or "sqlite:///x")
+    except ValueError as exc:
+        fail(f"--audit: {exc}")
+    err.print(f"serving {registry_dir} on http://{host}:{port} (docs: /docs)")
+    run_server(
+        registry_dir,
+        host=host,
+        port=port,
+        audit=audit,
+        durability=durability,
+        max_body=max_body,
+        access_log=access_log,
+    )
+
+
+audit_app = typer.Typer(
+    help="The decision audit store: verify the hash chain, export JSON lines.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
+
+
+def _open_audit(db: str):
+    from serving.audit import open_store, parse_url
+
+    try:
+        _, path = parse_url(db)
+    except ValueError as exc:
+        fail(str(exc))
+    if not Path(path).exists():
+        fail(f"{path}: no such audit database")
+    return open_store(db)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    db: Annotated[str, typer.Argument(help="Audit database: a path or sqlite:///PATH.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Recompute the decision hash chains; exit 1 when a record was altered, dropped or reordered."""
+    store = _open_audit(db)
+    try:
+        rep = store.verify()
+    finally:
+        store.close()
+    if json_out:
+        print(json.dumps(rep, indent=2))
+    else:
+        for table in ("decisions", "shadow_decisions"):
+            r = rep[table]
+            state = (
+                "[green]ok[/]"
+                if r["broken"] is None
+                else f"[red]broken[/] at seq {r['broken']['seq']} ({r['broken']['request_id']}): {r['broken']['why']}"
+            )
+            console.print(f"{table}: {r['records']:,} records, chain {state}")
+    if not rep["ok"]:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    db: Annotated[str, typer.Argument(help="Audit database: a path or sqlite:///PATH.")],
+    out: Annotated[Path, typer.Option(help="JSON-lines file to write.")] = Path("audit.jsonl"),
+) -> None:
+    """Write every decision (request, record) and shadow decision as JSON lines."""
+    store = _open_audit(db)
+    try:
+        n = store.export(out)
+    finally:
+        store.close()
+    console.print(f"wrote {n:,} records to {out}")
+
+
+# ------------------------------------------------------------------------------------------------
+@app.command()
 def demo(
     episodes: Annotated[int, typer.Option(min=2, help="Sample paths for the evaluation.")] = 20,
     out: Annotated[Path, typer.Option(help="Folder for the parameter file and the report.")] = Path(
         "out/demo"
     ),
     oracle_episodes: Annotated[int, typer.Option(min=0, help="Paths on which to solve the oracle LP.")] = 3,
+    train_steps: Annotated[
+        int, typer.Option(min=0, help="RLlib env steps for the store agents (0: no training).")
+    ] = 2400,
+    train_minutes: Annotated[float, typer.Option(min=0.5, help="Wall-clock cap on the RLlib run.")] = 4.0,
 ) -> None:
     """The main job on the embedded default scenario (what `make demo` runs).
 
-    Tunes base-stock and (s,S) on `default` by simulation, then evaluates zero, the tuned heuristics
-    and the perfect-information bound on common sample paths and writes a report.
+    Tunes base-stock and (s,S) on `default` by simulation, trains the store agents briefly with RLlib
+    (PPO, warm-started from the tuned base-stock policy), evaluates zero, the tuned heuristics, the
+    learned policy and the perfect-information bound on common sample paths and writes a report; then
+    exports the learned policy (ONNX, parity-checked), registers it, starts the serving shim on
+    127.0.0.1, asks it for one store decision and prints it.
     """
     from agents.tuning import load_params, save_params, tune_work
     from agents.tuning import tune as run_tune
@@ -528,9 +861,15 @@ def demo(
         console.print(
             f"tuned {pol} in {res.seconds:.0f} s: cost per period {m:,.1f} (95% CI {lo:,.1f} .. {hi:,.1f})"
         )
-    pols = "zero,base_stock,s_S" + (",oracle" if oracle_episodes > 0 and _have_oracle() else "")
+    run_dir = _demo_train(out, params, train_steps, train_minutes) if train_steps > 0 else None
+    learned = f",{run_dir}" if run_dir is not None else ""
+    pols = "zero,base_stock,s_S" + learned + (",oracle" if oracle_episodes > 0 and _have_oracle() else "")
     specs, notes = parse_policies(pols, c, load_params(params))
-    n_work = episodes * c.horizon * 3 + (oracle_episodes if "oracle" in pols else 0)
+    n_work = episodes * c.horizon * (3 + bool(learned)) + (oracle_episodes if "oracle" in pols else 0)
+    if learned:
+        import torch
+
+        torch.set_num_threads(1)  # small per-SKU network: intra-op threads only contend here
     prog, task = progress_bar(n_work, "evaluating")
     with prog:
         res = evaluate(
@@ -567,6 +906,150 @@ def demo(
                 f"(95% CI {100 * g['ci95'][0]:.1f}% .. {100 * g['ci95'][1]:.1f}%)"
             )
     console.print(f"report: {files['report.md']}")
+    served = _demo_serve(c, out, params, run_dir)
+    console.rule("[bold]where things are")
+    console.print(f"report:        {files['report.md']}")
+    if run_dir is not None:
+        console.print(f"training run:  {run_dir}  (tensorboard --logdir {run_dir.parent})")
+    console.print(f"artifact:      {out / 'artifact'}  (manifest.json, ONNX, scenario.yaml)")
+    console.print(f"registry:      {out / 'registry'}  (restock serve {out / 'registry'})")
+    console.print(
+        f"audit store:   {out / 'registry' / 'audit.db'}  (restock audit verify {out / 'registry' / 'audit.db'})"
+    )
+    if (train_steps > 0 and run_dir is None) or not served:
+        raise typer.Exit(1)
+
+
+def _demo_train(out: Path, params: Path, steps: int, minutes: float) -> Path | None:
+    """A short RLlib run on `default` (store agents; the DC plays the tuned base-stock policy), in a child
+    process so Ray starts and stops cleanly; returns the run directory, or None when it failed."""
+    import subprocess
+
+    import yaml
+
+    console.rule("[bold]training the store agents (RLlib, short run)")
+    exp = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "configs" / "experiments" / "smoke.yaml").read_text()
+    )
+    exp.update(name="demo", steps=int(steps), minutes=float(minutes), baseline="base_stock")
+    exp["checkpoint_every"] = max(int(steps) // 2, 200)
+    exp.setdefault("rllib", {})["train_batch_size"] = 400
+    exp["baseline_params"] = str(params.resolve())
+    exp_file = out / "demo_experiment.yaml"
+    exp_file.write_text(yaml.safe_dump(exp, sort_keys=False))
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    before = set(runs.iterdir())
+    cmd = [sys.executable, "-m", "restock.cli", "train", "default", "--trainer", "rllib"]
+    cmd += ["--config", str(exp_file), "--out", str(runs)]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    # one math thread per process: on a small machine, torch's intra-op threads fighting Ray's workers
+    # made behaviour cloning about ten times slower
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    res = subprocess.run(cmd, env=env)
+    new = sorted(set(runs.iterdir()) - before)
+    run_dir = new[-1] if new else None
+    if res.returncode != 0 or run_dir is None or not list((run_dir / "policies").glob("*.pt")):
+        err.print(
+            f"[red]the RLlib run failed (exit {res.returncode}); the demo goes on with the heuristics[/]"
+        )
+        return None
+    console.print(f"trained: {run_dir}")
+    return run_dir
+
+
+def _demo_serve(c, out: Path, params: Path, run_dir: Path | None) -> bool:
+    """Export (the learned run, else tuned base-stock), register, serve on 127.0.0.1, ask for one decision."""
+    import shutil
+    import time
+    import urllib.request
+    import uuid
+
+    from agents.base import JointPolicy
+    from agents.shield import Shield
+    from agents.tuning import load_params, make_policy
+    from envs.array_env import ArrayEnv
+    from serving.artifact import ArtifactError, export_heuristic
+    from serving.bench import free_port, start_server, stop_server, wait_ready
+    from serving.registry import Registry
+    from serving.schema import request_from_state
+
+    console.rule("[bold]export and serve")
+    art, reg = out / "artifact", out / "registry"
+    knobs = load_params(params)["policies"]["base_stock"]["knobs"]
+    try:
+        if run_dir is not None:
+            from agents.export import export_run
+
+            m = export_run(run_dir, art, overwrite=True, log=lambda s: console.print(s, highlight=False))
+        else:
+            m = export_heuristic("base_stock", knobs, c, art, source={"params": str(params)}, overwrite=True)
+    except ArtifactError as exc:
+        err.print(f"[red]export failed:[/] {exc}")
+        return False
+    console.print(
+        f"exported {m['kind']} artifact: " + ", ".join(f"{r}: {v['policy']}" for r, v in m["roles"].items())
+    )
+    from serving.registry import RegistryError
+
+    try:
+        version = Registry(reg).register(art, note="restock demo")
+    except RegistryError as exc:  # a registry from another version of the scenario: keep it, start afresh
+        old = reg.with_name(f"{reg.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(str(reg), str(old))
+        console.print(f"[yellow]note:[/] {exc}; the old registry (and its audit store) moved to {old}")
+        version = Registry(reg).register(art, note="restock demo")
+    for role, r in Registry(reg).snapshot().roles.items():
+        if r.champion != version and role in m["roles"]:
+            Registry(reg).promote(role, version, by="demo")
+    console.print(f"registered as {version} in {reg} (champion of {', '.join(m['roles'])})")
+    # a store's state after ten periods of the tuned base-stock policy, as a retailer would send it
+    env = ArrayEnv(c, num_envs=1, seed=123, shield=Shield(c))
+    env.reset()
+    pol = JointPolicy(make_policy("base_stock", knobs))
+    pol.bind(c)
+    for _ in range(10):
+        env.step_qty(pol.propose(env).qty)
+    req = request_from_state(c, env.state, 0, c.M, f"demo-{uuid.uuid4().hex[:12]}")
+    port = free_port()
+    proc = start_server(reg, port)
+    try:
+        wait_ready(port, proc)
+        console.print(f"serving shim up on http://127.0.0.1:{port} (pid {proc.pid})")
+        http = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/decisions",
+            data=json.dumps(req).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(http, timeout=60) as r:
+            d = json.loads(r.read())
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        err.print(f"[red]serving failed:[/] {exc}")
+        return False
+    finally:
+        stop_server(proc)
+    rec = d["record"]
+    q = d["orders"]
+    first = ", ".join(f"{k} {v}" for k, v in list(q.items())[:8])
+    console.print(
+        f"POST /v1/decisions for {d['node']} in period {d['period']}: route {d['route']}, policy "
+        f"{d['policy']['id']} {d['policy']['version']} ({d['policy']['kind']})"
+    )
+    console.print(
+        f"  orders: {sum(q.values()):,} units over {sum(v > 0 for v in q.values())} of {len(q)} SKUs; {first}, ..."
+    )
+    console.print(
+        f"  shield: {len(rec['interventions'])} SKUs changed; binding: {', '.join(rec['binding']) or 'none'}"
+    )
+    console.print(f"  rationale: {rec['rationale'][:200]}", highlight=False)
+    conf = rec["confidence"]
+    console.print(
+        f"  confidence {conf if conf is None else round(conf, 3)}; escalated {rec['escalated']}; "
+        f"record hash {rec['hash'][:16]}... (prev {rec['prev_hash'][:16]}...)"
+    )
+    console.print("server stopped")
+    return True
 
 
 def _have_oracle() -> bool:

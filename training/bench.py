@@ -37,8 +37,16 @@ def bench_sb3(seconds: float = 20.0, num_envs: int = 8) -> dict[str, Any]:
 
     venv.step_wait = timed_step_wait
     cfg = net_config(c, "store", exp, observation_stats(c, "store", base, episodes=1))
-    model = MaskablePPO(PerSkuMaskablePolicy, venv, n_steps=32, batch_size=1024, n_epochs=1, seed=0, device="cpu",
-                        policy_kwargs={"net_config": cfg.to_dict()})
+    model = MaskablePPO(
+        PerSkuMaskablePolicy,
+        venv,
+        n_steps=32,
+        batch_size=1024,
+        n_epochs=1,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"net_config": cfg.to_dict()},
+    )
 
     class Stop(BaseCallback):
         def _on_step(self) -> bool:
@@ -57,8 +65,11 @@ def bench_sb3(seconds: float = 20.0, num_envs: int = 8) -> dict[str, Any]:
         model.collect_rollouts(venv, cb, model.rollout_buffer, n_rollout_steps=32)
         steps += 32 * num_envs
     dt = time.perf_counter() - t0
-    return {"sb3_env_steps_per_s": steps / dt, "sb3_env_share_of_rollout": env_time[0] / dt,
-            "sb3_agent_steps_per_s": steps * venv.n / dt}
+    return {
+        "sb3_env_steps_per_s": steps / dt,
+        "sb3_env_share_of_rollout": env_time[0] / dt,
+        "sb3_agent_steps_per_s": steps * venv.n / dt,
+    }
 
 
 def bench_rllib(iterations: int = 2, num_envs: int = 4) -> dict[str, Any]:
@@ -105,8 +116,10 @@ def bench_rllib(iterations: int = 2, num_envs: int = 4) -> dict[str, Any]:
         RLlibInventoryEnv.step = inner
         if own:
             ray.shutdown()
-    return {"rllib_env_steps_per_s": steps / max(sample_s, 1e-9),
-            "rllib_env_share_of_rollout": float(np.clip(step_time[0] / max(sample_s, 1e-9), 0, 1))}
+    return {
+        "rllib_env_steps_per_s": steps / max(sample_s, 1e-9),
+        "rllib_env_share_of_rollout": float(np.clip(step_time[0] / max(sample_s, 1e-9), 0, 1)),
+    }
 
 
 def run_training_bench() -> dict[str, Any]:

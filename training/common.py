@@ -75,8 +75,9 @@ class Baseline:
         return JointPolicy(make_policy(self.policy, self.knobs))
 
 
-def prepare_baseline(compiled: Compiled, exp: ExperimentConfig, run_dir: Path, log=print,
-                     shield_factory=None) -> Baseline:
+def prepare_baseline(
+    compiled: Compiled, exp: ExperimentConfig, run_dir: Path, log=print, shield_factory=None
+) -> Baseline:
     """The baseline's knobs (from the parameter file, or tuned quickly) and its cost, measured behind the
     shield like everything the agents will do."""
     name = exp.baseline
@@ -84,7 +85,9 @@ def prepare_baseline(compiled: Compiled, exp: ExperimentConfig, run_dir: Path, l
     if name not in ("zero",):
         data = None
         if exp.baseline_params and not Path(exp.baseline_params).exists():
-            log(f"note: baseline parameter file {exp.baseline_params} not found (run `restock tune` to make it)")
+            log(
+                f"note: baseline parameter file {exp.baseline_params} not found (run `restock tune` to make it)"
+            )
         elif exp.baseline_params:
             data = load_params(exp.baseline_params)
             if data.get("scenario") != compiled.config.name:

@@ -22,7 +22,9 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     return dict(series)
 
 
-def plot_learning_curve(run_dir: str | Path, out: str | Path | None = None, title: str | None = None) -> Path | None:
+def plot_learning_curve(
+    run_dir: str | Path, out: str | Path | None = None, title: str | None = None
+) -> Path | None:
     """Episodic cost during training (and greedy evaluations) against env steps; dashed: the baseline."""
     import matplotlib
 
@@ -44,7 +46,9 @@ def plot_learning_curve(run_dir: str | Path, out: str | Path | None = None, titl
     horizon = run.get("horizon")
     base_cost = base.get("cost_per_period", 0) * horizon if base.get("cost_per_period") and horizon else None
     if base_cost:
-        ax.axhline(base_cost, color="k", ls="--", lw=1, label=f"baseline {base.get('policy')} (training conditions)")
+        ax.axhline(
+            base_cost, color="k", ls="--", lw=1, label=f"baseline {base.get('policy')} (training conditions)"
+        )
     ax.set_xlabel("env steps (periods x environments)")
     ax.set_ylabel("cost per episode")
     ax.set_title(title or f"{run.get('scenario', '')}: {run.get('trainer', '')} learning curve")

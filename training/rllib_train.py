@@ -150,15 +150,25 @@ def force_sync_env_runner_weights(algo) -> None:
     algo.env_runner_group.foreach_env_runner(lambda er: er.set_state(state), local_env_runner=True)
 
 
-def _warm_start(algo, compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory, log, monitor) -> None:
+def _warm_start(
+    algo, compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory, log, monitor
+) -> None:
     """Behaviour cloning of the baseline into the learner's networks, then a synchronous weight push."""
     from training.bc import collect, pretrain
 
     nets = _learner_nets(algo, exp.roles)
     scale = baseline.reward_scale / (1.0 - exp.ppo.gamma) if exp.ppo.gamma < 1 else baseline.reward_scale
     for role, net in nets.items():
-        data = collect(compiled, role, baseline.joint(), exp.bc_episodes, seed=exp.seed + 500, gamma=exp.ppo.gamma,
-                       reward_scale=scale, shield=shield_factory(compiled) if shield_factory else None)
+        data = collect(
+            compiled,
+            role,
+            baseline.joint(),
+            exp.bc_episodes,
+            seed=exp.seed + 500,
+            gamma=exp.ppo.gamma,
+            reward_scale=scale,
+            shield=shield_factory(compiled) if shield_factory else None,
+        )
         res = pretrain(net, data, epochs=exp.bc_epochs, seed=exp.seed, log=log)
         monitor.log(0, {f"charts/bc_accuracy/{role}": res["accuracy"]})
     force_sync_env_runner_weights(algo)

@@ -384,8 +384,16 @@ def train_sb3(
         # rewards in units of the baseline's cost per agent and period, times (1 - gamma): returns are
         # then about -1, small enough for the value head under clipped gradients
         scale = baseline.reward_scale / (1.0 - exp.ppo.gamma) if exp.ppo.gamma < 1 else baseline.reward_scale
-        venv = RoleVecEnv(compiled, role, exp.num_envs, exp.seed, other_joint, shield=shield, reward_scale=scale,
-                          shield_penalty=exp.shield.penalty)
+        venv = RoleVecEnv(
+            compiled,
+            role,
+            exp.num_envs,
+            exp.seed,
+            other_joint,
+            shield=shield,
+            reward_scale=scale,
+            shield_penalty=exp.shield.penalty,
+        )
         _wrap_info(venv)
         stats = observation_stats(compiled, role, baseline)
         cfg = net_config(compiled, role, exp, stats)

@@ -90,7 +90,7 @@ def test_sb3__train_writes_a_run_that_evaluates(tiny, tmp_path):
     assert run.name in json.loads(r.output)
 
 
-def test_sb3__kill_after_first_checkpoint_then_resume_matches(tiny, tmp_path):
+def test_sb3__crash_after_first_checkpoint_then_resume_matches(tiny, tmp_path):
     exp = _exp(steps=1536, checkpoint_every=512)
     whole = train(tiny, exp, "sb3", out_root=tmp_path / "a", log=lambda s: None)
     cut = train(tiny, exp, "sb3", out_root=tmp_path / "b", log=lambda s: None, stop_after_checkpoints=1)
@@ -99,5 +99,68 @@ def test_sb3__kill_after_first_checkpoint_then_resume_matches(tiny, tmp_path):
     wa = torch.load(whole / "policies" / "store.pt", weights_only=True)
     wb = torch.load(resumed / "policies" / "store.pt", weights_only=True)
     assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+@pytest.mark.slow
+def test_sb3__sigkill_after_first_checkpoint_then_resume(tmp_path):
+    """A real kill: the `restock train` process dies by SIGKILL once its first checkpoint is on disk;
+    `--resume` then finishes the run with the same weights as an uninterrupted one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(
+        "name: kill\nroles: [store]\nnum_envs: 4\nsteps: 6144\ncheckpoint_every: 512\n"
+        "eval_every: 1000000000\nbc_episodes: 2\nbc_epochs: 1\n"
+        "ppo: {rollout_steps: 16, minibatch_size: 64, n_epochs: 2}\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "restock.cli",
+        "train",
+        "tiny",
+        "--trainer",
+        "sb3",
+        "--config",
+        str(exp_file),
+    ]
+    root = Path(__file__).parents[2]
+    whole = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "a")], capture_output=True, text=True, env=env, cwd=root, timeout=600
+    )
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "b")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=root,
+    )
+    deadline = time.time() + 300
+    latest = None
+    while time.time() < deadline and latest is None:
+        found = list((tmp_path / "b").glob("*/checkpoints/latest.json")) if (tmp_path / "b").exists() else []
+        latest = found[0] if found else None
+        time.sleep(0.05)
+    assert latest is not None, "no checkpoint appeared"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_b = latest.parent.parent
+    assert json.loads((run_b / "run.json").read_text())["status"] == "running"  # it never finished
+    res = subprocess.run(
+        [*cmd, "--resume", str(run_b)], capture_output=True, text=True, env=env, cwd=root, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    run_a = next((tmp_path / "a").iterdir())
+    wa = torch.load(run_a / "policies" / "store.pt", weights_only=True)
+    wb = torch.load(run_b / "policies" / "store.pt", weights_only=True)
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k

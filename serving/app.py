@@ -1,0 +1,415 @@
+"""The HTTP face of the serving shim (FastAPI): a thin layer over `serving.decision.DecisionService`.
+
+Endpoints::
+
+    POST /v1/decisions                   one node's state -> orders per SKU + the decision record (200);
+                                         422 malformed or out of range (``detail[].loc`` names the field),
+                                         409 request_id reused with a different body, 413 body too large,
+                                         503 the audit store could not commit (nothing is executed)
+    GET  /v1/decisions/{request_id}      the stored decision (404 when unknown)
+    GET  /healthz                        scenario, shield config hash, routes per role, audit store
+    GET  /metrics                        Prometheus text: requests, latency histogram, decisions,
+                                         interventions, fallbacks, escalations, shadow agreement
+    GET  /v1/admin/registry              registry state        (admin: Authorization: Bearer <token>)
+    POST /v1/admin/roles/{role}/promote      {"version": "v3"}
+    POST /v1/admin/roles/{role}/rollback
+    POST /v1/admin/roles/{role}/candidate    {"version": "v3", "mode": "canary"|"shadow", "fraction": 0.1}
+    DELETE /v1/admin/roles/{role}/candidate
+
+A decision is committed to the audit store before its response is sent (`serving.audit`); a repeat
+of a request_id returns the stored body byte for byte, with ``Idempotent-Replay: true``. The admin
+token comes from the environment variable RESTOCK_ADMIN_TOKEN of the server process: without it the
+admin endpoints answer 403 (disabled); with it, a missing or malformed header is 401 and a wrong
+token 403. Nothing in this module's import graph imports torch, ray or stable-baselines3.
+
+`restock serve` runs `FastPathApp`: POST /v1/decisions is answered directly on ASGI by the same
+function the FastAPI route calls (the route stays for the OpenAPI docs and for embedding the app),
+which skips the routing and middleware layers. One process serves: the audit chain has one writer
+(`serving.audit.GroupCommitter`, which groups the commits of concurrent requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import time
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving import schema as _schema
+from serving.artifact import ArtifactError
+from serving.audit import GroupCommitter
+from serving.decision import DecisionService, request_digest
+from serving.registry import MODES, RegistryError
+from serving.schema import DecisionRequest, RequestInvalid
+
+ADMIN_TOKEN_ENV = "RESTOCK_ADMIN_TOKEN"
+_REF = "#/components/schemas/{model}"
+schema_doc = _schema.__doc__
+_request_schema = DecisionRequest.model_json_schema(ref_template=_REF)
+_request_defs = _request_schema.pop("$defs", {})
+DEFAULT_MAX_BODY = 256 * 1024
+RECENT_IDS = 100_000  # request ids (with digests) kept in memory to answer repeats without a database read
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Pure ASGI middleware: 413 for request bodies above ``max_body`` bytes (declared or streamed)."""
+
+    def __init__(self, app, max_body: int):
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length":
+                try:
+                    if int(v) > self.max_body:
+                        return await self._reject(send)
+                except ValueError:
+                    pass
+        seen = 0
+        started = False
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_body:
+                    raise _TooLarge
+            return msg
+
+        async def tracking_send(msg):
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send):
+        body = json.dumps(
+            {"detail": f"request body larger than {self.max_body} bytes", "limit": self.max_body}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class PromoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str
+
+
+class CandidateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str
+    mode: str = Field(default="canary", description=f"one of {MODES}")
+    fraction: float = Field(default=0.1, ge=0.0, le=1.0, allow_inf_nan=False)
+
+
+def create_app(
+    registry_dir: str | os.PathLike,
+    audit: str | None = None,
+    durability: str = "full",
+    max_body: int = DEFAULT_MAX_BODY,
+    admin_token: str | None = None,
+) -> FastAPI:
+    """The ASGI app over a registry folder (the service opens when the app starts)."""
+    token = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None
+    state: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        svc = DecisionService(registry_dir, audit=audit, durability=durability)
+        state["svc"] = svc
+        state["committer"] = GroupCommitter(svc.store)
+        state["inflight"] = {}
+        state["recent"] = OrderedDict((rid, d) for rid, d in svc.store.recent_ids(RECENT_IDS))
+        try:
+            yield
+        finally:
+            state["committer"].close()
+            svc.close()
+
+    app = FastAPI(
+        title="restock serving shim",
+        version="1",
+        description=__doc__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.add_middleware(BodyLimit, max_body=max_body)
+
+    def svc() -> DecisionService:
+        return state["svc"]
+
+    def done(endpoint: str, t0: float, status: int) -> None:
+        m = svc().metrics
+        with m.lock:
+            m.requests.inc(endpoint=endpoint, status=str(status))
+            m.latency.observe(time.perf_counter() - t0, endpoint=endpoint)
+
+    def problem(status: int, t0: float, detail: Any) -> tuple[int, bytes, dict]:
+        done("decisions", t0, status)
+        return status, json.dumps({"detail": detail}).encode(), {}
+
+    async def decide_body(body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        """The whole POST /v1/decisions: (status, JSON body, extra headers). Shared by the FastAPI route
+        and the ASGI fast path, so both answer byte for byte the same."""
+        t0 = time.perf_counter()
+        s = svc()
+        try:
+            req, ns = s.parse(body)
+        except RequestInvalid as exc:
+            for e in exc.errors:
+                e["loc"] = ["body", *e["loc"]]
+            return problem(422, t0, exc.errors)
+        digest = request_digest(req)
+        rid = req.request_id
+        inflight: dict = state["inflight"]
+        recent: OrderedDict = state["recent"]
+        replay = {"Idempotent-Replay": "true"}
+        if rid in inflight:  # the same request_id is being decided right now: answer with that decision
+            d0, fut = inflight[rid]
+            if d0 != digest:
+                return problem(409, t0, f"request_id {rid!r} is in use by a different request")
+            try:
+                res = await asyncio.shield(fut)
+            except Exception as exc:  # the first attempt could not commit
+                return problem(503, t0, f"audit store could not commit the decision: {exc}")
+            done("decisions", t0, 200)
+            return 200, res[0][1].encode(), replay
+        known = recent.get(rid)
+        if known is not None:  # a recent id: the audit store has its decision
+            if known != digest:
+                return problem(409, t0, f"request_id {rid!r} was already used for a different request")
+            prior = s.get(rid)
+            if prior is not None:
+                with s.metrics.lock:
+                    s.metrics.replays.inc()
+                done("decisions", t0, 200)
+                return 200, prior.response.encode(), replay
+        try:
+            s.refresh()
+            entries = s.compute([(req, ns)])
+        except ArtifactError as exc:
+            return problem(503, t0, f"no policy available: {exc}")
+        fut = asyncio.wrap_future(state["committer"].submit(entries))
+        inflight[rid] = (digest, fut)
+        try:
+            res = await asyncio.shield(fut)
+        except Exception as exc:  # the audit store failed: the decision must not be executed
+            return problem(503, t0, f"audit store could not commit the decision; do not execute it: {exc}")
+        finally:
+            inflight.pop(rid, None)
+        _, text, st = res[0]
+        if st == "conflict":  # an id older than the cache, with another body
+            return problem(409, t0, f"request_id {rid!r} was already used for a different request")
+        recent[rid] = digest
+        if len(recent) > RECENT_IDS:
+            recent.popitem(last=False)
+        done("decisions", t0, 200)
+        if st == "replay":
+            with s.metrics.lock:
+                s.metrics.replays.inc()
+            return 200, text.encode(), replay
+        return 200, text.encode(), {}
+
+    async def fast_path(scope, receive, send) -> None:
+        """POST /v1/decisions straight on ASGI: the same `decide_body`, without the routing and
+        middleware layers the other endpoints go through (a third of the HTTP cost per request)."""
+        declared = 0
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    declared = 0
+        chunks, size, more = [], 0, True
+        too_big = declared > max_body
+        while more and not too_big:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+            more = msg.get("more_body", False)
+            too_big = size > max_body
+        if too_big:
+            status = 413
+            body = json.dumps(
+                {"detail": f"request body larger than {max_body} bytes", "limit": max_body}
+            ).encode()
+            headers: dict[str, str] = {}
+        else:
+            status, body, headers = await decide_body(b"".join(chunks))
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": body})
+
+    @app.post(
+        "/v1/decisions",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _request_schema}},
+            }
+        },
+        description=schema_doc,
+    )
+    async def post_decision(request: Request) -> Response:
+        """Decide orders for one node (see `serving.schema` for the request fields and how they map)."""
+        status, body, headers = await decide_body(await request.body())
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+    @app.get("/v1/decisions/{request_id}")
+    async def get_decision(request_id: str) -> Response:
+        t0 = time.perf_counter()
+        d = svc().get(request_id)
+        if d is None:
+            done("get_decision", t0, 404)
+            return JSONResponse({"detail": f"no decision with request_id {request_id!r}"}, status_code=404)
+        done("get_decision", t0, 200)
+        return Response(d.response, media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        t0 = time.perf_counter()
+        try:
+            svc().refresh()
+            h = svc().health()
+            code = 200
+        except Exception as exc:
+            h, code = {"status": "error", "detail": str(exc)}, 503
+        done("healthz", t0, code)
+        return JSONResponse(h, status_code=code)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(svc().metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # ---------------------------------------------------------------- admin
+    def check_admin(request: Request) -> str:
+        if not token:
+            raise HTTPException(403, f"admin API disabled: start the server with {ADMIN_TOKEN_ENV} set")
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+            raise HTTPException(
+                401, "admin endpoints need Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"}
+            )
+        if not hmac.compare_digest(auth[7:].strip().encode(), token.encode()):
+            raise HTTPException(403, "invalid admin token")
+        return "api"
+
+    def registry_call(fn, *args, **kw) -> JSONResponse:
+        try:
+            new = fn(*args, **kw)
+        except RegistryError as exc:
+            raise HTTPException(409, str(exc)) from None
+        svc().refresh()
+        return JSONResponse(
+            {"role_state": new.__dict__ if new is not None else None, "health": svc().health()}
+        )
+
+    @app.get("/v1/admin/registry")
+    async def admin_registry(request: Request) -> JSONResponse:
+        check_admin(request)
+        return JSONResponse(svc().registry.describe())
+
+    @app.post("/v1/admin/roles/{role}/promote")
+    async def admin_promote(role: str, body: PromoteBody, request: Request) -> JSONResponse:
+        by = check_admin(request)
+        return registry_call(svc().registry.promote, role, body.version, by=by)
+
+    @app.post("/v1/admin/roles/{role}/rollback")
+    async def admin_rollback(role: str, request: Request) -> JSONResponse:
+        by = check_admin(request)
+        return registry_call(svc().registry.rollback, role, by=by)
+
+    @app.post("/v1/admin/roles/{role}/candidate")
+    async def admin_candidate(role: str, body: CandidateBody, request: Request) -> JSONResponse:
+        by = check_admin(request)
+        return registry_call(
+            svc().registry.set_candidate, role, body.version, body.mode, body.fraction, by=by
+        )
+
+    @app.delete("/v1/admin/roles/{role}/candidate")
+    async def admin_clear(role: str, request: Request) -> JSONResponse:
+        by = check_admin(request)
+        return registry_call(svc().registry.clear_candidate, role, by=by)
+
+    base_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = base_openapi()
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(_request_defs)
+        return app.openapi_schema
+
+    app.openapi = openapi
+    app.state.service = state
+    app.state.fast_path = fast_path
+    return app
+
+
+class FastPathApp:
+    """The FastAPI app with POST /v1/decisions answered on the ASGI fast path (everything else,
+    lifespan included, goes to FastAPI). ``state``, ``openapi`` and friends are the FastAPI app's."""
+
+    def __init__(self, app: FastAPI):
+        self.app = app
+        self.fast = app.state.fast_path
+
+    def __getattr__(self, name: str):
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/decisions":
+            return await self.fast(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def serve(
+    registry_dir: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    audit: str | None = None,
+    durability: str = "full",
+    max_body: int = DEFAULT_MAX_BODY,
+    access_log: bool = False,
+) -> None:
+    """Run the shim on uvicorn (one process: the audit chain has a single writer)."""
+    import uvicorn
+
+    app = FastPathApp(create_app(Path(registry_dir), audit=audit, durability=durability, max_body=max_body))
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log, lifespan="on")

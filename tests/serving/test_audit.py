@@ -1,0 +1,97 @@
+"""The audit store: hash chain in commit order, tamper evidence, export, URLs, the CLI commands."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from serving_helpers import simulate
+from typer.testing import CliRunner
+
+from agents.base import JointPolicy
+from agents.records import DecisionRecord
+from agents.tuning import make_policy
+from restock.cli import app
+from serving.audit import chain_json, open_store, parse_url
+from serving.decision import DecisionService
+from serving.schema import request_from_state
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def filled(tiny_heuristic_artifact, registry_of, tmp_path):
+    db = tmp_path / "audit.db"
+    svc = DecisionService(registry_of(tiny_heuristic_artifact), audit=f"sqlite:///{db}")
+    env = simulate("tiny", JointPolicy(make_policy("base_stock", {})), periods=2)
+    for i in range(6):
+        svc.decide(request_from_state(env.compiled, env.state, 0, i % 3, f"a{i}"))
+    svc.close()
+    return db
+
+
+def test_audit__chain_json_hash_is_the_records_own_hash(filled):
+    con = sqlite3.connect(filled)
+    for (text,) in con.execute("SELECT record FROM decisions"):
+        r = DecisionRecord.from_json(text)
+        assert r.compute_hash() == r.hash  # the agents.records definition
+        again = DecisionRecord.from_json(text)
+        assert chain_json(again, r.prev_hash) and again.hash == r.hash
+
+
+def test_audit__sqlite_settings_and_order(filled):
+    store = open_store(str(filled))
+    con = store._w
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    rep = store.verify()
+    assert rep["ok"] and rep["decisions"]["records"] == 6
+    ids = [r["request_id"] for r in store.rows()]
+    assert ids == [f"a{i}" for i in range(6)]
+    store.close()
+
+
+def test_audit__tampering_is_detected(filled):
+    con = sqlite3.connect(filled)
+    text = con.execute("SELECT record FROM decisions WHERE request_id = 'a2'").fetchone()[0]
+    d = json.loads(text)
+    d["executed"][0] += 1
+    con.execute("UPDATE decisions SET record = ? WHERE request_id = 'a2'", (json.dumps(d),))
+    con.commit()
+    rep = open_store(str(filled)).verify()
+    assert not rep["ok"] and rep["decisions"]["broken"]["request_id"] == "a2"
+    res = runner.invoke(app, ["audit", "verify", str(filled)])
+    assert res.exit_code == 1 and "broken" in res.output
+
+
+def test_audit__a_dropped_row_breaks_the_chain(filled):
+    con = sqlite3.connect(filled)
+    con.execute("DELETE FROM decisions WHERE request_id = 'a3'")
+    con.commit()
+    rep = open_store(f"sqlite:///{filled}").verify()
+    assert not rep["ok"] and rep["decisions"]["broken"]["request_id"] == "a4"
+
+
+def test_audit__cli_verify_and_export(filled, tmp_path):
+    res = runner.invoke(app, ["audit", "verify", f"sqlite:///{filled}", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["decisions"]["records"] == 6
+    out = tmp_path / "audit.jsonl"
+    res = runner.invoke(app, ["audit", "export", str(filled), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 6 and lines[0]["table"] == "decisions" and lines[0]["request"]["request_id"] == "a0"
+    assert lines[-1]["record"]["prev_hash"] == lines[-2]["record"]["hash"]
+    res = runner.invoke(app, ["audit", "verify", str(tmp_path / "missing.db")])
+    assert res.exit_code == 2 and "no such audit database" in " ".join(res.output.split())
+
+
+def test_audit__database_urls():
+    assert parse_url("sqlite:///rel/a.db") == ("sqlite", "rel/a.db")
+    assert parse_url("sqlite:////abs/a.db") == ("sqlite", "/abs/a.db")
+    assert parse_url("plain.db") == ("sqlite", "plain.db")
+    with pytest.raises(ValueError, match="unsupported audit database URL scheme 'postgresql'"):
+        parse_url("postgresql://db/restock")
+    res = runner.invoke(app, ["audit", "verify", "postgresql://db/x"])
+    assert res.exit_code == 2

@@ -1,0 +1,43 @@
+"""The serving import graph pulls in no torch, ray or stable-baselines3, even while deciding."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = r"""
+import json, sys
+import serving.app, serving.decision, serving.registry, serving.audit, serving.onnx_policy, serving.metrics
+import serving.schema, serving.artifact, serving.bench, serving.loadgen
+from fastapi.testclient import TestClient
+from serving.app import create_app
+from serving.schema import request_from_state
+from envs.array_env import ArrayEnv
+import numpy as np
+
+app = create_app(sys.argv[1])
+with TestClient(app) as c:
+    comp = app.state.service["svc"].compiled
+    env = ArrayEnv(comp, num_envs=1, seed=0)
+    env.reset()
+    codes = [c.post("/v1/decisions", json=request_from_state(comp, env.state, 0, n, f"r{n}")).status_code
+             for n in range(comp.N)]
+    kinds = c.get("/healthz").json()
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "ray", "stable_baselines3", "sb3_contrib"))
+print(json.dumps({"codes": codes, "bad": bad}))
+"""
+
+
+def test_no_torch__serving_imports_and_decides_without_torch_ray_sb3(tiny_artifact, registry_of):
+    reg = registry_of(tiny_artifact)  # an ONNX artifact: the onnxruntime path is exercised too
+    res = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(reg)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["codes"] == [200, 200, 200]
+    assert out["bad"] == []
