@@ -56,7 +56,7 @@ class ExperimentConfig(Strict):
     minutes: PositiveFloat | None = None  # wall-clock budget (whole run)
     seed: int = 0
     num_envs: PositiveInt = 8
-    baseline: Literal["base_stock", "capped_base_stock", "s_S", "r_Q", "zero"] = "base_stock"
+    baseline: Literal["base_stock", "capped_base_stock", "echelon_base_stock", "s_S", "r_Q", "zero"] = "base_stock"
     baseline_params: str | None = None  # parameter file; tuned quickly at start when missing
     checkpoint_every: PositiveInt = 20_000  # env steps
     eval_every: PositiveInt = 50_000  # env steps between greedy evaluations on held-out paths
