@@ -366,6 +366,14 @@ def train(
     num_env_runners: Annotated[
         int | None, typer.Option(help="RLlib rollout workers (scale out on a cluster).")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Math threads per process (torch, OpenMP). Default: $OMP_NUM_THREADS, else 1: the per-SKU "
+            "networks are small, and on a shared machine extra threads made training 10-50x slower.",
+        ),
+    ] = None,
 ) -> None:
     """Train store and DC agents under masks and shields; TensorBoard logs and checkpoints in the run folder."""
     from envs.config import ConfigError
@@ -374,6 +382,12 @@ def train(
 
     if trainer not in ("sb3", "rllib"):
         fail(f"--trainer: must be sb3 or rllib, not {trainer!r}")
+    n_threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
+    if os.environ.get("OMP_NUM_THREADS") != str(n_threads):  # before torch loads; Ray's workers inherit it
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n_threads)
+    import torch
+
+    torch.set_num_threads(n_threads)
     if trainer == "rllib" and os.environ.get("PYTHONHASHSEED") is None:
         # RLlib iterates sets of agent ids: fix the hash seed (before Python starts) for reproducibility
         os.execve(
@@ -429,9 +443,11 @@ def train(
     except ValueError as exc:
         fail(str(exc))
     console.print(f"[green]done[/]: {run_dir}")
+    quick = run_dir / "baseline_params.json"  # written only when the baseline had to be tuned here
+    params = quick if quick.exists() else exp.baseline_params
     console.print(
-        f"evaluate: restock eval {c.config.name} --policies base_stock,{run_dir} --params "
-        f"{run_dir / 'baseline_params.json'}"
+        f"evaluate: restock eval {c.config.name} --policies {exp.baseline},{run_dir}"
+        + (f" --params {params}" if params else "")
     )
     console.print(f"tensorboard --logdir {out}")
 

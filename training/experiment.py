@@ -56,11 +56,17 @@ class ExperimentConfig(Strict):
     minutes: PositiveFloat | None = None  # wall-clock budget (whole run)
     seed: int = 0
     num_envs: PositiveInt = 8
-    baseline: Literal["base_stock", "capped_base_stock", "echelon_base_stock", "s_S", "r_Q", "zero"] = "base_stock"
+    baseline: Literal["base_stock", "capped_base_stock", "echelon_base_stock", "s_S", "r_Q", "zero"] = (
+        "base_stock"
+    )
     baseline_params: str | None = None  # parameter file; tuned quickly at start when missing
     checkpoint_every: PositiveInt = 20_000  # env steps
     eval_every: PositiveInt = 50_000  # env steps between greedy evaluations on held-out paths
     eval_episodes: PositiveInt = 8
+    # keep the weights with the lowest greedy cost on the held-out evaluation paths (seed 10000 + seed;
+    # never the paths `restock eval` uses) as policies/<role>.pt, the behaviour-cloned start included;
+    # SB3 trainer. False: the last weights.
+    keep_best: bool = True
     bc_episodes: int = Field(default=16, ge=0)  # behaviour-cloning warm start from the baseline (0 = off)
     bc_epochs: int = Field(default=8, ge=0)
     network: NetworkSpec = Field(default_factory=NetworkSpec)

@@ -10,6 +10,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
@@ -261,6 +262,7 @@ class TrainCallback(BaseCallback):
         self.stop_after = stop_after_checkpoints
         self.checkpoints = 0
         self.stopped_for_time = False
+        self.best: dict | None = _read_best(run_dir, role)  # survives --resume
 
     def env_steps(self) -> int:
         return self.offset + self.num_timesteps // self.n_agents
@@ -270,6 +272,8 @@ class TrainCallback(BaseCallback):
         self._steps0 = self.num_timesteps
         self._last_ckpt = self.env_steps()
         self._last_eval = self.env_steps()
+        if self.evaluate is not None and self.exp.keep_best and self.best is None:
+            self._eval_and_keep(self.env_steps())  # the starting (e.g. behaviour-cloned) policy competes
 
     def _on_step(self) -> bool:
         info = self.venv.env_last_info if hasattr(self.venv, "env_last_info") else None
@@ -315,8 +319,18 @@ class TrainCallback(BaseCallback):
             self.on_progress({"env_steps": steps, "role": self.role, **scal})
         if self.evaluate is not None and steps - self._last_eval >= self.exp.eval_every:
             self._last_eval = steps
-            res = self.evaluate()
-            self.monitor.log(steps, {f"eval/{k}": v for k, v in res.items()})
+            self._eval_and_keep(steps)
+
+    def _eval_and_keep(self, steps: int) -> None:
+        res = self.evaluate()
+        self.monitor.log(steps, {f"eval/{k}": v for k, v in res.items()})
+        if self.exp.keep_best and (self.best is None or res["episodic_cost"] < self.best["eval_cost"]):
+            self.best = {"env_steps": steps, "eval_cost": res["episodic_cost"]}
+            best_dir = self.run_dir / "best"
+            save_role(best_dir, self.role, self.model.policy.per_sku_net)
+            tmp = best_dir / f".{self.role}.json.tmp"
+            tmp.write_text(json.dumps(self.best))
+            tmp.replace(best_dir / f"{self.role}.json")
 
     def _on_rollout_start(self) -> None:
         # after the previous update and before the next rollout: the model, the simulator and every
@@ -341,6 +355,11 @@ class TrainCallback(BaseCallback):
             },
         )
         self.checkpoints += 1
+
+
+def _read_best(run_dir: Path, role: str) -> dict | None:
+    p = Path(run_dir) / "best" / f"{role}.json"
+    return json.loads(p.read_text()) if p.exists() else None
 
 
 class _StopForTest(Exception):
@@ -459,13 +478,24 @@ def train_sb3(
         except _StopForTest:
             return {"stopped": "test", "role": role}
         net = model.policy.per_sku_net
-        trained[role] = net
-        cb.checkpoint()  # final checkpoint and weights of this role
+        cb.checkpoint()  # final checkpoint (the last weights, for --resume) and weights of this role
         summary["roles"][role] = {
             "env_steps": cb.env_steps(),
             "stopped_for_time": cb.stopped_for_time,
             "seconds": time.perf_counter() - t_start,
         }
+        if exp.keep_best and cb.best is not None:
+            # the deployed weights: the best greedy policy on the held-out evaluation paths
+            best = load_role(run_dir / "best", role)
+            net = copy.deepcopy(net)
+            net.load_state_dict(best.state_dict())
+            save_role(run_dir, role, net)
+            summary["roles"][role]["selected"] = dict(cb.best)
+            log(
+                f"{role}: kept the weights from env step {cb.best['env_steps']:,} (held-out greedy cost "
+                f"{cb.best['eval_cost']:,.1f} per episode)"
+            )
+        trained[role] = net
         ckpt = None
         if cb.stopped_for_time:
             log(f"time budget reached while training {role}")

@@ -105,16 +105,40 @@ def test_rllib__joins_a_ray_head_started_here(tmp_path):
         assert "ray_address" in (run / "config.yaml").read_text()
     finally:
         # stop only this head (never `ray stop`, which would kill every Ray instance on the machine)
-        ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-        pids = [int(line.split()[0]) for line in ps.splitlines()[1:] if str(raytmp) in line]
-        for pid in pids:
+        _kill_tree(_pids_mentioning(str(raytmp)))
+
+
+def _pids_mentioning(text: str) -> set[int]:
+    """Processes whose full command line (from /proc, never truncated like `ps` output) contains text."""
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
             try:
-                os.kill(pid, 15)
-            except ProcessLookupError:
+                if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.add(int(d.name))
+            except OSError:
                 pass
-        time.sleep(2)
-        for pid in pids:
+    return pids - {os.getpid()}
+
+
+def _kill_tree(roots: set[int]) -> None:
+    """SIGTERM, then SIGKILL, the given processes and all their descendants (Ray's workers included)."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
             try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 pass
+    tree, grew = set(roots), True
+    while grew:
+        kids = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= kids
+        grew = bool(kids)
+    for sig in (15, 9):
+        for pid in tree:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(2 if sig == 15 else 0)

@@ -30,7 +30,7 @@ def _exp(**kw):
         None,
         steps=kw.pop("steps", 1024),
         checkpoint_every=kw.pop("checkpoint_every", 512),
-        eval_every=10**9,
+        eval_every=kw.pop("eval_every", 10**9),
         **kw,
     )
     exp.ppo.rollout_steps = 16
@@ -164,3 +164,21 @@ def test_sb3__sigkill_after_first_checkpoint_then_resume(tmp_path):
     wb = torch.load(run_b / "policies" / "store.pt", weights_only=True)
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+
+
+def test_sb3__keep_best_deploys_the_lowest_held_out_cost(tiny, tmp_path):
+    exp = _exp(steps=1536, eval_every=512, eval_episodes=2, bc_episodes=2, bc_epochs=1)
+    run = train(tiny, exp, "sb3", out_root=tmp_path, log=lambda s: None)
+    info = json.loads((run / "run.json").read_text())
+    sel = info["summary"]["roles"]["store"]["selected"]
+    evals = [
+        (int(s), float(v))
+        for s, tag, v in (line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:])
+        if tag == "eval/episodic_cost"
+    ]
+    assert len(evals) >= 3 and evals[0][0] == 0  # the behaviour-cloned start is evaluated too
+    assert sel["eval_cost"] == pytest.approx(min(v for _, v in evals))
+    assert sel["env_steps"] == min(evals, key=lambda e: e[1])[0]
+    deployed = torch.load(run / "policies" / "store.pt", weights_only=True)
+    best = torch.load(run / "best" / "policies" / "store.pt", weights_only=True)
+    assert deployed.keys() == best.keys() and all(torch.equal(deployed[k], best[k]) for k in best)
