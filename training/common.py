@@ -216,8 +216,9 @@ def save_resolved_config(run_dir: Path, compiled: Compiled, exp: ExperimentConfi
 
 
 def safety_scalars(info: dict) -> dict[str, float]:
-    """safety/* tags from a step's shield info (zero when no shield ran)."""
-    dec = float(np.sum(info.get("shield_decisions", 0)))
+    """safety/* tags from a step's shield info (zero when no shield ran). Rates are per node-SKU decision,
+    as in `restock eval`'s safety_intervention_rate."""
+    dec = float(np.sum(info.get("shield_sku_decisions", 0)))
     inter = np.asarray(info.get("shield_interventions", 0.0))
     viol = float(np.sum(info.get("shield_executed_violations", 0.0)))
     out = {"safety/intervention_rate": float(inter.sum() / dec) if dec else 0.0, "safety/violations": viol}

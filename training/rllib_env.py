@@ -114,7 +114,7 @@ class RLlibInventoryEnv(MultiAgentEnv):
         self._episode += 1
         self.agents = list(self.possible_agents)
         self._ret = dict.fromkeys(self.possible_agents, 0.0)
-        self._safety = np.zeros(3)  # decisions, interventions, executed violations
+        self._safety = np.zeros(3)  # node-SKU decisions, interventions, executed violations
         return self._obs(), {a: {} for a in self.agents}
 
     def step(self, action_dict: dict[str, Any]):
@@ -133,9 +133,9 @@ class RLlibInventoryEnv(MultiAgentEnv):
         obs = self._obs()
         rewards, infos = {}, {}
         cc = info.get("constraint_cost")
-        if "shield_decisions" in info:
+        if "shield_sku_decisions" in info:
             self._safety += [
-                np.sum(info["shield_decisions"]),
+                np.sum(info["shield_sku_decisions"]),
                 np.sum(info["shield_interventions"]),
                 np.sum(info["shield_executed_violations"]),
             ]

@@ -278,7 +278,7 @@ class TrainCallback(BaseCallback):
     def _on_step(self) -> bool:
         info = self.venv.env_last_info if hasattr(self.venv, "env_last_info") else None
         if info:
-            for k in ("shield_decisions", "shield_interventions", "shield_executed_violations"):
+            for k in ("shield_sku_decisions", "shield_interventions", "shield_executed_violations"):
                 if k in info:
                     self._shield_acc[k] = self._shield_acc.get(k, 0) + np.asarray(info[k]).sum(axis=0)
         if self.deadline is not None and time.perf_counter() > self.deadline:
