@@ -465,6 +465,12 @@ def bench(
     serving: Annotated[
         bool, typer.Option("--serving", help="Add the serving benchmark (latency under load).")
     ] = False,
+    serving_artifact: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve this exported artifact in the serving benchmark (default: base-stock with default knobs)."
+        ),
+    ] = None,
 ) -> None:
     """Measure simulator speed and memory on this machine (all figures from this one run).
 
@@ -489,7 +495,7 @@ def bench(
         err.print("[dim]bench: serving...[/]")
         from serving.bench import run_serving_bench
 
-        sres = run_serving_bench()
+        sres = run_serving_bench(artifact=serving_artifact)
         res["targets_met"].update(sres.pop("targets_met", {}))
         res.update(sres)
     if json_out:

@@ -190,16 +190,29 @@ def run_serving_bench(
     durabilities: tuple[str, ...] = ("full", "normal"),
     in_process_seconds: float = 5.0,
     workdir: str | Path | None = None,
+    artifact: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Every serving figure, measured now on this machine (keys prefixed ``serving_``)."""
+    """Every serving figure, measured now on this machine (keys prefixed ``serving_``). ``artifact``: serve
+    this exported artifact (for example a learned ONNX policy for `default`) instead of base-stock."""
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="restock-serving-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    reg = heuristic_registry(tmp)
+    if artifact is None:
+        reg = heuristic_registry(tmp)
+        served = "base_stock artifact"
+    else:
+        from serving.registry import Registry
+
+        reg = tmp / "registry"
+        Registry(reg).register(Path(artifact), note="restock bench --serving")
+        manifest = json.loads((Path(artifact) / "manifest.json").read_text())
+        served = f"artifact {artifact}: " + ", ".join(
+            f"{r} {v.get('policy')}" for r, v in manifest.get("roles", {}).items()
+        )
     templates = request_templates()
     tfile = tmp / "templates.jsonl"
     tfile.write_text("\n".join(json.dumps(t) for t in templates) + "\n")
     out: dict[str, Any] = {
-        "serving_workload": f"default scenario, 100-SKU store decisions (base_stock artifact), {len(templates)} "
+        "serving_workload": f"default scenario, 100-SKU store decisions ({served}), {len(templates)} "
         f"distinct states; {rate:g} requests/s for {duration:g} s, open loop, separate load process",
         "serving_loadavg_start": list(os.getloadavg()),
     }
