@@ -6,20 +6,23 @@ optimum is at most the realised cost of ANY policy on that path, shielded or not
 continuous, only physics is modelled (supplier caps and outages, lane volume caps, stock on hand at DCs
 and stores, lost sales or backlog), never policy-level rules (budgets, storage at arrival, rate limits,
 MOQ and lot sizes) that an unshielded policy may break, and every cost is charged as the kernel charges
-it, except that the fixed cost per order line is relaxed and a lost-sales DC's cancelled units are free.
+it, except that the fixed cost per order line is relaxed (tightened by valid cuts, below) and a
+lost-sales DC's cancelled units are free.
 
 Formulation, per node n, SKU k and period t = 0..T-1 (a shipment sent in s with lead time L[n,k,s]
 arrives in s + L, L = 0 usable at once; the initial pipeline arrives by offset, offset 0 at reset):
 
-- x[n,k,t] >= 0 units shipped into n; cost: variable ordering per unit, pipeline holding for the periods
-  in transit within the horizon, and the relaxed fixed cost f / B per unit with x <= B (the LP relaxation
-  of f * y, x <= B * y, 0 <= y <= 1, with y = x / B at the optimum);
+- x[n,k,t] >= 0 units shipped into n; cost: variable ordering per unit and pipeline holding for the
+  periods in transit within the horizon;
 - I[n,k,t] >= 0 on hand at the period end: I[t] = I[t-1] + arrivals[t] - disposed[t] - out[t], out being
   the shipments to the children (so a DC ships at most what it has after arrivals) or the store's sales;
 - stores: sales <= demand (lost sales, stockout cost per unit lost) or a backlog b[t] = b[t-1] + d[t] -
   sales[t] >= 0 (stockout cost per unit backlogged at the period end);
-- children of a backlogging DC with a fixed cost or a DC stockout cost: orders q >= 0 (carrying the fixed
-  cost) and owed units o[t] = o[t-1] + q[t] - x[t] >= 0 at the DC's stockout rate, as the kernel charges;
+- children of a backlogging DC with a fixed cost or a DC stockout cost: orders q >= 0 and owed units
+  o[t] = o[t-1] + q[t] - x[t] >= 0 at the DC's stockout rate, as the kernel charges;
+- order lines: y[n,k,t] in [0, 1] at the fixed cost f per line, with q <= B y for the orders above and
+  x <= B y for every other shipment (a shipment from a supplier or a lost-sales DC never exceeds the
+  order placed in the same period, so x > 0 means a line was ordered);
 - overflow: penalty nodes pay per volume unit on hand above capacity at the period end (v >= vol.I - cap);
   dispose nodes may destroy up to the period's pipeline arrivals at the disposal cost (on hand is not
   forced under capacity, as the kernel does not force it);
@@ -28,20 +31,80 @@ arrives in s + L, L = 0 usable at once; the initial pipeline arrives by offset, 
 The big-M B of a shipment is the demand its units can still serve once they arrive (the rest of the
 horizon's demand at descendant lost-sales stores, all of it at descendant backlog stores), capped by the
 supplier and lane caps; an order's B counts from the period it is placed. It is valid: removing from any
-trajectory the units that are never sold, with the orders FIFO-matched to them, keeps it feasible and
-raises no cost, and what is left never ships more than it sells. Without a constraint that couples SKUs
-(lane caps, finite storage with an overflow penalty) the program splits into one small LP per SKU.
+trajectory the units that are never sold, with the orders FIFO-matched to them (the *trimmed*
+trajectory), keeps it feasible and raises no cost, and what is left never ships more than it sells. So
+the program with y in {0, 1} (the MILP) is below every policy too. Without a constraint that couples
+SKUs (lane caps, finite storage with an overflow penalty) the program splits into one small LP per SKU.
+
+With y continuous, x <= B y alone lets y = x / B, and B is the rest of the horizon's demand: the fixed
+cost all but vanishes. Two families of cuts (`cuts=True`) restore much of it.
+
+Lot-sizing cuts (echelon (l, S) inequalities) hold at every point of the MILP, so they remove no integer
+point and the MILP's optimum does not move (tests/eval/test_oracle_cuts.py checks this with HiGHS).
+Write, for node n, SKU k and a window of periods a0..l (l - a0 <= WINDOW, l < T):
+
+    E(a0, l) = sum over the subtree of n (n and every node under it) of
+               I[m, l] + disposed[m, a0..l] + (shipments into m != n sent in a0..l, still moving at l)
+               + (backlog stores) b[m, e] for e in a0-1..l-1 (or only e = a0-1, where noted),
+    G(a, l)  = (demand at the stores under n in a..l) - (constant inflow of the subtree in a..l: the
+               initial pipeline's arrivals, and its initial stock if a = 0).
+
+Flow balance, summed over the subtree: whatever reaches n by shipments arriving in a..l, together with
+the constant inflow, ends at l on hand in the subtree, in transit inside it (sent in a..l), disposed of
+in a..l, or sold in a..l; and stores sell in a..l at most the demand of a..l, plus b[a-1] at backlog
+stores. So the shipments into n arriving in a..l total at most G(a, l) + E(a, l) (with only e = a-1 for
+the backlog), whatever the policy.
+
+- Shipment lines (y on x): with S the lines into n that arrive in a0..l and g_s = max(0, G(a_s, l)),
+
+      sum_{s in S} x_s <= sum_{s in S} g_s y_s + E(a0, l).
+
+  At an integer point the lines with y = 0 ship nothing; if any line of S has y = 1, let a* be the
+  earliest arrival among them: all of them arrive in a*..l, so they ship at most G(a*, l) + E(a*, l)
+  <= g_{s*} + E(a0, l) (E grows as the window starts earlier, and the backlog sum over a0-1..l-1 holds
+  b[a*-1]). Lines arriving together are summed, so random lead times (which can reorder shipments) are
+  fine. Windows of one line at a time are weaker; full windows were what moved the bound on `default`.
+- Order lines (y on q, children of a backlogging DC), only where owed units cost something: the order
+  of period t and the shipment x_t that arrives in a (a + k < T, k <= WINDOW) give
+
+      q_t <= G(a, a+k) y_t + o_t + E(a, a+k)        (backlog term b[a-1] only)
+
+  since q_t = o_t - o_{t-1} + x_t <= o_t + x_t, and q_t = 0 when y_t = 0. An order line's units can
+  ship in any later period, so windows of many order lines have no such bound. Where owed units are
+  free the LP keeps o large at no cost (one early order feeds every later shipment) and these cuts
+  hardly bind: they are skipped there (on `default` they doubled the solve time for 0.02% of bound).
+
+Activation cuts use one more fact of the kernel that the LP above does not encode: a backlogging DC
+ships all it can, so it ends a period with stock only when it owes nothing. Let DC n backlog, none of
+its children have a lane cap (a lane cap can cut a shipment after rationing and leave n with stock
+while it owes), and every shipment into n be a shipment line with a y (n's parent is a supplier or a
+lost-sales DC; a line without fixed cost but with B > 0 disables the cut for the periods it reaches n).
+For a child c with an order line y^q[c, t], whose shipment x[c, t] arrives in a (a + k < T, k <=
+ACTIVATION_WINDOW), with G, E taken over c's subtree and P[n, t] the constant inflow into n in t:
+
+    x[c, t] <= max(0, G(a, a+k)) (y^q[c, t] + sum_{s: s + L[n, s] = t} y[n, s]) + P[n, t] + E(a, a+k).
+
+If n owed nothing at the end of t-1, x[c, t] <= q[c, t], zero unless c ordered in t. Otherwise n had
+shipped all its stock, so everything it ships in t arrived in t: at most P[n, t] unless one of the
+lines arriving in t was ordered. In the remaining cases x[c, t] <= G + E by flow balance, as above.
+On the trimmed trajectory, with y the kernel's order indicators: trimming only removes units, so what n
+owes only falls (the first case stays) and shipments only fall (the bound P[n, t] still holds). These
+cuts can raise the MILP (their point: on `default` they stop stores from ordering once and being served
+for the whole horizon from what the DC owes, while the DC keeps stock and orders rarely).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import highspy
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import linprog
 
 from envs.compile import Compiled
 from envs.demand import sample_paths
@@ -50,7 +113,8 @@ from envs.types import C_PIPE, C_STOCKOUT, COST_NAMES, N_COST
 
 __all__ = ["OracleResult", "coupled", "oracle", "oracle_paths", "path_lead_times"]
 
-_STATUS = {0: "optimal", 1: "time_limit", 2: "infeasible", 3: "unbounded", 4: "numerical"}
+WINDOW = 8  # the (l, S) cuts' windows span 1..WINDOW + 1 periods
+ACTIVATION_WINDOW = 0  # the activation cuts' windows span 1..ACTIVATION_WINDOW + 1 periods
 
 
 @dataclass
@@ -144,6 +208,7 @@ class _LP:
         self.terms: list[tuple[int, np.ndarray, np.ndarray]] = []  # (part, variable ids, coefficients)
         self.const = np.zeros(N_COST)
         self.ids: dict[str, np.ndarray] = {}  # variable ids by block name (-1 where absent)
+        self.stages: list[int] = []  # "ub" row counts that end a stage of the solve
 
     def var(self, mask: np.ndarray, upper=np.inf, **parts: np.ndarray) -> np.ndarray:
         """Variables where mask holds (ids, -1 elsewhere), bounded by [0, upper]; parts: cost by part name."""
@@ -192,27 +257,250 @@ class _LP:
         A = sp.csr_matrix((v, (r, c)), shape=(self.rows[kind], self.nv))
         return A, np.concatenate(self.rhs[kind])
 
+    def stage(self) -> None:
+        """Mark the rows so far as a stage: `solve` solves them, then adds each later stage's rows and
+        solves again from the last basis (dual simplex from a dual feasible start)."""
+        self.stages.append(self.rows["ub"])
+
     def solve(self, time_limit: float | None) -> tuple[str, np.ndarray, float]:
+        t0 = time.perf_counter()
         A_eq, b_eq = self.matrix("eq")
         A_ub, b_ub = self.matrix("ub")
-        bounds = np.column_stack([np.concatenate(self.lo), np.concatenate(self.hi)])
-        opts: dict = {"presolve": True}
-        if time_limit is not None:
-            opts["time_limit"] = max(float(time_limit), 1e-3)
-        res = linprog(
-            np.concatenate(self.c), A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq,
-            bounds=bounds, method="highs", options=opts,
-        )  # fmt: skip
-        status = _STATUS.get(res.status, f"status_{res.status}")
+        if A_ub is None:
+            A_ub, b_ub = sp.csr_matrix((0, self.nv)), np.zeros(0)
+        ends = sorted({*self.stages, self.rows["ub"]})
+        first = ends[0]
+        A = sp.vstack([A_eq, A_ub[:first]]).tocsc()
+        model = highspy.HighsLp()
+        model.num_col_, model.num_row_ = self.nv, A.shape[0]
+        model.col_cost_ = np.concatenate(self.c)
+        model.col_lower_ = np.concatenate(self.lo)
+        model.col_upper_ = np.concatenate(self.hi)
+        model.row_lower_ = np.concatenate([b_eq, np.full(first, -highspy.kHighsInf)])
+        model.row_upper_ = np.concatenate([b_eq, b_ub[:first]])
+        model.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        model.a_matrix_.start_ = A.indptr.astype(np.int32)
+        model.a_matrix_.index_ = A.indices.astype(np.int32)
+        model.a_matrix_.value_ = A.data
+        h = _highs()
+        h.passModel(model)
+        status = highspy.HighsModelStatus.kNotset
+        for lo, hi in [(first, first), *zip(ends[:-1], ends[1:], strict=True)]:
+            if hi > lo:
+                R = A_ub[lo:hi]
+                h.addRows(hi - lo, np.full(hi - lo, -highspy.kHighsInf), b_ub[lo:hi], R.nnz,
+                          R.indptr[:-1].astype(np.int32), R.indices.astype(np.int32), R.data)  # fmt: skip
+            if time_limit is not None:
+                h.setOptionValue("time_limit", max(float(time_limit) - (time.perf_counter() - t0), 1e-3))
+            h.run()
+            status = h.getModelStatus()
+            if status != highspy.HighsModelStatus.kOptimal:
+                break
         parts = np.full(N_COST, np.nan)
-        if res.status == 0:
+        if status == highspy.HighsModelStatus.kOptimal:
+            sol = np.asarray(h.getSolution().col_value)
             parts = self.const.copy()
             for j, ids, co in self.terms:
-                parts[j] += float(co @ res.x[ids])
-        return status, parts, self.rows["eq"] + self.rows["ub"]
+                parts[j] += float(co @ sol[ids])
+        return _status(status), parts, self.rows["eq"] + self.rows["ub"]
 
 
-def _build(c: Compiled, dem: np.ndarray, L: np.ndarray, serve: np.ndarray, ks: np.ndarray) -> _LP:
+_QUIET = False
+
+
+def _highs() -> highspy.Highs:
+    """A silent HiGHS instance. The first one in a process prints HiGHS's banner to stdout before any
+    option can be set (which would corrupt `restock eval --json`), so it is built with stdout closed."""
+    global _QUIET
+    h = None
+    if not _QUIET:
+        _QUIET = True
+        try:
+            sys.stdout.flush()
+            saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+        except (OSError, ValueError):  # no stdout to protect
+            saved = null = None
+        if saved is not None:
+            try:
+                os.dup2(null, 1)
+                h = highspy.Highs()
+                _flush_c_stdout()
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+                os.close(null)
+    if h is None:
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    return h
+
+
+def _flush_c_stdout() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to reach (Windows): nothing buffered to lose
+        pass
+
+
+def _status(s) -> str:
+    M = highspy.HighsModelStatus
+    names = {M.kOptimal: "optimal", M.kTimeLimit: "time_limit", M.kInfeasible: "infeasible",
+             M.kUnbounded: "unbounded", M.kUnboundedOrInfeasible: "unbounded_or_infeasible"}  # fmt: skip
+    return names.get(s, f"status_{s.name}" if hasattr(s, "name") else f"status_{s}")
+
+
+def _subtree(c: Compiled) -> np.ndarray:
+    """sub[n, m]: node m is n or lies under it."""
+    p = c.params
+    sub = np.zeros((c.N, c.N), bool)
+    for m in range(c.N):
+        n = m
+        while n >= 0:
+            sub[n, m] = True
+            n = p.parent[n]
+    return sub
+
+
+class _Echelon:
+    """What node n's subtree can absorb in a window of periods a0..l, for the cuts' right-hand sides.
+
+    Units that reach n in a0..l are, at the end of l, on hand in the subtree, in transit inside it
+    (shipped in a0..l), disposed of in a0..l, or sold in a0..l at its stores: at most the window's
+    demand at lost-sales stores, plus what was owed at the window's start at backlog stores. The
+    constant inflow of the subtree in a0..l (initial pipeline, initial stock) arrives there too.
+    """
+
+    def __init__(self, lp: _LP, c: Compiled, v: dict, Lk: np.ndarray, d: np.ndarray, inflow: np.ndarray):
+        self.lp, self.v, self.Lk, self.M = lp, v, Lk, c.M
+        self.backlog = c.params.backlog
+        self.sub = _subtree(c)
+        dsub = np.einsum("nm,mkt->nkt", self.sub[:, c.M :].astype(np.float64), d)
+        csub = np.einsum("nm,mkt->nkt", self.sub.astype(np.float64), inflow)
+        self.cum = np.zeros((c.N, Lk.shape[1], c.horizon + 1))
+        self.cum[:, :, 1:] = np.cumsum(dsub - csub, axis=2)
+
+    def net_demand(self, n: int, jj: np.ndarray, a0: np.ndarray, ll: np.ndarray) -> np.ndarray:
+        """Demand at the stores under n in a0..ll less the subtree's constant inflow then."""
+        return self.cum[n, jj, ll + 1] - self.cum[n, jj, a0]
+
+    def absorb(self, n: int, r, jj, a0, ll, first_backlog: bool) -> None:
+        """Subtract, in rows r (SKUs jj), the stock of n's subtree at the end of ll, its disposals and
+        the shipments inside it in a0..ll still moving at ll, and the backlog at its backlog stores:
+        at the end of a0 - 1 (first_backlog) or at every end a0 - 1..ll - 1 (any window start)."""
+        lp, v, Lk = self.lp, self.v, self.Lk
+        span = int((ll - a0).max()) + 1
+        for m in np.flatnonzero(self.sub[n]):
+            lp.add("ub", r, v["inv"][m, jj, ll], -1.0)
+            for u in range(span):
+                inside = a0 + u <= ll
+                s = np.where(inside, a0 + u, 0)
+                lp.add("ub", r[inside], v["disp"][m, jj[inside], s[inside]], -1.0)
+                if m != n:
+                    moving = inside & (s + Lk[m, jj, s] > ll)
+                    lp.add("ub", r[moving], v["x"][m, jj[moving], s[moving]], -1.0)
+            if m >= self.M and self.backlog[m] == 1:
+                back = v["back"][m - self.M]
+                for u in range(1 if first_backlog else span):
+                    e = a0 - 1 + u
+                    ok = (e >= 0) & (e < ll)
+                    lp.add("ub", r[ok], back[jj[ok], e[ok]], -1.0)
+
+
+def _lot_sizing_cuts(lp: _LP, ech: _Echelon, v: dict, has_q, owed_rate, Lk, window: int) -> None:
+    """Echelon (l, S) cuts on shipment lines (x <= B y) and order lines (q <= B y); module docstring."""
+    N, Kc, T = Lk.shape
+    tt = np.arange(T)
+    x, y = v["x"], v["y"]
+    for n in range(N):
+        arrive = tt[None, :] + Lk[n]  # [Kc, T]
+        lines = (y[n] >= 0) & (arrive < T)
+        # shipment lines: every window a0..a0+k, S = the lines arriving in it
+        ship = lines & ~has_q[n]
+        js, ss = np.nonzero(ship)
+        at = arrive[js, ss]
+        for k in range(window + 1):
+            starts = [at - d0 for d0 in range(k + 1)]  # window starts that hold each line's arrival
+            used = np.zeros((Kc, T), bool)
+            for a0 in starts:
+                ok = (a0 >= 0) & (a0 + k < T)
+                used[js[ok], a0[ok]] = True
+            if not used.any():
+                continue
+            rows = lp.row("ub", used, 0.0)
+            for a0 in starts:
+                ok = (a0 >= 0) & (a0 + k < T)
+                j, s, a, a0 = js[ok], ss[ok], at[ok], a0[ok]
+                r = rows[j, a0]
+                lp.add("ub", r, x[n, j, s], 1.0)
+                lp.add("ub", r, y[n, j, s], -np.maximum(ech.net_demand(n, j, a, a0 + k), 0.0))
+            jj, a0 = np.nonzero(used)
+            ech.absorb(n, rows[jj, a0], jj, a0, a0 + k, first_backlog=False)
+        # order lines of a backlogging DC's child, where what is owed costs: one order at a time
+        order = lines & has_q[n] & (owed_rate[n] > 0)
+        for k in range(window + 1):
+            ok = order & (arrive + k < T)
+            jj, ts = np.nonzero(ok)
+            if len(jj) == 0:
+                continue
+            r = lp.row("ub", ok, 0.0)[jj, ts]
+            a = arrive[jj, ts]
+            lp.add("ub", r, v["q"][n, jj, ts], 1.0)
+            lp.add("ub", r, v["owed"][n, jj, ts], -1.0)
+            lp.add("ub", r, y[n, jj, ts], -ech.net_demand(n, jj, a, a + k))
+            ech.absorb(n, r, jj, a, a + k, first_backlog=True)
+
+
+def _activation_cuts(
+    lp: _LP, c: Compiled, ech: _Echelon, v: dict, has_q, Lk, inflow, b_ship, window: int
+) -> None:
+    """A backlogging DC's shipment to a child needs an order line of the child or an arrival at the DC
+    in the same period (module docstring)."""
+    p = c.params
+    N, Kc, T = Lk.shape
+    tt = np.arange(T)
+    x, y = v["x"], v["y"]
+    js, ss = np.nonzero(np.ones((Kc, T), bool))
+    for n in range(c.M):
+        kids = np.flatnonzero(p.parent == n)
+        par = p.parent[n]
+        if p.backlog[n] != 1 or np.isfinite(p.lane_cap[kids]).any() or (par >= 0 and p.backlog[par] == 1):
+            continue  # n may keep stock while it owes, or receive without ordering
+        at = ss + Lk[n, js, ss]  # arrival period of the DC's shipment (j, s)
+        land = at < T
+        # periods whose arrivals at the DC all carry an order line (or are forced to zero)
+        covered = np.ones((Kc, T), bool)
+        loose = land & (y[n, js, ss] < 0) & (b_ship[n, js, ss] > 0)
+        covered[js[loose], at[loose]] = False
+        lined = land & (y[n, js, ss] >= 0)
+        j2, s2, t2 = js[lined], ss[lined], at[lined]
+        for ch in kids:
+            arrive = tt[None, :] + Lk[ch]
+            base = (y[ch] >= 0) & has_q[ch] & (arrive < T) & covered
+            for k in range(window + 1):
+                ok = base & (arrive + k < T)
+                jj, ts = np.nonzero(ok)
+                if len(jj) == 0:
+                    continue
+                rows = lp.row("ub", ok, inflow[n])
+                r = rows[jj, ts]
+                a = arrive[jj, ts]
+                g = np.zeros((Kc, T))
+                g[jj, ts] = np.maximum(ech.net_demand(ch, jj, a, a + k), 0.0)
+                lp.add("ub", r, x[ch, jj, ts], 1.0)
+                lp.add("ub", r, y[ch, jj, ts], -g[jj, ts])
+                lp.add("ub", rows[j2, t2], y[n, j2, s2], -g[j2, t2])
+                ech.absorb(ch, r, jj, a, a + k, first_backlog=True)
+
+
+def _build(
+    c: Compiled,
+    dem: np.ndarray,
+    L: np.ndarray,
+    serve: np.ndarray,
+    ks: np.ndarray,
+    cuts: bool = True,
+    activation: bool = True,
+) -> _LP:
     """The LP of SKUs ks (all of them, or one when decomposed) on one path."""
     p = c.params
     M, N, S, T, W = c.M, c.N, c.S, c.horizon, c.W
@@ -232,9 +520,6 @@ def _build(c: Compiled, dem: np.ndarray, L: np.ndarray, serve: np.ndarray, ks: n
     bl_parent = np.array([par[n] >= 0 and p.backlog[par[n]] == 1 for n in range(N)])
     owed_rate = p.stockout[np.maximum(par, 0)][:, ks, None]  # the parent's stockout rate (roots unused)
     has_q = bl_parent[:, None, None] & ((f > 0) | (owed_rate > 0)) & full
-    # relaxed fixed cost per unit: f * y with x <= B y and y <= 1, where y = x / B at the optimum
-    rate_ship = np.where(b_ship > 0, f / np.where(b_ship > 0, b_ship, 1.0), 0.0)
-    rate_order = np.where(b_order > 0, f / np.where(b_order > 0, b_order, 1.0), 0.0)
 
     # variables
     x = lp.var(
@@ -242,7 +527,6 @@ def _build(c: Compiled, dem: np.ndarray, L: np.ndarray, serve: np.ndarray, ks: n
         upper=b_ship,
         order_variable=p.order_cost[:, ks, None],
         pipeline_holding=p.pipe_hold[:, ks, None] * np.minimum(Lk, T - tt),
-        order_fixed=np.where(has_q, 0.0, rate_ship),
     )
     inv = lp.var(full, holding=p.hold[:, ks, None])
     lost_store = (p.backlog[M:] == 0)[:, None, None]
@@ -257,7 +541,7 @@ def _build(c: Compiled, dem: np.ndarray, L: np.ndarray, serve: np.ndarray, ks: n
     )
     penalty = (p.overflow_dispose == 0) & (p.overflow_cost > 0)
     over = lp.var(penalty[:, None] & np.isfinite(cap), overflow=p.overflow_cost[:, None])
-    q = lp.var(has_q, upper=b_order, order_fixed=rate_order)
+    q = lp.var(has_q, upper=b_order)
     owed = lp.var(has_q, stockout=owed_rate)
     lp.const[C_STOCKOUT] += float((np.where(lost_store, stock_s, 0.0) * d).sum())
     lp.const[C_PIPE] += float(
@@ -315,7 +599,23 @@ def _build(c: Compiled, dem: np.ndarray, L: np.ndarray, serve: np.ndarray, ks: n
     lane = np.isfinite(p.lane_cap)[:, None] & np.ones((N, T), bool)
     lrow = lp.row("ub", lane, np.where(np.isfinite(p.lane_cap), p.lane_cap, 0.0)[:, None])
     lp.add("ub", lrow[:, None, :], x, vol[None, :, None])
-    lp.ids = dict(x=x, inv=inv, sales=sales, back=back, disp=disp, over=over, q=q, owed=owed)
+    # order lines: y in [0, 1] carries the fixed cost, with (order or shipment) <= B y
+    big = np.where(has_q, b_order, b_ship)
+    lines = (f > 0) & (big > 0) & full
+    line_var = np.where(has_q, q, x)  # what the fixed cost is charged on
+    y = lp.var(lines, upper=1.0, order_fixed=f)
+    yrow = lp.row("ub", lines, 0.0)
+    lp.add("ub", yrow, line_var, 1.0)
+    lp.add("ub", yrow, y, -big)
+    v = dict(x=x, inv=inv, sales=sales, back=back, disp=disp, over=over, q=q, owed=owed, y=y)
+    if cuts:  # solved in stages: the plain LP, then with each family of cuts, from the last basis
+        ech = _Echelon(lp, c, v, Lk, d, rhs)
+        lp.stage()
+        _lot_sizing_cuts(lp, ech, v, has_q, owed_rate, Lk, WINDOW)
+        if activation:
+            lp.stage()
+            _activation_cuts(lp, c, ech, v, has_q, Lk, rhs, b_ship, ACTIVATION_WINDOW)
+    lp.ids = v
     return lp
 
 
@@ -326,12 +626,15 @@ def oracle(
     *,
     time_limit: float | None = None,
     decompose: bool | None = None,
+    cuts: bool = True,
+    activation: bool = True,
 ) -> OracleResult:
     """Solve the perfect-information LP of one sample path (seed, path): a lower bound on any policy's cost.
 
     ``decompose`` None splits per SKU when nothing couples SKUs; False forces one joint LP (True on a
     coupled scenario raises). ``time_limit`` (seconds) bounds the whole solve; a bound that is not
-    optimal is no bound, so its cost and parts are NaN.
+    optimal is no bound, so its cost and parts are NaN. ``cuts`` adds the lot-sizing cuts and, with
+    ``activation``, the activation cuts (module docstring); without cuts it is the plain relaxation.
     """
     t0 = time.perf_counter()
     c = compiled
@@ -354,7 +657,7 @@ def oracle(
         if left is not None and left <= 0:
             status, parts = "time_limit", np.full(N_COST, np.nan)
             break
-        lp = _build(c, dem, L, serve, ks)
+        lp = _build(c, dem, L, serve, ks, cuts, activation)
         st, pk, nc = lp.solve(left)
         n_vars += lp.nv
         n_cons += nc

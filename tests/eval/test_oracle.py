@@ -60,7 +60,7 @@ def _compiled(scenario, edge_config):
     return compile_scenario(load_scenario(edge_config if scenario == "edge" else scenario))
 
 
-@pytest.mark.parametrize("scenario", ["tiny", "serial_3", "single_lost_sales", "edge"])
+@pytest.mark.parametrize("scenario", ["tiny", "serial_3", "single_lost_sales", "constrained", "edge"])
 def test_oracle__below_every_policy_on_the_same_path(scenario, edge_config):
     c = _compiled(scenario, edge_config)
     bounds = oracle_paths(c, SEED, PATHS)
@@ -138,8 +138,8 @@ def test_oracle__decomposed_and_joint_agree(edge_config):
         assert split.decomposed and not joint.decomposed
         assert split.status == joint.status == "optimal"
         assert split.cost == pytest.approx(joint.cost, rel=1e-7, abs=1e-6)
-        for name in COST_NAMES:
-            assert split.parts[name] == pytest.approx(joint.parts[name], rel=1e-6, abs=1e-4)
+        # the parts are not compared: an optimum's split need not be unique, as with the oracle's cuts
+        # holding a unit a little longer can trade exactly against a fraction of an order line
 
 
 def test_oracle__coupled_scenarios_solve_one_lp(edge_config):
@@ -182,6 +182,7 @@ def test_oracle__kernel_trajectory_reprices_exactly(edge_config):
     lp = _build(c, dem, path_lead_times(c, SEED, path), _serve_bound(c, dem), np.arange(K))
     lp.fix(lp.ids["x"], shipped)
     lp.fix(lp.ids["q"], ordered)
+    lp.fix(lp.ids["y"], (ordered > 0).astype(np.float64))
     status, parts, _ = lp.solve(None)
     assert status == "optimal"
     exact = [j for j, name in enumerate(COST_NAMES) if name != "order_fixed"]
