@@ -37,6 +37,7 @@ division-free fit tests that give the same levels as `level_quantity` (tests/env
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 from numba import njit, prange
@@ -77,6 +78,11 @@ from envs.types import (
 
 # ------------------------------------------------------------------------------------------------
 # small helpers (scalars and arrays only)
+
+# _BYTE_PREFIX[j]: a 64-bit word whose bytes 0..j-1 are 1 and the rest 0 (little-endian). `observe`
+# writes a mask row 8 levels at a time with these: one store instead of eight byte stores.
+_BYTE_PREFIX = np.array([sum(1 << (8 * i) for i in range(j)) for j in range(9)], np.uint64)
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 @njit(cache=True)
@@ -418,10 +424,18 @@ def _step_impl(p, s, w, qty, demand, out):
                 for k in range(K):
                     last_demand[e, d, k] = tot2[k]
                     dem_units += tot2[k]
-                    if tot[k] > on_hand[e, d, k]:  # short: ration this SKU
+                    avail = np.int64(on_hand[e, d, k])
+                    if tot[k] <= avail:
+                        continue
+                    if avail <= 0:
+                        # nothing on hand: nobody gets anything (what `_ration` gives, without the
+                        # call and the copies; a DC that runs dry is short on most SKUs at once)
+                        for i in range(lo, hi):
+                            shipped[e, idx[i], k] = 0
+                    else:  # short: ration this SKU
                         for i in range(lo, hi):
                             req[idx[i]] = shipped[e, idx[i], k]
-                        _ration(on_hand[e, d, k], req, ship, idx, lo, hi, p.rationing[d])
+                        _ration(avail, req, ship, idx, lo, hi, p.rationing[d])
                         for i in range(lo, hi):
                             shipped[e, idx[i], k] = ship[idx[i]]
                 kpi[e, d, K_DEMAND] = dem_units
@@ -686,6 +700,10 @@ def _observe_impl(p, s, w, obs, mask, ub, features=True):
     M = p.n_dcs
     Lmax = mask.shape[3]
     F = (obs.shape[2] - 4) // K if features else 0
+    # mask rows as 64-bit words (8 levels each) when the layout allows; the same bytes either way
+    words = _LITTLE_ENDIAN and Lmax % 8 == 0 and mask.flags.c_contiguous
+    mask_w = mask.view(np.uint64) if words else np.zeros((1, 1, 1, 1), np.uint64)
+    n_words = Lmax // 8
     on_hand, backlog, owed, pipe, transit = s.on_hand, s.backlog, s.owed, s.pipe, s.transit
     last_order, last_demand, shipped, arrived = s.last_order, s.last_demand, s.shipped, s.arrived
     t_arr, w_oo = s.t, w.owed_out  # unpacked: see _step_impl
@@ -767,9 +785,24 @@ def _observe_impl(p, s, w, obs, mask, ub, features=True):
             # mask: level 0 always; higher levels while the quantity fits every per-SKU bound
             lot = lot_[k]
             lo, hi = allowed_levels(L, mode, qstep_[n, k], cs, fc, ip, lot, moq_[k], ubk)
-            mask[e, n, k, 0] = 1
-            for l in range(1, Lmax):
-                mask[e, n, k, l] = 1 if lo <= l <= hi else 0
+            if words and lo <= 1 and hi >= Lmax - 1:  # every level allowed (the common case)
+                for wi in range(n_words):
+                    mask_w[e, n, k, wi] = _BYTE_PREFIX[8]
+            elif words:
+                # bytes lo..hi (clipped to each word) set, and level 0
+                for wi in range(n_words):
+                    a = lo - 8 * wi
+                    a = 0 if a < 0 else (8 if a > 8 else a)
+                    z = hi + 1 - 8 * wi
+                    z = 0 if z < 0 else (8 if z > 8 else z)
+                    v = _BYTE_PREFIX[z] - _BYTE_PREFIX[a] if z > a else np.uint64(0)
+                    if wi == 0:
+                        v |= np.uint64(1)
+                    mask_w[e, n, k, wi] = v
+            else:
+                mask[e, n, k, 0] = 1
+                for l in range(1, Lmax):
+                    mask[e, n, k, l] = 1 if lo <= l <= hi else 0
             if features:
                 # per-SKU features, in types.SKU_FEATURES_FIXED order, then the pipeline by arrival
                 inv = inv_scale[n, k]

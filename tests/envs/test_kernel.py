@@ -230,3 +230,39 @@ def test_kernel__state_untouched_by_reference():
     reference_step(c.params, s, np.ones((2, c.N, c.K), np.int32), np.ones((2, c.S, c.K), np.int32))
     for f in s._fields:
         np.testing.assert_array_equal(getattr(s, f), getattr(before, f))
+
+
+@pytest.mark.parametrize("dc_unmet", ["backlog", "lost"])
+def test_kernel__dc_run_dry_matches_reference(dc_unmet):
+    """Store orders drain a DC that does not restock: it rations while short, then is out of most
+    SKUs (nothing on hand, orders still coming: the fast path of the shipping step); serial and
+    parallel builds match the reference."""
+    data = load_scenario("default").model_dump(mode="python", exclude_none=False)
+    data.pop("source", None)
+    data["network"]["dcs"][0]["unmet"] = dc_unmet
+    c = compile_scenario(load_scenario(data))
+    assert c.params.backlog[0] == (dc_unmet == "backlog")
+    E, T = 2, 25
+    s, w, out = _start(c, E)
+    s2 = copy_state(s)
+    w2 = new_work(E, c.N, c.M, c.K)
+    out2 = new_step_out(E, c.N)
+    dem = sample_paths(c.demand, 4, np.arange(E), 0, T)
+    qty0 = np.broadcast_to(np.round(c.params.mean * 1.2).astype(np.int32), (E, c.N, c.K)).copy()
+    qty0[:, : c.M] = 0  # the DC does not restock
+    dry = 0
+    for t in range(T):
+        qty = qty0.copy()
+        want = (qty[:, c.M :, :] + (s.owed[:, c.M :, :] if dc_unmet == "backlog" else 0)).sum(axis=1)
+        dry += int(((s.on_hand[:, 0, :] == 0) & (want > 0)).sum())
+        ref_s, cost, rev, kpi, rew = reference_step(c.params, s, qty, dem[:, t])
+        kn.step(c.params, s, w, qty.copy(), dem[:, t], out)
+        kn.step_par(c.params, s2, w2, qty.copy(), dem[:, t], out2)
+        for f in s._fields:
+            np.testing.assert_array_equal(getattr(s, f), getattr(ref_s, f), err_msg=f"t={t} state.{f}")
+            np.testing.assert_array_equal(getattr(s2, f), getattr(s, f), err_msg=f"t={t} par state.{f}")
+        np.testing.assert_allclose(out.cost, cost, rtol=1e-12, atol=1e-9, err_msg=f"t={t} cost")
+        np.testing.assert_allclose(out.kpi, kpi, rtol=1e-12, atol=1e-9, err_msg=f"t={t} kpi")
+        np.testing.assert_allclose(out.reward, rew, rtol=1e-12, atol=1e-9, err_msg=f"t={t} reward")
+        np.testing.assert_array_equal(out2.reward, out.reward)
+    assert dry > 100  # the DC really ran dry on many SKUs

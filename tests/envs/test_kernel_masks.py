@@ -4,6 +4,7 @@ zero-forecast corner (every level targets 0, which still orders from a negative 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from numba import njit
 
 from envs import kernel as kn
@@ -73,3 +74,40 @@ def test_array_env__bounds_only_gives_the_same_masks_and_rewards():
         np.testing.assert_array_equal(r1, r2)
     assert not lean.obs.any() and full.obs.any()
     assert len(kn.observe_bounds.signatures) == 1
+
+
+@pytest.mark.parametrize("scenario", ["constrained", "edge"])
+@pytest.mark.parametrize("width", [16, 24])
+def test_observe__mask_words_equal_mask_bytes(scenario, width, edge_config):
+    """`observe` writes C-contiguous masks whose width is a multiple of 8 eight levels at a time; the
+    bytes equal the level-by-level path (taken for a non-contiguous mask), with binding bounds."""
+    from envs import ArrayEnv
+
+    env = ArrayEnv(edge_config if scenario == "edge" else scenario, num_envs=3, seed=1)
+    env.reset()
+    E, N, K = env.E, env.N, env.K
+    rng = np.random.default_rng(2)
+    seen_partial = False
+    for _ in range(15):
+        words = np.full((E, N, K, width), 7, np.int8)
+        wide = np.full((E, N, K, 2 * width), 7, np.int8)
+        ub1 = np.zeros((E, N, K), np.int32)
+        ub2 = np.zeros((E, N, K), np.int32)
+        obs1 = np.zeros_like(env.obs)
+        obs2 = np.zeros_like(env.obs)
+        kn.observe(env.params, env.state, env.work, obs1, words, ub1)
+        kn.observe(env.params, env.state, env.work, obs2, wide[..., ::2], ub2)
+        np.testing.assert_array_equal(words, wide[..., ::2])
+        par = np.full_like(words, 7)
+        kn.observe_par(env.params, env.state, env.work, np.zeros_like(env.obs), par, ub2)
+        np.testing.assert_array_equal(par, words)  # the parallel build writes the same words
+        np.testing.assert_array_equal(ub1, ub2)
+        np.testing.assert_array_equal(obs1, obs2)
+        np.testing.assert_array_equal(words[..., : env.Lmax], env.mask)
+        lv_allowed = words[..., 1 : env.Lmax]
+        seen_partial |= bool(((lv_allowed.min(axis=-1) == 0) & (lv_allowed.max(axis=-1) == 1)).any())
+        lv = np.zeros((E, N, K), np.int64)
+        for l in range(env.Lmax):
+            lv = np.where((rng.random(lv.shape) < 0.4) & (env.mask[..., l] == 1), l, lv)
+        env.step(lv)
+    assert seen_partial  # some rows allow only part of the levels
