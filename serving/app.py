@@ -25,7 +25,9 @@ token 403. Nothing in this module's import graph imports torch, ray or stable-ba
 `restock serve` runs `FastPathApp`: POST /v1/decisions is answered directly on ASGI by the same
 function the FastAPI route calls (the route stays for the OpenAPI docs and for embedding the app),
 which skips the routing and middleware layers. One process serves: the audit chain has one writer
-(`serving.audit.GroupCommitter`, which groups the commits of concurrent requests).
+(`serving.audit.GroupCommitter`, which groups the commits of concurrent requests). Requests that
+arrive together are also decided together (`_Batcher`: one engine batch, one committer group); each
+is answered only once the transaction holding its record has committed.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving import schema as _schema
 from serving.artifact import ArtifactError
 from serving.audit import GroupCommitter
-from serving.decision import DecisionService, request_digest
+from serving.decision import MAX_BATCH, DecisionService, request_digest, settle_gc
 from serving.registry import MODES, RegistryError
 from serving.schema import DecisionRequest, RequestInvalid
 
@@ -122,6 +124,75 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class _ComputeFailed(Exception):
+    """The decision computation raised something other than ArtifactError (its cause)."""
+
+
+class _Batcher:
+    """Decides the requests that arrive together in one `DecisionService.compute` call, then hands
+    their entries to the `GroupCommitter` as one group.
+
+    ``submit`` queues a validated request and returns an asyncio future of ``[(request_id, response,
+    status)]``; the first request of a burst schedules ``flush`` with ``call_soon``, so every request
+    whose body the event loop read in the same pass (under load, many) joins it. Batching through the
+    engine costs a fraction of deciding one request at a time (the kernel, the shield and the ONNX
+    session run once per batch); a lone request is decided on the next loop pass, as before. The future
+    resolves only once the audit store has committed the entries (the committer's future), so no
+    response is sent before its record is durable.
+    """
+
+    def __init__(self, svc: DecisionService, committer: GroupCommitter, max_batch: int = MAX_BATCH):
+        self.svc = svc
+        self.committer = committer
+        self.max_batch = max_batch
+        self.pending: list[tuple[Any, Any, asyncio.Future]] = []
+        self.scheduled = False
+        self.batches = 0
+
+    def submit(self, req, ns) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.pending.append((req, ns, fut))
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self.flush, loop)
+        return fut
+
+    def flush(self, loop) -> None:
+        self.scheduled = False
+        todo, self.pending = self.pending, []
+        for i in range(0, len(todo), self.max_batch):
+            self._run(loop, todo[i : i + self.max_batch])
+
+    def _run(self, loop, batch: list) -> None:
+        try:
+            self.svc.refresh()
+            entries = self.svc.compute([(req, ns) for req, ns, _ in batch])
+        except Exception as exc:
+            err = exc if isinstance(exc, ArtifactError) else _ComputeFailed(str(exc))
+            if err is not exc:
+                err.__cause__ = exc
+            for _, _, f in batch:
+                if not f.done():
+                    f.set_exception(err)
+            return
+        self.batches += 1
+        cf = self.committer.submit(entries)
+        cf.add_done_callback(lambda cf: loop.call_soon_threadsafe(self._resolve, batch, cf))
+
+    @staticmethod
+    def _resolve(batch: list, cf) -> None:
+        exc = cf.exception()
+        if exc is not None:
+            for _, _, f in batch:
+                if not f.done():
+                    f.set_exception(exc)
+            return
+        for (_, _, f), r in zip(batch, cf.result(), strict=True):
+            if not f.done():
+                f.set_result([r])
+
+
 class PromoteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: str
@@ -140,8 +211,11 @@ def create_app(
     durability: str = "full",
     max_body: int = DEFAULT_MAX_BODY,
     admin_token: str | None = None,
+    settle: bool = False,
 ) -> FastAPI:
-    """The ASGI app over a registry folder (the service opens when the app starts)."""
+    """The ASGI app over a registry folder (the service opens when the app starts). ``settle``: freeze
+    the objects of the loaded service out of the garbage collector's walks (`serving.decision.settle_gc`;
+    what `serve` does, for a process that serves and nothing else)."""
     token = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None
     state: dict[str, Any] = {}
 
@@ -150,6 +224,9 @@ def create_app(
         svc = DecisionService(registry_dir, audit=audit, durability=durability)
         state["svc"] = svc
         state["committer"] = GroupCommitter(svc.store)
+        state["batcher"] = _Batcher(svc, state["committer"])
+        if settle:
+            settle_gc()
         state["inflight"] = {}
         state["recent"] = OrderedDict((rid, d) for rid, d in svc.store.recent_ids(RECENT_IDS))
         try:
@@ -217,15 +294,14 @@ def create_app(
                     s.metrics.replays.inc()
                 done("decisions", t0, 200)
                 return 200, prior.response.encode(), replay
-        try:
-            s.refresh()
-            entries = s.compute([(req, ns)])
-        except ArtifactError as exc:
-            return problem(503, t0, f"no policy available: {exc}")
-        fut = asyncio.wrap_future(state["committer"].submit(entries))
+        fut = state["batcher"].submit(req, ns)
         inflight[rid] = (digest, fut)
         try:
             res = await asyncio.shield(fut)
+        except ArtifactError as exc:
+            return problem(503, t0, f"no policy available: {exc}")
+        except _ComputeFailed as exc:  # a bug, not the store: answered as it was before batching (500)
+            raise exc.__cause__ from None
         except Exception as exc:  # the audit store failed: the decision must not be executed
             return problem(503, t0, f"audit store could not commit the decision; do not execute it: {exc}")
         finally:
@@ -411,5 +487,7 @@ def serve(
     """Run the shim on uvicorn (one process: the audit chain has a single writer)."""
     import uvicorn
 
-    app = FastPathApp(create_app(Path(registry_dir), audit=audit, durability=durability, max_body=max_body))
+    app = FastPathApp(
+        create_app(Path(registry_dir), audit=audit, durability=durability, max_body=max_body, settle=True)
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log, lifespan="on")

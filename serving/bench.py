@@ -135,10 +135,26 @@ def run_loadgen(
 
 
 def bench_in_process(registry: Path, templates: list[dict], seconds: float = 5.0) -> dict[str, float]:
-    """Decisions per second through `DecisionService`: computation alone, one request per call and 64 per
-    call; and validated, decided and committed (`decide_many` with 64 requests of one period, as a
-    replenishment run asks for every store at once; `decide`, one commit each)."""
-    from serving.decision import DecisionService
+    """Decisions per second through `DecisionService`, in this process, on one thread. The service is
+    set up as `restock serve` sets it up (loaded, warmed up, then `serving.decision.settle_gc`).
+
+    ``serving_in_process_compute_single_per_s``
+        `DecisionService.compute` of one already-validated request per call: routing, the state
+        written into the kernel, ``observe`` (observation and mask), the policy (ONNX session or
+        heuristic), levels to quantities, the shield, the demand-anomaly guard and the unchained
+        decision record. No parsing, no hashing of the request, no audit write.
+    ``serving_in_process_compute_batched_per_s``
+        the same with 64 requests per call (what the HTTP server does with concurrent requests).
+    ``serving_in_process_decisions_per_s`` (the target figure)
+        the full decision path, `decide_many` with 64 requests of one period (as a replenishment run
+        asks for every store at once): JSON-like dicts validated (pydantic, then against the
+        scenario), the idempotency lookup, everything ``compute`` does, the request digest, the record
+        chained and hashed, the response built, and the rows committed to the SQLite audit store in
+        one transaction (synchronous=FULL: one fsync per call) before ``decide_many`` returns.
+    ``serving_in_process_single_committed_per_s``
+        the full path for one request per call (`decide`): one transaction and fsync per decision.
+    """
+    from serving.decision import DecisionService, settle_gc
 
     res: dict[str, float] = {}
     by_period: dict[int, list[dict]] = {}
@@ -167,6 +183,8 @@ def bench_in_process(registry: Path, templates: list[dict], seconds: float = 5.0
 
     try:
         parsed = [svc.parse(t) for t in templates]
+        fixed = [svc.parse(r) for r in batch()]
+        settle_gc()  # after the fixtures too: what a full collection walks is then what the server's would
         i = [0]
 
         def one() -> None:
@@ -174,7 +192,6 @@ def bench_in_process(registry: Path, templates: list[dict], seconds: float = 5.0
             i[0] += 1
 
         res["serving_in_process_compute_single_per_s"] = rate(one, 1)
-        fixed = [svc.parse(r) for r in batch()]
         res["serving_in_process_compute_batched_per_s"] = rate(lambda: svc.compute(fixed), 64)
         res["serving_in_process_decisions_per_s"] = rate(lambda: svc.decide_many(batch()), 64)
         res["serving_in_process_single_committed_per_s"] = rate(lambda: svc.decide(batch(1)[0]), 1)

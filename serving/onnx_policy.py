@@ -66,10 +66,10 @@ class OnnxPolicy:
             raise PolicyError(f"{self.name}: non-finite logits")
         lg = lg.reshape(B, K, L)
         lv = lg.argmax(axis=-1)
-        z = lg - lg.max(axis=-1, keepdims=True)
-        ez = np.exp(z)
-        p = ez / ez.sum(axis=-1, keepdims=True)
-        chosen = np.take_along_axis(p, lv[..., None], axis=-1)[..., 0]
+        # softmax of the chosen (largest) logit: exp(0) / sum exp(logits - max), the same float32
+        # operations as normalising every level and picking the chosen one, without doing the rest
+        ez = np.exp(lg - lg.max(axis=-1, keepdims=True))
+        chosen = np.float32(1.0) / ez.sum(axis=-1)
         return lv.astype(np.int64), chosen.mean(axis=-1)
 
     def act(self, ctx, nodes: np.ndarray) -> np.ndarray:

@@ -91,6 +91,7 @@ class DecisionRequest(BaseModel):
     demand_history: Annotated[list[UnitList], Field(max_length=MAX_HISTORY)] | None = None
     constraints: Constraints | None = None
     _canonical: str | None = PrivateAttr(default=None)
+    _digest: str | None = PrivateAttr(default=None)
 
 
 class RequestInvalid(ValueError):
