@@ -385,8 +385,10 @@ def train(
     n_threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
     if os.environ.get("OMP_NUM_THREADS") != str(n_threads):  # before torch loads; Ray's workers inherit it
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n_threads)
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        fail("restock train needs torch and a trainer: pip install 'restock[sb3]' or 'restock[rllib]'")
     torch.set_num_threads(n_threads)
     if trainer == "rllib" and os.environ.get("PYTHONHASHSEED") is None:
         # RLlib iterates sets of agent ids: fix the hash seed (before Python starts) for reproducibility
