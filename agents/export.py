@@ -22,7 +22,7 @@ import io
 import json
 import logging
 import warnings
-from contextlib import redirect_stdout
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,17 @@ def _metrics_last(run_dir: Path) -> dict[str, float]:
     return out
 
 
+@contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op thread count set to n inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def export_run(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -229,46 +240,8 @@ def export_run(
         raise ExportError("--parity: at least one observation is needed")
     base = run.get("baseline", {})
     baseline = {"policy": base.get("policy", "base_stock"), "knobs": base.get("knobs") or {}}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small per-SKU networks: intra-op threads only contend on a busy machine
-    try:
-        return _export(
-            run_dir,
-            run,
-            compiled,
-            trained,
-            baseline,
-            base,
-            out_dir,
-            n_parity,
-            seed,
-            atol,
-            rtol,
-            overwrite,
-            log,
-            allow_ties,
-        )
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _export(
-    run_dir,
-    run,
-    compiled,
-    trained,
-    baseline,
-    base,
-    out_dir,
-    n_parity,
-    seed,
-    atol,
-    rtol,
-    overwrite,
-    log,
-    allow_ties,
-):
-    with staging_dir(out_dir, overwrite) as tmp:
+    # small per-SKU networks: intra-op threads only contend on a busy machine
+    with _torch_threads(1), staging_dir(out_dir, overwrite) as tmp:
         write_scenario(tmp, compiled)
         roles: dict[str, Any] = {}
         for role in ("store", "dc"):

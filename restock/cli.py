@@ -385,11 +385,6 @@ def train(
     n_threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
     if os.environ.get("OMP_NUM_THREADS") != str(n_threads):  # before torch loads; Ray's workers inherit it
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n_threads)
-    try:
-        import torch
-    except ImportError:
-        fail("restock train needs torch and a trainer: pip install 'restock[sb3]' or 'restock[rllib]'")
-    torch.set_num_threads(n_threads)
     if trainer == "rllib" and os.environ.get("PYTHONHASHSEED") is None:
         # RLlib iterates sets of agent ids: fix the hash seed (before Python starts) for reproducibility
         os.execve(
@@ -397,6 +392,11 @@ def train(
             [sys.executable, "-m", "restock.cli", *sys.argv[1:]],
             {**os.environ, "PYTHONHASHSEED": "0"},
         )
+    try:
+        import torch
+    except ImportError:
+        fail("restock train needs torch and a trainer: pip install 'restock[sb3]' or 'restock[rllib]'")
+    torch.set_num_threads(n_threads)
     try:
         exp = load_experiment(config, minutes=minutes, steps=steps, seed=seed)
     except ConfigError as exc:
