@@ -688,11 +688,13 @@ def _owed_out_dcs(owed, parent, e, oo, M):
                 oo[d, k] += owed[e, c, k]
 
 
-def _observe_impl(p, s, w, obs, mask, ub, features=True):
+def _observe_impl(p, s, w, obs, mask, ub, features=True, rows=None):
     """Observations obs[E, N, D], masks mask[E, N, K, Lmax] and tightest bounds ub[E, N, K].
 
     With ``features=False`` only masks and bounds are computed and ``obs`` is left untouched (for
-    policies that read only ``mask`` and ``ub``, such as the heuristics): `observe_bounds`.
+    policies that read only ``mask`` and ``ub``, such as the heuristics): `observe_bounds`. With
+    ``rows`` (int64 [R, 2] of (environment, node)) only those rows are written (`observe_rows`: the
+    serving shim decides one node per environment); every other row keeps what it held.
     """
     N, K = s.on_hand.shape[1], s.on_hand.shape[2]
     W = s.pipe.shape[2]
@@ -737,9 +739,17 @@ def _observe_impl(p, s, w, obs, mask, ub, features=True):
     for e in prange(E):
         _owed_out_dcs(owed, parent, e, w_oo[e], M)
     # one row per environment and node, so that one big environment (`large`) uses every thread
-    for r in prange(E * N):
-        e = r // N
-        n = r % N
+    if rows is None:
+        R = E * N
+    else:
+        R = rows.shape[0]
+    for r in prange(R):
+        if rows is None:
+            e = r // N
+            n = r % N
+        else:
+            e = rows[r, 0]
+            n = rows[r, 1]
         t = np.int64(t_arr[e])
         tc = t if t < T else np.int64(T)
         slot0 = t % W
@@ -856,6 +866,8 @@ observe_par = njit(cache=True, parallel=True)(variant(_observe_impl, "_par"))
 # the same function, always called with features=False (its own dispatcher: one signature each)
 observe_bounds = njit(cache=True)(variant(_observe_impl, "_bounds"))
 observe_bounds_par = njit(cache=True, parallel=True)(variant(_observe_impl, "_bounds_par"))
+# the same function for chosen (environment, node) rows (features on): `_observe_impl`'s ``rows``
+observe_rows = njit(cache=True)(variant(_observe_impl, "_rows"))
 
 
 @njit(cache=True)

@@ -361,7 +361,14 @@ class DecisionEngine:
         c = self.compiled
         E, N, K = ctx.E, c.N, c.K
         self._fill(ctx, jobs)
-        kn.observe(ctx.params, ctx.state, ctx.work, ctx.obs, ctx.mask, ctx.ub)
+        B = len(jobs)
+        nn = np.fromiter((j.ns.node for j in jobs), np.intp, B)
+        rows = np.empty((B, 2), np.int64)
+        rows[:, 0] = np.arange(B)
+        rows[:, 1] = nn
+        # only the asked-for (environment, node) rows: the other rows are never read for this batch
+        # (the other nodes propose nothing, and the shield computes its own bounds)
+        kn.observe_rows(ctx.params, ctx.state, ctx.work, ctx.obs, ctx.mask, ctx.ub, True, rows)
         qty = np.zeros((E, N, K), np.int64)
         conf = np.full((E, N), np.nan)
         ctx.levels.fill(0)
@@ -404,9 +411,7 @@ class DecisionEngine:
         sh.reset()
         res = sh.decide(ctx, qty, confidence=conf)
         batch = ctx.sink.last
-        B = len(jobs)
         ee = np.arange(B)
-        nn = np.fromiter((j.ns.node for j in jobs), np.intp, B)
         esc = batch.escalation[ee, nn].astype(np.int64)
         fbc = batch.fallback[ee, nn].astype(np.int64)
         for e, j in enumerate(jobs):
@@ -489,16 +494,20 @@ class Decision:
 def request_digest(req: DecisionRequest) -> str:
     """sha256 of the request's canonical JSON (what idempotency compares; whitespace does not matter);
     computed once per request object."""
-    if req._digest is None:
-        req._digest = hashlib.sha256(canonical_json(req).encode()).hexdigest()
-    return req._digest
+    priv = req.__pydantic_private__  # the private attributes' dict (pydantic's attribute hook is slow)
+    d = priv["_digest"]
+    if d is None:
+        d = priv["_digest"] = hashlib.sha256(canonical_json(req).encode()).hexdigest()
+    return d
 
 
 def canonical_json(req: DecisionRequest) -> str:
     """The request as compact JSON in field order (computed once per request object)."""
-    if req._canonical is None:
-        req._canonical = req.model_dump_json()
-    return req._canonical
+    priv = req.__pydantic_private__
+    c = priv["_canonical"]
+    if c is None:
+        c = priv["_canonical"] = req.model_dump_json()
+    return c
 
 
 def build_response(
@@ -506,8 +515,7 @@ def build_response(
 ) -> str:
     """The response body: orders per SKU, who decided, and the full chained decision record."""
     j = out.job
-    keys = _order_keys(tuple(sku_names))
-    vals = out.executed.tolist()
+    template = _orders_template(tuple(sku_names))
     head = {
         "request_id": j.ns.request_id,
         "node": j.ns.agent_id,
@@ -524,8 +532,8 @@ def build_response(
     }
     text = json.dumps(head, separators=(",", ":"))
     # the orders object is spliced in as json.dumps would write it ({"sku":int,...}: names escaped once
-    # per scenario, ints written by str); the placeholder is the only "orders" value in ``head``
-    orders = "{" + ",".join([k + str(v) for k, v in zip(keys, vals, strict=True)]) + "}"
+    # per scenario, ints written by %d); the placeholder is the only "orders" value in ``head``
+    orders = template % tuple(out.executed.tolist())  # int64 values: %d writes what json.dumps does
     text = text.replace('"orders":' + _ORDERS_JSON, '"orders":' + orders, 1)
     return text[:-1] + ',"record":' + record_json + "}"
 
@@ -535,8 +543,9 @@ _ORDERS_JSON = json.dumps(_ORDERS)
 
 
 @lru_cache(maxsize=8)
-def _order_keys(sku_names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(json.dumps(k) + ":" for k in sku_names)
+def _orders_template(sku_names: tuple[str, ...]) -> str:
+    """``{"sku":%d,...}`` with the names JSON-escaped (and ``%`` doubled) once per scenario."""
+    return "{" + ",".join(json.dumps(k).replace("%", "%%") + ":%d" for k in sku_names) + "}"
 
 
 class DecisionService:

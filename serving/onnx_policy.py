@@ -12,6 +12,37 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _greedy(lg, K, L, levels, conf):
+    """levels[b, k] = first argmax over l of lg[b, k*L + l]; conf[b] = mean over k of the softmax
+    probability of that level (1 / sum exp(logit - max), in float32 as `TorchPolicy` computes it). One
+    pass over the logits; False (and nothing reliable written) when a logit is not finite."""
+    B = lg.shape[0]
+    one = np.float32(1.0)
+    for b in range(B):
+        acc = 0.0
+        for k in range(K):
+            o = k * L
+            best = lg[b, o]
+            arg = 0
+            for l in range(1, L):
+                v = lg[b, o + l]
+                if v > best:
+                    best = v
+                    arg = l
+            z = np.float32(0.0)
+            for l in range(L):
+                v = lg[b, o + l]
+                if not np.isfinite(v):
+                    return False
+                z += np.exp(v - best)
+            levels[b, k] = arg
+            acc += one / z
+        conf[b] = acc / K
+    return True
 
 
 class PolicyError(RuntimeError):
@@ -62,15 +93,11 @@ class OnnxPolicy:
         L = self.levels
         m = mask[:, :, :L].reshape(B, K * L).astype(np.float32)
         lg = self.logits(obs, m)
-        if not np.isfinite(lg).all():
+        lv = np.empty((B, K), np.int64)
+        conf = np.empty(B, np.float64)
+        if not _greedy(np.ascontiguousarray(lg, dtype=np.float32), K, L, lv, conf):
             raise PolicyError(f"{self.name}: non-finite logits")
-        lg = lg.reshape(B, K, L)
-        lv = lg.argmax(axis=-1)
-        # softmax of the chosen (largest) logit: exp(0) / sum exp(logits - max), the same float32
-        # operations as normalising every level and picking the chosen one, without doing the rest
-        ez = np.exp(lg - lg.max(axis=-1, keepdims=True))
-        chosen = np.float32(1.0) / ez.sum(axis=-1)
-        return lv.astype(np.int64), chosen.mean(axis=-1)
+        return lv, conf
 
     def act(self, ctx, nodes: np.ndarray) -> np.ndarray:
         nodes = np.asarray(nodes)

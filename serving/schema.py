@@ -71,6 +71,9 @@ class Constraints(BaseModel):
     supplier_capacity: Annotated[list[Money], Field(min_length=1)] | None = None
 
 
+_NO_CONSTRAINTS = Constraints()
+
+
 class DecisionRequest(BaseModel):
     """One node's state in one period; the shim answers with orders for all its SKUs."""
 
@@ -223,7 +226,7 @@ class ScenarioInfo:
             for j, row in enumerate(req.demand_history):
                 if len(row) != K:
                     bad(("demand_history", j), f"expected {K} values (one per SKU), got {len(row)}", None)
-        cons = req.constraints or Constraints()
+        cons = req.constraints or _NO_CONSTRAINTS
         if cons.parent_available is not None and len(cons.parent_available) != K:
             bad(("constraints", "parent_available"), f"expected {K} values, got {len(cons.parent_available)}")
         if cons.supplier_capacity is not None and len(cons.supplier_capacity) != K:

@@ -111,3 +111,31 @@ def test_observe__mask_words_equal_mask_bytes(scenario, width, edge_config):
             lv = np.where((rng.random(lv.shape) < 0.4) & (env.mask[..., l] == 1), l, lv)
         env.step(lv)
     assert seen_partial  # some rows allow only part of the levels
+
+
+def test_observe_rows_writes_exactly_the_rows_asked_for():
+    """`observe_rows` (the serving shim's observe) writes the asked-for (environment, node) rows as
+    `observe` writes them and leaves every other row as it was."""
+    from envs import ArrayEnv
+
+    env = ArrayEnv("default", num_envs=4, seed=3)
+    env.reset()
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        env.step(rng.integers(0, env.Lmax, (env.E, env.N, env.K)) * (rng.random((env.E, env.N, env.K)) < 0.3))
+    E, N, K = env.E, env.N, env.K
+    obs = np.zeros_like(env.obs)
+    mask = np.zeros_like(env.mask)
+    ub = np.zeros((E, N, K), np.int32)
+    kn.observe(env.params, env.state, env.work, obs, mask, ub)
+    rows = np.array([[0, 3], [2, 0], [3, N - 1], [1, 3]], np.int64)
+    o2 = np.full_like(obs, -7.0)
+    m2 = np.full_like(mask, 9)
+    u2 = np.full_like(ub, -5)
+    kn.observe_rows(env.params, env.state, env.work, o2, m2, u2, True, rows)
+    asked = np.zeros((E, N), bool)
+    asked[rows[:, 0], rows[:, 1]] = True
+    np.testing.assert_array_equal(o2[asked], obs[asked])
+    np.testing.assert_array_equal(m2[asked], mask[asked])
+    np.testing.assert_array_equal(u2[asked], ub[asked])
+    assert (o2[~asked] == -7.0).all() and (m2[~asked] == 9).all() and (u2[~asked] == -5).all()
