@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from agents.records import ESC_ANOMALY, MemorySink, StepBatch
 from agents.shield import AnomalyConfig, Shield
@@ -329,22 +330,28 @@ class DecisionEngine:
         s.key.fill(0)
         t = jobs[0].ns.period
         s.t.fill(t)
-        for e, j in enumerate(jobs):
-            ns = j.ns
+        # one job per environment, all of period t: each state array is written for the whole batch
+        nss = [j.ns for j in jobs]
+        B = len(nss)
+        ee = np.arange(B)
+        nn = np.fromiter((ns.node for ns in nss), np.intp, B)
+        s.on_hand[ee, nn] = np.stack([ns.on_hand for ns in nss])
+        s.owed[ee, nn] = np.stack([ns.owed for ns in nss])
+        s.last_order[ee, nn] = np.stack([ns.last_order for ns in nss])
+        s.last_demand[ee, nn] = np.stack([ns.last_demand for ns in nss])
+        s.shipped[ee, nn] = np.stack([ns.last_shipped for ns in nss])
+        s.arrived[ee, nn] = np.stack([ns.last_arrived for ns in nss])
+        pipes = np.stack([ns.pipeline for ns in nss])  # [B, W-1, K]
+        if pipes.shape[1]:
+            slots = (t + 1 + np.arange(pipes.shape[1])) % W
+            s.pipe[ee[:, None], nn[:, None], slots[None, :]] = pipes
+            s.transit[ee, nn] = pipes.sum(axis=1)
+        for e, ns in enumerate(nss):
             n = ns.node
-            s.on_hand[e, n] = ns.on_hand
-            for r in range(ns.pipeline.shape[0]):
-                s.pipe[e, n, (t + 1 + r) % W] = ns.pipeline[r]
-            s.transit[e, n] = ns.pipeline.sum(axis=0)
             if ns.role == "store":
                 s.backlog[e, n] = ns.backlog
             elif ns.backlog.any():
                 s.owed[e, info.children[n][0]] = ns.backlog  # what a DC owes its children
-            s.owed[e, n] = ns.owed
-            s.last_order[e, n] = ns.last_order
-            s.last_demand[e, n] = ns.last_demand
-            s.shipped[e, n] = ns.last_shipped
-            s.arrived[e, n] = ns.last_arrived
             if ns.parent_available is not None:
                 d = info.availability_parent(n)
                 s.on_hand[e, d] = ns.parent_available + ns.owed
@@ -515,31 +522,33 @@ def build_response(
 ) -> str:
     """The response body: orders per SKU, who decided, and the full chained decision record."""
     j = out.job
-    template = _orders_template(tuple(sku_names))
-    head = {
-        "request_id": j.ns.request_id,
-        "node": j.ns.agent_id,
-        "role": j.ns.role,
-        "period": j.ns.period,
-        "orders": _ORDERS,
-        "route": route,
-        "policy": {
-            "id": out.policy.policy_id,
-            "version": out.policy.version,
-            "kind": "fallback" if out.fell_back else out.policy.kind,
-        },
-        "shadow": shadow,
-    }
-    text = json.dumps(head, separators=(",", ":"))
-    # the orders object is spliced in as json.dumps would write it ({"sku":int,...}: names escaped once
-    # per scenario, ints written by %d); the placeholder is the only "orders" value in ``head``
-    orders = template % tuple(out.executed.tolist())  # int64 values: %d writes what json.dumps does
-    text = text.replace('"orders":' + _ORDERS_JSON, '"orders":' + orders, 1)
-    return text[:-1] + ',"record":' + record_json + "}"
-
-
-_ORDERS = "\x00orders\x00"
-_ORDERS_JSON = json.dumps(_ORDERS)
+    first = orjson.dumps(
+        {"request_id": j.ns.request_id, "node": j.ns.agent_id, "role": j.ns.role, "period": j.ns.period}
+    )
+    rest = orjson.dumps(
+        {
+            "route": route,
+            "policy": {
+                "id": out.policy.policy_id,
+                "version": out.policy.version,
+                "kind": "fallback" if out.fell_back else out.policy.kind,
+            },
+            "shadow": shadow,
+        }
+    )
+    # {request_id, node, role, period, orders, route, policy, shadow, record}: the orders object is
+    # written through a per-scenario template (names escaped once, int64 values by %d)
+    orders = _orders_template(tuple(sku_names)) % tuple(out.executed.tolist())
+    return (
+        first[:-1].decode()
+        + ',"orders":'
+        + orders
+        + ","
+        + rest[1:-1].decode()
+        + ',"record":'
+        + record_json
+        + "}"
+    )
 
 
 @lru_cache(maxsize=8)

@@ -184,3 +184,51 @@ def test_records__memory_sink_is_columnar_until_asked():
     assert all(r.confidence is None for r in recs)
     sink.clear()
     assert len(sink) == 0 and list(sink.records()) == []
+
+
+def test_canonical_bytes_is_json_dumps_exactly():
+    """`canonical_bytes` (orjson where it writes the same bytes) equals the sorted compact json text on
+    random record payloads and on every case it must hand to json: non-ASCII and DEL in strings,
+    exponent-range floats, ints beyond 64 bits, ints in float fields; NaN is refused as json refuses it."""
+    import json
+
+    from agents.records import canonical_bytes
+
+    def ref(d):
+        return json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        d = {
+            "request_id": f"r-{int(rng.integers(1e9))}",
+            "proposed": rng.integers(0, 10 ** int(rng.integers(1, 9)), 20).tolist(),
+            "interventions": [
+                {"sku": int(k), "proposed": 3, "executed": 1, "constraints": ["budget"]} for k in range(3)
+            ],
+            "slack": {
+                "storage": float(
+                    rng.choice([0.0, -0.0, 1e-5, 1.5e-4, 3.25, 1e15, 2e16, -7.5]) * rng.random()
+                ),
+                "budget": None,
+                "lane": float(10 ** rng.uniform(-6, 18)),
+            },
+            "confidence": None if rng.random() < 0.2 else float(10 ** rng.uniform(-6, 1)),
+            "escalated": bool(rng.random() < 0.5),
+            "binding": ["lot_moq"],
+        }
+        assert canonical_bytes(d) == ref(d)
+    edge = [
+        {"rationale": "trimmed \u2013 budget", "slack": {}},
+        {"agent_id": "store\x7f", "confidence": 0.5},
+        {"agent_id": 'tab\tquote"back\\slash\n', "confidence": 0.5},
+        {"proposed": [2**64, 1]},
+        {"slack": {"storage": 3}, "confidence": 1e-5},
+        {"confidence": 1e16, "slack": None},
+        {"confidence": -0.0},
+    ]
+    for d in edge:
+        assert canonical_bytes(d) == ref(d)
+    with pytest.raises(ValueError):
+        canonical_bytes({"confidence": float("nan")})
+    with pytest.raises(ValueError):
+        canonical_bytes({"slack": {"storage": float("inf")}})
