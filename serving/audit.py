@@ -13,7 +13,8 @@ Schema (one row per decision; ``seq`` is the chain order)::
     decisions(seq INTEGER PRIMARY KEY, request_id TEXT UNIQUE, ts, node, role, period, route,
               policy_id, policy_version, request_sha256, request TEXT (canonical JSON),
               record TEXT (DecisionRecord JSON, with prev_hash and hash), prev_hash, hash,
-              response TEXT (the exact response body))
+              response TEXT (the response body without its record: `full_response` rebuilds the
+              exact body; restock.audit/1 stores held the whole body))
     shadow_decisions(seq, request_id UNIQUE, ts, node, role, period, policy_id, policy_version,
               record, prev_hash, hash)
     meta(key PRIMARY KEY, value)        schema version, created time
@@ -39,7 +40,15 @@ from typing import Any, Protocol
 from agents.records import GENESIS, DecisionRecord, canonical_bytes
 from serving.artifact import now_iso
 
-SCHEMA_VERSION = "restock.audit/1"
+# /2: the ``response`` column holds the response body without its record (the ``record`` column has
+# it; `full_response` joins them), a third fewer bytes per decision. /1 stores hold whole bodies and
+# are still read and verified.
+SCHEMA_VERSION = "restock.audit/2"
+
+
+def full_response(head: str, record_json: str) -> str:
+    """The response body: its head (a JSON object) with ``"record"`` appended as the last member."""
+    return head[:-1] + ',"record":' + record_json + "}"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,7 +114,7 @@ class Entry:
     period: int
     route: str
     record: DecisionRecord
-    respond: Callable[[str], str]  # record JSON (chained) -> response body
+    head: str  # the response body without its record (`full_response` adds the chained record)
     shadow_record: DecisionRecord | None = None
 
 
@@ -161,6 +170,10 @@ class SqliteStore:
             (SCHEMA_VERSION, now_iso()),
         )
         self._w.commit()
+        self.schema = self._w.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+        if self.schema not in ("restock.audit/1", SCHEMA_VERSION):
+            raise ValueError(f"{self.path}: audit schema {self.schema!r} is newer than this restock reads")
+        self._heads = self.schema != "restock.audit/1"  # responses stored without their record
         self._r = self._connect()
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
@@ -212,9 +225,9 @@ class SqliteStore:
         stored: dict[str, tuple[str, str]] = {}
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
-            q = "SELECT request_id, request_sha256, response FROM decisions WHERE request_id IN (%s)"
-            for rid, sha, resp in con.execute(q % ",".join("?" * len(part)), part):
-                stored[rid] = (sha, resp)
+            q = "SELECT request_id, request_sha256, response, record FROM decisions WHERE request_id IN (%s)"
+            for rid, sha, resp, rec in con.execute(q % ",".join("?" * len(part)), part):
+                stored[rid] = (sha, self._body(resp, rec))
         last = dict(self.last)
         out: list[tuple[str, str, str]] = []
         rows, shadow_rows = [], []
@@ -226,7 +239,7 @@ class SqliteStore:
             r = e.record
             rj = chain_json(r, last["decisions"])
             last["decisions"] = r.hash
-            resp = e.respond(rj)
+            resp = full_response(e.head, rj)
             rows.append(
                 (
                     e.request_id,
@@ -242,7 +255,7 @@ class SqliteStore:
                     rj,
                     r.prev_hash,
                     r.hash,
-                    resp,
+                    e.head if self._heads else resp,
                 )
             )
             stored[e.request_id] = (e.request_sha256, resp)  # a repeat later in this batch replays it
@@ -279,13 +292,17 @@ class SqliteStore:
         return out, last
 
     # ---------------------------------------------------------------- reading
+    def _body(self, response: str, record: str) -> str:
+        """The response body from its stored columns."""
+        return full_response(response, record) if self._heads else response
+
     def get(self, request_id: str) -> tuple[str, str] | None:
         """(request_sha256, response body) of a committed decision, or None."""
         with self._rlock:
             row = self._r.execute(
-                "SELECT request_sha256, response FROM decisions WHERE request_id = ?", (request_id,)
+                "SELECT request_sha256, response, record FROM decisions WHERE request_id = ?", (request_id,)
             ).fetchone()
-        return None if row is None else (row[0], row[1])
+        return None if row is None else (row[0], self._body(row[1], row[2]))
 
     def get_many(self, request_ids: list[str]) -> dict[str, tuple[str, str]]:
         """{request_id: (request_sha256, response body)} of the ids that are stored."""
@@ -293,9 +310,12 @@ class SqliteStore:
         with self._rlock:
             for i in range(0, len(request_ids), 500):
                 part = request_ids[i : i + 500]
-                q = "SELECT request_id, request_sha256, response FROM decisions WHERE request_id IN (%s)"
-                for rid, sha, resp in self._r.execute(q % ",".join("?" * len(part)), part):
-                    out[rid] = (sha, resp)
+                q = (
+                    "SELECT request_id, request_sha256, response, record FROM decisions "
+                    "WHERE request_id IN (%s)"
+                )
+                for rid, sha, resp, rec in self._r.execute(q % ",".join("?" * len(part)), part):
+                    out[rid] = (sha, self._body(resp, rec))
         return out
 
     def recent_ids(self, n: int) -> list[tuple[str, str]]:
@@ -341,10 +361,12 @@ class SqliteStore:
                         why = "request_id column differs from the record"
                     elif table == "decisions":
                         try:
-                            resp = json.loads(row["response"])
+                            resp = json.loads(self._body(row["response"], row["record"]))
                         except json.JSONDecodeError:
                             resp = {}
-                        if resp.get("record", {}).get("hash") != r.hash:
+                        if not isinstance(resp, dict) or resp.get("request_id") != r.request_id:
+                            why = "the stored response is not this request's"
+                        elif resp.get("record", {}).get("hash") != r.hash:
                             why = "the stored response does not carry this record"
                 if why is not None:
                     broken = {"seq": row["seq"], "request_id": row["request_id"], "why": why}

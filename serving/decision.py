@@ -46,7 +46,7 @@ from envs.types import new_work
 from serving.artifact import ArtifactError, load_manifest, load_scenario_of, manifest_digest
 from serving.onnx_policy import OnnxPolicy, PolicyError
 from serving.records import RecordBuilder
-from serving.schema import DecisionRequest, NodeState, RequestInvalid, ScenarioInfo, pydantic_errors
+from serving.schema import Constraints, DecisionRequest, NodeState, RequestInvalid, ScenarioInfo, pydantic_errors
 
 MAX_BATCH = 64
 
@@ -513,14 +513,23 @@ def canonical_json(req: DecisionRequest) -> str:
     priv = req.__pydantic_private__
     c = priv["_canonical"]
     if c is None:
-        c = priv["_canonical"] = req.model_dump_json()
+        try:  # the same bytes as model_dump_json (tests/serving/test_decisions.py), five times faster
+            c = orjson.dumps(req.__dict__, default=_fields_of).decode()
+        except TypeError:  # an int beyond 64 bits
+            c = req.model_dump_json()
+        priv["_canonical"] = c
     return c
 
 
-def build_response(
-    out: Outcome, sku_names: list[str], route: str, record_json: str, shadow: dict | None
-) -> str:
-    """The response body: orders per SKU, who decided, and the full chained decision record."""
+def _fields_of(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, Constraints):
+        return obj.__dict__
+    raise TypeError(f"{type(obj).__name__} is not part of a request")
+
+
+def response_head(out: Outcome, sku_names: list[str], route: str, shadow: dict | None) -> str:
+    """The response body without its record (`serving.audit.full_response` appends the chained record):
+    orders per SKU, who decided, the shadow policy's summary."""
     j = out.job
     first = orjson.dumps(
         {"request_id": j.ns.request_id, "node": j.ns.agent_id, "role": j.ns.role, "period": j.ns.period}
@@ -536,19 +545,10 @@ def build_response(
             "shadow": shadow,
         }
     )
-    # {request_id, node, role, period, orders, route, policy, shadow, record}: the orders object is
-    # written through a per-scenario template (names escaped once, int64 values by %d)
+    # {request_id, node, role, period, orders, route, policy, shadow}: the orders object is written
+    # through a per-scenario template (names escaped once, int64 values by %d)
     orders = _orders_template(tuple(sku_names)) % tuple(out.executed.tolist())
-    return (
-        first[:-1].decode()
-        + ',"orders":'
-        + orders
-        + ","
-        + rest[1:-1].decode()
-        + ',"record":'
-        + record_json
-        + "}"
-    )
+    return first[:-1].decode() + ',"orders":' + orders + "," + rest[1:].decode()
 
 
 @lru_cache(maxsize=8)
@@ -724,9 +724,7 @@ class DecisionService:
                     period=o.job.ns.period,
                     route=route,
                     record=o.record,
-                    respond=lambda rj, o=o, route=route, sh=shadow_summary: build_response(
-                        o, self.sku_names, route, rj, sh
-                    ),
+                    head=response_head(o, self.sku_names, route, shadow_summary),
                     shadow_record=None if so is None else so.record,
                 )
             )

@@ -105,15 +105,24 @@ class RecordBuilder:
         touched = (prop != exe) | (chg != 0)
         sanit = (chg & CHANGED_SANITISED) != 0
         prop_l, exe_l, chg_l = prop.tolist(), exe.tolist(), chg.tolist()
+        # the touched and sanitised SKUs of every record from one nonzero each (row-major: by record)
+        t_sku = np.nonzero(touched)[1].tolist()
+        t_end = np.cumsum(touched.sum(axis=1)).tolist()
+        s_sku = np.nonzero(sanit)[1].tolist()
+        s_end = np.cumsum(sanit.sum(axis=1)).tolist()
         out = []
+        t_at = s_at = 0
         for i in range(B):
             j = jobs[i]
             n = int(nn[i])
             p_i, x_i, c_i = prop_l[i], exe_l[i], chg_l[i]
             inter = [
                 {"sku": k, "proposed": p_i[k], "executed": x_i[k], "constraints": list(_CHANGE_NAMES[c_i[k]])}
-                for k in np.flatnonzero(touched[i]).tolist()
+                for k in t_sku[t_at : t_end[i]]
             ]
+            t_at = t_end[i]
+            sanitised = s_sku[s_at : s_end[i]]
+            s_at = s_end[i]
             sl = slack_l[i]
             slack_d = {CONSTRAINTS[c]: _num(sl[c]) for c in range(nslack)}
             binding = []
@@ -159,7 +168,7 @@ class RecordBuilder:
                     obs_digest=digests[i],
                     proposed=p_i,
                     executed=x_i,
-                    sanitised=np.flatnonzero(sanit[i]).tolist(),
+                    sanitised=sanitised,
                     interventions=inter,
                     slack=slack_d,
                     binding=binding,

@@ -95,3 +95,45 @@ def test_audit__database_urls():
         parse_url("postgresql://db/restock")
     res = runner.invoke(app, ["audit", "verify", "postgresql://db/x"])
     assert res.exit_code == 2
+
+
+def test_audit__responses_are_stored_without_their_record_and_served_whole(filled, tmp_path):
+    """restock.audit/2 keeps each response's head in ``response`` and its record once, in ``record``;
+    reading joins them into the exact body. A restock.audit/1 store (whole bodies) still reads and
+    verifies, and a response that is not its row's request's fails verification."""
+    import shutil
+
+    from serving.audit import full_response
+
+    con = sqlite3.connect(filled)
+    rows = con.execute("SELECT request_id, response, record FROM decisions ORDER BY seq").fetchall()
+    store = open_store(str(filled))
+    assert store.schema == "restock.audit/2"
+    for rid, head, rec in rows:
+        assert '"record"' not in head
+        sha, body = store.get(rid)
+        assert body == full_response(head, rec)
+        d = json.loads(body)
+        assert d["record"] == json.loads(rec) and d["request_id"] == rid and d["orders"]
+    assert store.get_many([r[0] for r in rows])[rows[2][0]][1] == full_response(rows[2][1], rows[2][2])
+    store.close()
+
+    old = tmp_path / "v1.db"
+    shutil.copy(filled, old)
+    c1 = sqlite3.connect(old)
+    c1.execute("UPDATE meta SET value = 'restock.audit/1' WHERE key = 'schema'")
+    for rid, head, rec in rows:
+        c1.execute("UPDATE decisions SET response = ? WHERE request_id = ?", (full_response(head, rec), rid))
+    c1.commit()
+    s1 = open_store(str(old))
+    assert s1.verify()["ok"] and s1.get(rows[1][0])[1] == full_response(rows[1][1], rows[1][2])
+    s1.close()
+
+    swapped = json.loads(rows[3][1])
+    swapped["request_id"] = rows[4][0]
+    con.execute("UPDATE decisions SET response = ? WHERE request_id = ?", (json.dumps(swapped), rows[3][0]))
+    con.commit()
+    store = open_store(str(filled))
+    rep = store.verify()
+    assert not rep["ok"] and rep["decisions"]["broken"]["request_id"] == rows[3][0]
+    store.close()

@@ -202,3 +202,32 @@ def test_decision__records_chain_and_carry_versions(tiny_artifact, registry_of):
     # the serving shield is configured as training's default shield: same configuration hash
     assert svc.engine.shield_config_hash == Shield(env.compiled).config_hash
     svc.close()
+
+
+def test_canonical_request_json_is_pydantics():
+    """The request text that is hashed and stored is `model_dump_json`'s, byte for byte (orjson writes
+    it faster): unicode and DEL in names, constraint floats over many magnitudes, optional fields."""
+    from serving.decision import canonical_json
+    from serving.schema import DecisionRequest
+
+    rng = np.random.default_rng(5)
+    for i in range(200):
+        body = {
+            "request_id": f"c-{i}",
+            "node": ["store_0", "st\u00f6re\x7f", "dc_0"][i % 3],
+            "period": int(rng.integers(0, 50)),
+            "skus": ["a", "b\u00e9", "c"],
+            "on_hand": rng.integers(0, 10**8, 3).tolist(),
+            "pipeline": [rng.integers(0, 9, 3).tolist()] * int(rng.integers(0, 3)),
+            "last_demand": [1, 2, 3],
+            "last_order": [0, 0, 0],
+        }
+        if i % 2:
+            body["constraints"] = {
+                "budget": float(10 ** rng.uniform(-8, 14)),
+                "supplier_capacity": [float(10 ** rng.uniform(-6, 9)), 0.0, 1e-5],
+            }
+        if i % 5 == 0:
+            body["demand_history"] = [[1, 2, 3], [4, 5, 6]]
+        req = DecisionRequest.model_validate(body)
+        assert canonical_json(req) == req.model_dump_json()
