@@ -30,7 +30,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -49,6 +49,7 @@ SCHEMA_VERSION = "restock.audit/2"
 def full_response(head: str, record_json: str) -> str:
     """The response body: its head (a JSON object) with ``"record"`` appended as the last member."""
     return head[:-1] + ',"record":' + record_json + "}"
+
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

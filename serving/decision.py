@@ -46,7 +46,14 @@ from envs.types import new_work
 from serving.artifact import ArtifactError, load_manifest, load_scenario_of, manifest_digest
 from serving.onnx_policy import OnnxPolicy, PolicyError
 from serving.records import RecordBuilder
-from serving.schema import Constraints, DecisionRequest, NodeState, RequestInvalid, ScenarioInfo, pydantic_errors
+from serving.schema import (
+    Constraints,
+    DecisionRequest,
+    NodeState,
+    RequestInvalid,
+    ScenarioInfo,
+    pydantic_errors,
+)
 
 MAX_BATCH = 64
 
