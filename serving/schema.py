@@ -132,6 +132,9 @@ class NodeState:
     overrides: tuple = field(default=())  # keys of shared parameters the request overrides
 
 
+_PER_SKU = ("on_hand", "last_demand", "last_order", "backlog", "owed", "last_shipped", "last_arrived")
+
+
 class ScenarioInfo:
     """What request validation needs to know about the served scenario (built once)."""
 
@@ -241,24 +244,17 @@ class ScenarioInfo:
         role = "dc" if n < self.M else "store"
         agent = self.agent_ids[n]
 
-        given: list[tuple[tuple, list, np.ndarray]] = []  # (loc, values, array) for the range check
+        # whole units in [0, MAX_UNITS]: checked once over the converted arrays below
+        checked: list[np.ndarray] = []
+        where: list[tuple[tuple, list]] = []  # (loc, values) of every converted list, for the messages
 
         def ints(loc: tuple, v: list) -> np.ndarray:
             try:
                 a = np.asarray(v, np.int64)
             except OverflowError:
                 a = np.full(np.shape(v), -1, np.int64)  # reported by the range check below
-            given.append((loc, v, a))
-            return a
-
-        def arr(v: list[int] | None, name: str) -> np.ndarray:
-            if v is None:
-                return np.zeros(K, np.int64)
-            a = ints((name,), v)
-            if perm is not None:
-                out = np.empty(K, np.int64)
-                out[perm] = a
-                return out
+            checked.append(a)
+            where.append((loc, v))
             return a
 
         def rows(v: list[list[int]] | None, name: str) -> np.ndarray | None:
@@ -271,16 +267,25 @@ class ScenarioInfo:
                 a = out
             return a
 
+        # the per-SKU lists in one conversion (one [P, K] block)
+        lists = [getattr(req, name) for name in _PER_SKU]
+        have = [i for i, v in enumerate(lists) if v is not None]
+        block = ints(("",), [lists[i] for i in have])
+        where[-1:] = [((_PER_SKU[i],), lists[i]) for i in have]
+        if perm is not None:
+            permuted = np.empty_like(block)
+            permuted[:, perm] = block
+            block = permuted
+        per_sku: dict[str, np.ndarray] = dict(zip([_PER_SKU[i] for i in have], block, strict=True))
+        for name in _PER_SKU:
+            if name not in per_sku:
+                per_sku[name] = np.zeros(K, np.int64)
+        on_hand, last_demand, last_order = per_sku["on_hand"], per_sku["last_demand"], per_sku["last_order"]
+        backlog, owed = per_sku["backlog"], per_sku["owed"]
+        last_shipped, last_arrived = per_sku["last_shipped"], per_sku["last_arrived"]
         pipe = np.zeros((self.W - 1, K), np.int64)
         if req.pipeline:
             pipe[: len(req.pipeline)] = rows(req.pipeline, "pipeline")
-        backlog = arr(req.backlog, "backlog")
-        owed = arr(req.owed, "owed")
-        on_hand = arr(req.on_hand, "on_hand")
-        last_demand = arr(req.last_demand, "last_demand")
-        last_order = arr(req.last_order, "last_order")
-        last_shipped = arr(req.last_shipped, "last_shipped")
-        last_arrived = arr(req.last_arrived, "last_arrived")
         history = rows(req.demand_history, "demand_history")
         if backlog.any():
             if role == "store" and not self.backlog[n]:
@@ -298,10 +303,11 @@ class ScenarioInfo:
                 )
             elif not self.backlog[d]:
                 bad(("owed",), f"{agent}'s parent {self.agent_ids[d]} cannot backlog: owed must be 0")
-        total = pipe.sum(axis=0)
-        if (total > MAX_UNITS).any():
-            k = int(np.argmax(total > MAX_UNITS))
-            bad(("pipeline",), f"units in transit of SKU {self.sku_names[k]!r} exceed {MAX_UNITS}")
+        if len(req.pipeline) > 1:  # one row is bounded by the range check
+            total = pipe.sum(axis=0)
+            if (total > MAX_UNITS).any():
+                k = int(np.argmax(total > MAX_UNITS))
+                bad(("pipeline",), f"units in transit of SKU {self.sku_names[k]!r} exceed {MAX_UNITS}")
         overrides: list[tuple] = []
         d = self.availability_parent(n)
         pa = None
@@ -349,18 +355,15 @@ class ScenarioInfo:
             else:
                 sc = arr_f(cons.supplier_capacity, perm, K)
                 overrides.append(("supplier", req.period, u))
-        flat = np.concatenate([a.ravel() for _, _, a in given])
-        if flat.min() < 0 or flat.max() > MAX_UNITS:
-            for loc, v, a in given:
-                if a.min() >= 0 and a.max() <= MAX_UNITS:
-                    continue
-                for where, x in _first_out_of_range(v):
+        if any(a.size and (a.min() < 0 or a.max() > MAX_UNITS) for a in checked):
+            for loc, v in where:
+                for at, x in _first_out_of_range(v):
                     kind, msg = (
                         ("greater_than_equal", "Input should be greater than or equal to 0")
                         if x < 0
                         else ("less_than_equal", f"Input should be less than or equal to {MAX_UNITS}")
                     )
-                    bad(loc + where, msg, x, kind)
+                    bad(loc + at, msg, x, kind)
         if errs:
             raise RequestInvalid(errs)
         return NodeState(

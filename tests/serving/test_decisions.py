@@ -231,3 +231,49 @@ def test_canonical_request_json_is_pydantics():
             body["demand_history"] = [[1, 2, 3], [4, 5, 6]]
         req = DecisionRequest.model_validate(body)
         assert canonical_json(req) == req.model_dump_json()
+
+
+def test_decision__sku_order_of_the_request_does_not_matter(default_heuristic_artifact, registry_of):
+    """Per-SKU lists may come in any SKU order (``skus`` names it): the decision is the one for the
+    scenario order, and range errors name the list, row and position as sent."""
+    svc = DecisionService(registry_of(default_heuristic_artifact))
+    env = simulate("default", JointPolicy(make_policy("base_stock", {})), periods=6)
+    c = env.compiled
+    req = request_from_state(
+        c, env.state, 0, 4, "order-a", history=env.state.last_demand[0, 4][None].repeat(3, 0)
+    )
+    rng = np.random.default_rng(1)
+    perm = rng.permutation(c.K)
+
+    def shuffled(v):
+        return [v[i] for i in perm]
+
+    other = {k: v for k, v in req.items()}
+    other["request_id"] = "order-b"
+    for key in (
+        "skus",
+        "on_hand",
+        "backlog",
+        "owed",
+        "last_demand",
+        "last_order",
+        "last_shipped",
+        "last_arrived",
+    ):
+        other[key] = shuffled(req[key])
+    other["pipeline"] = [shuffled(r) for r in req["pipeline"]]
+    other["demand_history"] = [shuffled(r) for r in req["demand_history"]]
+    if "constraints" in req:
+        other["constraints"] = {"parent_available": shuffled(req["constraints"]["parent_available"])}
+    a, b = svc.decide(req), svc.decide(other)
+    assert a.orders == b.orders and a.record["executed"] == b.record["executed"]
+    assert sum(a.orders.values()) > 0
+    bad = copy.deepcopy(other)
+    bad["request_id"] = "order-c"
+    bad["demand_history"][1][7] = -3
+    bad["last_order"][2] = 10**9
+    with pytest.raises(RequestInvalid) as exc:
+        svc.decide(bad)
+    locs = sorted(e["loc"] for e in exc.value.errors)
+    assert locs == [["demand_history", 1, 7], ["last_order", 2]]
+    svc.close()
