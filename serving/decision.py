@@ -418,9 +418,8 @@ class DecisionEngine:
                 self._heuristic_into(ctx, jobs[es[0]].fallback.policy, jobs, es, qty)
         if level_envs:
             kn.levels_to_qty(ctx.params, ctx.state, ctx.work, ctx.levels, ctx.qty32)
-            for e in level_envs:
-                n = jobs[e].ns.node
-                qty[e, n] = ctx.qty32[e, n]
+            le = np.asarray(level_envs)
+            qty[le, nn[le]] = ctx.qty32[le, nn[le]]
         sh = ctx.shield
         sh.reset()
         res = sh.decide(ctx, qty, confidence=conf)
@@ -434,7 +433,7 @@ class DecisionEngine:
             if fell[e] and fbc[e] == 0:
                 fbc[e] = 2
         obs_rows = ctx.obs[ee, nn]  # [B, D] float32 (a C-contiguous copy): the digests cover these bytes
-        digests = [hashlib.sha256(obs_rows[e].tobytes()).hexdigest() for e in range(B)]
+        digests = [hashlib.sha256(row).hexdigest() for row in obs_rows]  # each row's bytes, no copy
         recs = self.records.build(batch, ee, nn, jobs, used, fell, esc, fbc, digests)
         counts = self.records.last_counts.tolist()
         verifier_fb = (batch.fallback[ee, nn] == 1).tolist()
