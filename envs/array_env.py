@@ -94,6 +94,7 @@ class ArrayEnv:
         pairs = self.E * self.N * self.K
         self._parallel = pairs >= PARALLEL_PAIRS if parallel is None else bool(parallel)
         self._step = kn.step_par if self._parallel else kn.step
+        self._l2q = kn.levels_to_qty_par if self._parallel else kn.levels_to_qty
         self.features = bool(features)
         if self.features:
             self._observe = kn.observe_par if self._parallel else kn.observe
@@ -171,7 +172,7 @@ class ArrayEnv:
     def levels_to_qty(self, levels: np.ndarray) -> np.ndarray:
         """Quantities [E, N, K] that levels [E, N, K] order at the current state."""
         lv = np.ascontiguousarray(levels, dtype=np.int64)
-        kn.levels_to_qty(self.params, self.state, self.work, lv, self._qty)
+        self._l2q(self.params, self.state, self.work, lv, self._qty)
         return self._qty
 
     def check_levels(self, levels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -194,7 +195,7 @@ class ArrayEnv:
             if self.mode == "strict":
                 raise ValueError(self.explain_masked(e, n, k, int(levels[e, n, k])))
             self._count_clipped(np.asarray(levels), lv)
-        kn.levels_to_qty(self.params, self.state, self.work, lv, self._qty)
+        self._l2q(self.params, self.state, self.work, lv, self._qty)
         return self._advance(self._qty)
 
     def step_qty(self, qty: np.ndarray):

@@ -83,15 +83,18 @@ from envs.types import (
 # writes a mask row 8 levels at a time with these: one store instead of eight byte stores.
 _BYTE_PREFIX = np.array([sum(1 << (8 * i) for i in range(j)) for j in range(9)], np.uint64)
 _LITTLE_ENDIAN = sys.byteorder == "little"
+# below this, products of two such int64 values stay under 2^52: exact in float64 (rationing)
+_FLOAT_EXACT = np.int64(1 << 26)
 
 
 @njit(cache=True)
-def _ration(avail, req_of, ship_of, idx, lo, hi, rule):
+def _ration(avail, req_of, ship_of, frac_of, idx, lo, hi, rule):
     """Split ``avail`` units over requesters idx[lo:hi] (requests req_of[i], results into ship_of[i]).
 
     Proportional: floor shares, then the remaining units one each to the largest fractional
-    remainders (ties to the lower position). Priority: in position order. ``req_of``/``ship_of`` are
-    indexed by the requester's node id.
+    remainders (ties to the lower position). Priority: in position order. ``req_of``/``ship_of`` (and
+    the scratch ``frac_of``, the remainders, computed once: recomputing them in every pass of the
+    remainder loop was most of a short DC's step in `large`) are indexed by the requester's node id.
     """
     avail = np.int64(avail)
     total = np.int64(0)
@@ -114,9 +117,22 @@ def _ration(avail, req_of, ship_of, idx, lo, hi, rule):
             left -= x
         return
     given = np.int64(0)
+    exact = avail < _FLOAT_EXACT and total < _FLOAT_EXACT  # then every avail*req < 2^52 too
+    inv = 1.0 / total
     for i in range(lo, hi):
-        x = (avail * req_of[idx[i]]) // total
+        num = avail * req_of[idx[i]]
+        if exact:
+            # floor(num / total) from a float estimate (off by at most one), corrected in integers:
+            # a 64-bit integer division per requester was most of a rationing call
+            x = np.int64(num * inv)
+            if x * total > num:
+                x -= 1
+            elif (x + 1) * total <= num:
+                x += 1
+        else:
+            x = num // total
         ship_of[idx[i]] = x
+        frac_of[idx[i]] = num - x * total  # avail*req mod total (all terms >= 0)
         given += x
     rem = avail - given
     # the remainder goes by largest fractional part (avail*req mod total), ties to the lower position
@@ -126,7 +142,7 @@ def _ration(avail, req_of, ship_of, idx, lo, hi, rule):
         best_f = np.int64(-1)
         best_i = -1
         for i in range(lo, hi):
-            f = (avail * req_of[idx[i]]) % total
+            f = frac_of[idx[i]]
             if prev_i >= 0 and (f > prev_f or (f == prev_f and i <= prev_i)):
                 continue  # already served: strictly after (prev_f, prev_i) in (f desc, i asc)
             if f > best_f:
@@ -343,13 +359,14 @@ def _step_impl(p, s, w, qty, demand, out):
     # every tuple member used inside the prange loop is unpacked here: numba's parallel lowering lost
     # writes made through a NamedTuple attribute inside the loop (the period counter did not advance)
     t_arr, key_arr = s.t, s.key
-    w_req, w_ship, w_a, w_b, w_oo = w.req, w.ship, w.a, w.b, w.owed_out
+    w_req, w_ship, w_a, w_b, w_oo, w_frac = w.req, w.ship, w.a, w.b, w.owed_out, w.frac
     volume, unit_cost = p.volume, p.unit_cost
     for e in prange(E):
         t = np.int64(t_arr[e])
         tc = t if t < T else np.int64(T)
         req = w_req[e]
         ship = w_ship[e]
+        frac = w_frac[e]
         tot = w_a[e]  # per-SKU scratch rows
         tot2 = w_b[e]
         for n in range(N):
@@ -401,7 +418,7 @@ def _step_impl(p, s, w, qty, demand, out):
                             continue
                         for i in range(lo, hi):
                             req[idx[i]] = qty[e, idx[i], k]
-                        _ration(np.int64(cap), req, ship, idx, lo, hi, RATION_PROPORTIONAL)
+                        _ration(np.int64(cap), req, ship, frac, idx, lo, hi, RATION_PROPORTIONAL)
                         for i in range(lo, hi):
                             shipped[e, idx[i], k] = ship[idx[i]]
             else:
@@ -435,7 +452,7 @@ def _step_impl(p, s, w, qty, demand, out):
                     else:  # short: ration this SKU
                         for i in range(lo, hi):
                             req[idx[i]] = shipped[e, idx[i], k]
-                        _ration(avail, req, ship, idx, lo, hi, p.rationing[d])
+                        _ration(avail, req, ship, frac, idx, lo, hi, p.rationing[d])
                         for i in range(lo, hi):
                             shipped[e, idx[i], k] = ship[idx[i]]
                 kpi[e, d, K_DEMAND] = dem_units
@@ -870,13 +887,12 @@ observe_bounds_par = njit(cache=True, parallel=True)(variant(_observe_impl, "_bo
 observe_rows = njit(cache=True)(variant(_observe_impl, "_rows"))
 
 
-@njit(cache=True)
-def levels_to_qty(p, s, w, levels, qty):
+def _levels_to_qty_impl(p, s, w, levels, qty):
     """qty[E, N, K]: the order quantities of action levels[E, N, K] at the current state."""
     E, N, K = levels.shape
     T = p.horizon
     M = p.n_dcs
-    mode_, qstep, is_store_, cover_step, mean, lot_, moq_ = (
+    mode_, qstep, is_store_, cover_step, mean, lot_, moq_, season_, parent = (
         p.mode,
         p.qstep,
         p.is_store,
@@ -884,31 +900,40 @@ def levels_to_qty(p, s, w, levels, qty):
         p.mean,
         p.lot,
         p.moq,
+        p.season,
+        p.parent,
     )
-    on_hand, transit, owed, backlog = s.on_hand, s.transit, s.owed, s.backlog
-    for e in range(E):
-        t = np.int64(s.t[e])
+    on_hand, transit, owed, backlog, t_arr, w_oo = s.on_hand, s.transit, s.owed, s.backlog, s.t, w.owed_out
+    for e in prange(E):
+        _owed_out_dcs(owed, parent, e, w_oo[e], M)
+    # one row per environment and node (integer arithmetic: the same quantities in any order)
+    for r in prange(E * N):
+        e = r // N
+        n = r % N
+        t = np.int64(t_arr[e])
         tc = t if t < T else np.int64(T)
-        oo = w.owed_out[e]
-        _owed_out_dcs(owed, p.parent, e, oo, M)
-        season = p.season[tc]
-        for n in range(N):
-            mode = mode_[n]
-            is_store = is_store_[n]
-            cs = cover_step[n]
-            for k in range(K):
-                l = levels[e, n, k]
-                if l <= 0:
-                    qty[e, n, k] = 0
-                elif mode == MODE_QUANTITY:
-                    qty[e, n, k] = l * qstep[n, k]
-                else:
-                    x = np.int64(transit[e, n, k])
-                    back = np.int64(backlog[e, n, k]) if is_store else oo[n, k]
-                    ip = np.int64(on_hand[e, n, k]) + x + owed[e, n, k] - back
-                    qty[e, n, k] = level_quantity(
-                        l, mode, qstep[n, k], cs, mean[n, k] * season, ip, lot_[k], moq_[k]
-                    )
+        oo = w_oo[e]
+        season = season_[tc]
+        mode = mode_[n]
+        is_store = is_store_[n]
+        cs = cover_step[n]
+        for k in range(K):
+            l = levels[e, n, k]
+            if l <= 0:
+                qty[e, n, k] = 0
+            elif mode == MODE_QUANTITY:
+                qty[e, n, k] = l * qstep[n, k]
+            else:
+                x = np.int64(transit[e, n, k])
+                back = np.int64(backlog[e, n, k]) if is_store else oo[n, k]
+                ip = np.int64(on_hand[e, n, k]) + x + owed[e, n, k] - back
+                qty[e, n, k] = level_quantity(
+                    l, mode, qstep[n, k], cs, mean[n, k] * season, ip, lot_[k], moq_[k]
+                )
+
+
+levels_to_qty = njit(cache=True)(_levels_to_qty_impl)
+levels_to_qty_par = njit(cache=True, parallel=True)(variant(_levels_to_qty_impl, "_par"))
 
 
 @njit(cache=True)

@@ -187,6 +187,7 @@ class Work(NamedTuple):
     pt: np.ndarray  # [E, K] int64 in-transit units of one node per SKU
     a: np.ndarray  # [E, K] int64 per-SKU scratch
     b: np.ndarray  # [E, K] int64 per-SKU scratch
+    frac: np.ndarray  # [E, N] int64 fractional parts of a proportional rationing (by requester)
 
 
 def new_work(E: int, N: int, M: int, K: int) -> Work:
@@ -198,6 +199,7 @@ def new_work(E: int, N: int, M: int, K: int) -> Work:
         pt=np.zeros((E, K), np.int64),
         a=np.zeros((E, K), np.int64),
         b=np.zeros((E, K), np.int64),
+        frac=np.zeros((E, N), np.int64),
     )
 
 

@@ -191,8 +191,19 @@ def test_ration__largest_remainder_and_priority():
     assert got[0, :, 0].tolist() == [5, 2, 0]
     work_req = np.array([5, 5, 5], np.int64)
     ship = np.zeros(3, np.int64)
-    kn._ration(7, work_req, ship, np.arange(3), 0, 3, 0)
+    kn._ration(7, work_req, ship, np.zeros(3, np.int64), np.arange(3), 0, 3, 0)
     assert ship.tolist() == [3, 2, 2]
+    # many requesters, many remainders: the kernel's rationing is the reference's, unit for unit
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        C = int(rng.integers(1, 60))
+        r = rng.integers(0, 10 ** int(rng.integers(1, 7)), C).astype(np.int64)
+        avail = int(rng.integers(0, max(1, int(r.sum())) + 2))
+        ship = np.zeros(C, np.int64)
+        idx = rng.permutation(C)
+        kn._ration(avail, r, ship, np.zeros(C, np.int64), idx, 0, C, 0)
+        want = ration(np.array([[avail]]), r[idx][None, :, None], 0)[0, :, 0]
+        assert ship[idx].tolist() == want.tolist()
 
 
 def test_kernel__one_compiled_signature_each():
