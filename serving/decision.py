@@ -809,11 +809,17 @@ def settle_gc() -> None:
     (``gc.freeze``). Without it, each full collection walks all of them again, and a decision
     allocates enough small objects (record dicts and lists) to trigger one every few batches: that
     was a third of the CPU time of a batched decision. Call it once a long-lived process has loaded
-    its service (`restock serve` does, after startup); objects created later are collected as usual."""
+    its service (`restock serve` does, after startup); objects created later are collected as usual.
+
+    It also raises the youngest generation's threshold to 20,000 allocations (Python's default is
+    700): a batch of decisions allocates a few thousand short-lived dicts and lists, and collecting
+    them every 700 cost ~8% of in-process throughput here. The setting is process-wide."""
     import gc
 
     gc.collect()
     gc.freeze()
+    g0, g1, g2 = gc.get_threshold()
+    gc.set_threshold(max(g0, 20_000), g1, g2)
 
 
 def finite_or_none(x: float) -> float | None:
