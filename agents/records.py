@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -53,20 +54,39 @@ def _plain_float(x: Any) -> bool:
     return x is None or (type(x) is float and (x == 0.0 or 1e-4 <= abs(x) < 1e16))
 
 
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"decision record holds {name}, which canonical JSON cannot")
+
+
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"decision record holds {text}, beyond float range")
+    return x
+
+
+# orjson serialises these as JSON; json (what the canonical form is defined by) would refuse them
+_SCALARS = (str, int, bool, type(None), list, dict)
+
+
 def canonical_bytes(payload: dict[str, Any]) -> bytes:
     """A record payload as sorted compact ASCII JSON: exactly
     ``json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()``.
 
     orjson writes the same bytes ten times faster when every string is ASCII other than DEL (json
     escapes non-ASCII and DEL), every int fits 64 bits, and every float is written in plain decimal
-    (json switches to exponents below 1e-4 and from 1e16, orjson at other points). A record's only
-    floats are its ``confidence`` and ``slack`` values; anything else, and any payload failing these
-    checks, is written by ``json`` (tests/agents/test_records.py compares the two on random and edge-case
-    records).
+    (json switches to exponents below 1e-4 and from 1e16, orjson at other points; orjson writes NaN
+    and infinities as ``null`` where json refuses them). A record's floats are its ``confidence`` and
+    ``slack`` values, checked here; any other top-level value that is not a str, int, bool, None,
+    list or dict sends the payload to ``json``. Below the top level, records hold the builders' ints
+    and strings, and `DecisionRecord.from_json` refuses NaN and infinities in stored text.
+    tests/agents/test_records.py compares the two writers on random and edge-case records.
     """
     slack = payload.get("slack")
-    if _plain_float(payload.get("confidence")) and (
-        slack is None or (type(slack) is dict and all(map(_plain_float, slack.values())))
+    if (
+        _plain_float(payload.get("confidence"))
+        and (slack is None or (type(slack) is dict and all(map(_plain_float, slack.values()))))
+        and all(type(v) in _SCALARS for k, v in payload.items() if k != "confidence")
     ):
         try:
             b = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
@@ -140,7 +160,9 @@ class DecisionRecord:
 
     @classmethod
     def from_json(cls, text: str) -> DecisionRecord:
-        d = json.loads(text)
+        """A record from its JSON text. NaN, Infinity and floats that overflow are refused: canonical
+        JSON cannot hold them, and read back they would hash as ``null`` (`canonical_bytes`)."""
+        d = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:

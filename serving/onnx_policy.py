@@ -18,8 +18,9 @@ from numba import njit
 @njit(cache=True)
 def _greedy(lg, K, L, levels, conf):
     """levels[b, k] = first argmax over l of lg[b, k*L + l]; conf[b] = mean over k of the softmax
-    probability of that level (1 / sum exp(logit - max), in float32 as `TorchPolicy` computes it). One
-    pass over the logits; False (and nothing reliable written) when a logit is not finite."""
+    probability of that level (1 / sum exp(logit - max) in float32, averaged in float64: it can differ
+    from `TorchPolicy`'s float32 mean in the last float32 digit). One pass over the logits; False (and
+    nothing reliable written) when a logit is not finite."""
     B = lg.shape[0]
     one = np.float32(1.0)
     for b in range(B):

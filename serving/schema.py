@@ -56,7 +56,9 @@ MAX_HISTORY = 365
 
 # whole units; the range [0, MAX_UNITS] is checked on the converted arrays (`ScenarioInfo.check`: one
 # vectorised test instead of a constraint per list item, which was a third of validation's time)
-UnitList = Annotated[list[int], Field(min_length=1)]
+UnitList = Annotated[
+    list[Annotated[int, Field(json_schema_extra={"minimum": 0, "maximum": MAX_UNITS})]], Field(min_length=1)
+]
 Money = Annotated[float, Field(ge=0.0, allow_inf_nan=False, le=1e15)]
 
 
@@ -244,17 +246,26 @@ class ScenarioInfo:
         role = "dc" if n < self.M else "store"
         agent = self.agent_ids[n]
 
-        # whole units in [0, MAX_UNITS]: checked once over the converted arrays below
-        checked: list[np.ndarray] = []
-        where: list[tuple[tuple, list]] = []  # (loc, values) of every converted list, for the messages
+        # whole units in [0, MAX_UNITS], checked on the converted arrays (one min and max per array)
+        def in_range(a: np.ndarray) -> bool:
+            return a.size == 0 or (a.min() >= 0 and a.max() <= MAX_UNITS)
+
+        def out_of_range(loc: tuple, v: list) -> None:
+            for at, x in _first_out_of_range(v):
+                if x < 0:
+                    bad(loc + at, "Input should be greater than or equal to 0", x, "greater_than_equal")
+                else:
+                    msg = f"Input should be less than or equal to {MAX_UNITS}"
+                    bad(loc + at, msg, x, "less_than_equal")
 
         def ints(loc: tuple, v: list) -> np.ndarray:
             try:
                 a = np.asarray(v, np.int64)
-            except OverflowError:
-                a = np.full(np.shape(v), -1, np.int64)  # reported by the range check below
-            checked.append(a)
-            where.append((loc, v))
+            except OverflowError:  # beyond int64: out of range
+                out_of_range(loc, v)
+                return np.zeros(np.shape(v), np.int64)
+            if not in_range(a):
+                out_of_range(loc, v)
             return a
 
         def rows(v: list[list[int]] | None, name: str) -> np.ndarray | None:
@@ -267,11 +278,16 @@ class ScenarioInfo:
                 a = out
             return a
 
-        # the per-SKU lists in one conversion (one [P, K] block)
+        # the per-SKU lists in one conversion (one [P, K] block); per list only when one is out of range
         lists = [getattr(req, name) for name in _PER_SKU]
         have = [i for i, v in enumerate(lists) if v is not None]
-        block = ints(("",), [lists[i] for i in have])
-        where[-1:] = [((_PER_SKU[i],), lists[i]) for i in have]
+        try:
+            block = np.array([lists[i] for i in have], np.int64)
+            fine = in_range(block)
+        except OverflowError:
+            fine = False
+        if not fine:
+            block = np.stack([ints((_PER_SKU[i],), lists[i]) for i in have])
         if perm is not None:
             permuted = np.empty_like(block)
             permuted[:, perm] = block
@@ -287,6 +303,8 @@ class ScenarioInfo:
         if req.pipeline:
             pipe[: len(req.pipeline)] = rows(req.pipeline, "pipeline")
         history = rows(req.demand_history, "demand_history")
+        if errs:  # out-of-range units: reported before the scenario rules that read them
+            raise RequestInvalid(errs)
         if backlog.any():
             if role == "store" and not self.backlog[n]:
                 bad(("backlog",), f"{agent} loses unmet demand in this scenario: backlog must be 0")
@@ -355,15 +373,6 @@ class ScenarioInfo:
             else:
                 sc = arr_f(cons.supplier_capacity, perm, K)
                 overrides.append(("supplier", req.period, u))
-        if any(a.size and (a.min() < 0 or a.max() > MAX_UNITS) for a in checked):
-            for loc, v in where:
-                for at, x in _first_out_of_range(v):
-                    kind, msg = (
-                        ("greater_than_equal", "Input should be greater than or equal to 0")
-                        if x < 0
-                        else ("less_than_equal", f"Input should be less than or equal to {MAX_UNITS}")
-                    )
-                    bad(loc + at, msg, x, kind)
         if errs:
             raise RequestInvalid(errs)
         return NodeState(

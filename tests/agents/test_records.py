@@ -225,6 +225,8 @@ def test_canonical_bytes_is_json_dumps_exactly():
         {"slack": {"storage": 3}, "confidence": 1e-5},
         {"confidence": 1e16, "slack": None},
         {"confidence": -0.0},
+        {"period": 1e-07, "confidence": 0.5},  # a float outside the screened fields
+        {"env": 3.0, "slack": {"lane": 2.5}},
     ]
     for d in edge:
         assert canonical_bytes(d) == ref(d)
@@ -232,3 +234,21 @@ def test_canonical_bytes_is_json_dumps_exactly():
         canonical_bytes({"confidence": float("nan")})
     with pytest.raises(ValueError):
         canonical_bytes({"slack": {"storage": float("inf")}})
+    with pytest.raises(ValueError):
+        canonical_bytes({"fallback": float("nan")})  # not screened, still refused as json refuses it
+
+
+def test_from_json_refuses_non_finite_numbers_so_they_cannot_pass_as_null():
+    """orjson writes NaN as null: stored text edited from null to NaN (or Infinity, or 1e999) must not
+    read back as a record whose hash still matches."""
+    sink = MemorySink()
+    run(sink, periods=2)
+    rec = next(iter(sink.records()))
+    text = rec.to_json()
+    assert DecisionRecord.from_json(text).compute_hash() == rec.hash
+    assert '"obs_digest":' in text or '"fallback":null' in text
+    for bad in ("NaN", "Infinity", "-Infinity", "1e999"):
+        tampered = text.replace('"fallback":null', '"fallback":' + bad, 1)
+        assert tampered != text
+        with pytest.raises(ValueError):
+            DecisionRecord.from_json(tampered)

@@ -276,4 +276,13 @@ def test_decision__sku_order_of_the_request_does_not_matter(default_heuristic_ar
         svc.decide(bad)
     locs = sorted(e["loc"] for e in exc.value.errors)
     assert locs == [["demand_history", 1, 7], ["last_order", 2]]
+    # beyond int64, and negative debts: only the range errors, not the scenario rules on made-up values
+    huge = copy.deepcopy(req)
+    huge["request_id"] = "order-d"
+    huge["last_order"][0] = 2**70
+    huge["owed"][3] = -1
+    with pytest.raises(RequestInvalid) as exc:
+        svc.decide(huge)
+    assert sorted(e["loc"] for e in exc.value.errors) == [["last_order", 0], ["owed", 3]]
+    assert {e["type"] for e in exc.value.errors} == {"less_than_equal", "greater_than_equal"}
     svc.close()
