@@ -157,6 +157,10 @@ class _Ctx:
         self.ub = np.zeros((E, N, K), np.int32)
         self.levels = np.zeros((E, N, K), np.int64)
         self.qty32 = np.zeros((E, N, K), np.int32)
+        self.qty = np.zeros((E, N, K), np.int64)  # proposals; only the last batch's rows are nonzero
+        # the (environment, node) rows the last batch wrote into state, levels and qty: the next batch
+        # zeroes those rows instead of whole arrays (every other row is zero already)
+        self.dirty: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.intp), np.zeros(0, np.intp))
         self.sink = _Capture()
         # configured as training and evaluation configure it (same config hash); obs digests are
         # taken per request below instead of for every node of every environment
@@ -322,6 +326,7 @@ class DecisionEngine:
         s = ctx.state
         W = self.compiled.W
         info = self.info
+        de, dn = ctx.dirty
         for a in (
             s.on_hand,
             s.backlog,
@@ -332,9 +337,10 @@ class DecisionEngine:
             s.last_demand,
             s.shipped,
             s.arrived,
+            ctx.levels,
+            ctx.qty,
         ):
-            a.fill(0)
-        s.key.fill(0)
+            a[de, dn] = 0
         t = jobs[0].ns.period
         s.t.fill(t)
         # one job per environment, all of period t: each state array is written for the whole batch
@@ -353,15 +359,25 @@ class DecisionEngine:
             slots = (t + 1 + np.arange(pipes.shape[1])) % W
             s.pipe[ee[:, None], nn[:, None], slots[None, :]] = pipes
             s.transit[ee, nn] = pipes.sum(axis=1)
+        extra_e, extra_n = [], []  # rows besides the requested ones: a DC's child, a parent DC
         for e, ns in enumerate(nss):
             n = ns.node
             if ns.role == "store":
                 s.backlog[e, n] = ns.backlog
             elif ns.backlog.any():
-                s.owed[e, info.children[n][0]] = ns.backlog  # what a DC owes its children
+                c0 = info.children[n][0]
+                s.owed[e, c0] = ns.backlog  # what a DC owes its children
+                extra_e.append(e)
+                extra_n.append(c0)
             if ns.parent_available is not None:
                 d = info.availability_parent(n)
                 s.on_hand[e, d] = ns.parent_available + ns.owed
+                extra_e.append(e)
+                extra_n.append(d)
+        ctx.dirty = (
+            np.concatenate([ee, np.asarray(extra_e, np.intp)]),
+            np.concatenate([nn, np.asarray(extra_n, np.intp)]),
+        )
 
     def _run_batch(self, jobs: list[Job], where: list[int], out: list) -> None:
         ctx = self._ctx(len(jobs))
@@ -373,7 +389,7 @@ class DecisionEngine:
 
     def _decide(self, ctx: _Ctx, jobs: list[Job], where: list[int], out: list) -> None:
         c = self.compiled
-        E, N, K = ctx.E, c.N, c.K
+        E, N = ctx.E, c.N
         self._fill(ctx, jobs)
         B = len(jobs)
         nn = np.fromiter((j.ns.node for j in jobs), np.intp, B)
@@ -383,9 +399,8 @@ class DecisionEngine:
         # only the asked-for (environment, node) rows: the other rows are never read for this batch
         # (the other nodes propose nothing, and the shield computes its own bounds)
         kn.observe_rows(ctx.params, ctx.state, ctx.work, ctx.obs, ctx.mask, ctx.ub, True, rows)
-        qty = np.zeros((E, N, K), np.int64)
+        qty = ctx.qty  # zero but for this batch's rows (`_fill`)
         conf = np.full((E, N), np.nan)
-        ctx.levels.fill(0)
         used: list[RolePolicy] = [j.rp for j in jobs]
         fell = [False] * len(jobs)
         groups: dict[int, list[int]] = {}

@@ -286,3 +286,31 @@ def test_decision__sku_order_of_the_request_does_not_matter(default_heuristic_ar
     assert sorted(e["loc"] for e in exc.value.errors) == [["last_order", 0], ["owed", 3]]
     assert {e["type"] for e in exc.value.errors} == {"less_than_equal", "greater_than_equal"}
     svc.close()
+
+
+def test_decision__a_batch_leaves_nothing_behind_for_the_next(tiny_heuristic_artifact, registry_of, tmp_path):
+    """The engine zeroes only the rows the previous batch wrote: a batch decided after another gives
+    what a fresh service gives. The first batch's DC owes its children (written into a child's row,
+    which the second batch's DC request, owing nothing, does not write): a stale row would lower the
+    DC's inventory position and change its order."""
+    env = simulate("tiny", JointPolicy(make_policy("base_stock", {})), periods=5)
+    c = env.compiled
+    dc = request_from_state(c, env.state, 0, 0, "first-dc")
+    dc["backlog"] = [40] * c.K
+    first = [dc, request_from_state(c, env.state, 0, 1, "first-1")]
+    second = [
+        request_from_state(c, env.state, 0, 0, "second-dc"),
+        request_from_state(c, env.state, 0, 2, "second-2"),
+    ]
+    second[0]["backlog"] = [0] * c.K
+    used = DecisionService(registry_of(tiny_heuristic_artifact), audit=f"sqlite:///{tmp_path / 'a.db'}")
+    fresh = DecisionService(registry_of(tiny_heuristic_artifact), audit=f"sqlite:///{tmp_path / 'b.db'}")
+    owing = used.decide_many(first)[0]
+    got = used.decide_many(second)
+    want = fresh.decide_many(second)
+    assert owing.orders != want[0].orders  # what the DC owes changes its order: the test can tell
+    for g, w in zip(got, want, strict=True):
+        assert g.orders == w.orders and g.record["proposed"] == w.record["proposed"]
+        assert g.record["slack"] == w.record["slack"] and g.record["binding"] == w.record["binding"]
+    used.close()
+    fresh.close()
