@@ -112,6 +112,7 @@ class ShieldWork(NamedTuple):
     fs: np.ndarray  # [E, max(N, K)] float64 scratch
     xs: np.ndarray  # [E, max(N, K)] int64 scratch
     gt: np.ndarray  # [E, 2, K] int64 per-SKU totals over a group of nodes
+    live: np.ndarray  # [E, N] uint8 1 where the node may order (`Shield.decide`'s ``rows``); 0: safe action
 
 
 def new_shield_work(E: int, N: int, K: int) -> ShieldWork:
@@ -130,6 +131,7 @@ def new_shield_work(E: int, N: int, K: int) -> ShieldWork:
         fs=np.zeros((E, L)),
         xs=np.zeros((E, L), np.int64),
         gt=np.zeros((E, 2, K), np.int64),
+        live=np.ones((E, N), np.uint8),
     )
 
 
@@ -261,14 +263,17 @@ def _repair_row(q, changed, e, n, w, lot, moq, cap, bit, rem, xs):
 
 
 @njit(cache=True)
-def _group_totals(q0, q, e, idx, lo, hi, t0, t1):
-    """t0[k], t1[k] = sums of q0[e, ., k] and q[e, ., k] over the nodes idx[lo:hi] (row by row)."""
+def _group_totals(q0, q, e, idx, lo, hi, t0, t1, live):
+    """t0[k], t1[k] = sums of q0[e, ., k] and q[e, ., k] over the nodes idx[lo:hi] (row by row; nodes
+    that are not live order nothing and are skipped)."""
     K = q.shape[2]
     for k in range(K):
         t0[k] = 0
         t1[k] = 0
     for i in range(lo, hi):
         n = idx[i]
+        if live[e, n] == 0:
+            continue
         for k in range(K):
             t0[k] += q0[e, n, k]
             t1[k] += q[e, n, k]
@@ -339,7 +344,7 @@ def _repair_col(q, changed, e, k, idx, lo, hi, lot, moq, cap, bit, rem, xs):
 
 def _chain_impl(p, s, w):
     """Clip, repair and snap w.q0 into w.q (see the module docstring); counts into w.interv/raw/cost."""
-    q0, q, changed, interv, raw, head = w.q0, w.q, w.changed, w.interv, w.raw, w.head
+    q0, q, changed, interv, raw, head, live = w.q0, w.q, w.changed, w.interv, w.raw, w.head, w.live
     E, N, K = q0.shape
     M = p.n_dcs
     U = p.sup_ptr.shape[0] - 1
@@ -373,6 +378,11 @@ def _chain_impl(p, s, w):
         xs = w.xs[e]
         # per node: headroom, per-SKU bounds, violations of the proposal, clip
         for n in range(N):
+            if live[e, n] == 0:  # not asked about: orders nothing (the safe action), checks skipped
+                head[e, n] = 0.0
+                for k in range(K):
+                    q[e, n, k] = 0
+                continue
             h = headroom_values(cap_ahead[tc, n], on_hand, transit, owed, volume, e, n)
             head[e, n] = h
             u = supplier[n]
@@ -439,6 +449,8 @@ def _chain_impl(p, s, w):
                 raw[e, CI_BUDGET] += 1
         # joint repairs per node
         for n in range(N):
+            if live[e, n] == 0:
+                continue
             _repair_row(q, changed, e, n, volume, lot, moq, head[e, n], b_storage, fs, xs)
             _repair_row(q, changed, e, n, volume, lot, moq, lane_cap[n], b_lane, fs, xs)
             _repair_row(q, changed, e, n, unit_cost, lot, moq, budget[n], b_budget, fs, xs)
@@ -448,7 +460,7 @@ def _chain_impl(p, s, w):
         t1 = w.gt[e, 1]
         for u in range(U):
             lo, hi = sup_ptr[u], sup_ptr[u + 1]
-            _group_totals(q0, q, e, sup_idx, lo, hi, t0, t1)
+            _group_totals(q0, q, e, sup_idx, lo, hi, t0, t1, live)
             for k in range(K):
                 cap = sup_cap[tc, u, k]
                 if math.isinf(cap):
@@ -462,7 +474,7 @@ def _chain_impl(p, s, w):
             if dc_backlog[dd]:
                 continue  # a backlogging DC queues what it cannot ship (availability_dc)
             lo, hi = child_ptr[dd], child_ptr[dd + 1]
-            _group_totals(q0, q, e, child_idx, lo, hi, t0, t1)
+            _group_totals(q0, q, e, child_idx, lo, hi, t0, t1, live)
             for k in range(K):
                 a = dc_available_values(on_hand, oo, e, dd, k)
                 if t0[k] > a:
@@ -472,6 +484,9 @@ def _chain_impl(p, s, w):
         # snap down to lot and MOQ; node-SKUs changed per constraint and SKUs changed per node
         for n in range(N):
             cnt = 0
+            if live[e, n] == 0:
+                w.cost[e, n] = 0
+                continue
             for k in range(K):
                 x = q[e, n, k]
                 if x > 0 and (lot[k] > 1 or moq[k] > 1):
@@ -570,6 +585,22 @@ def _obs_check(bits, esc):
                     m = x
             if m == np.uint32(0x7F800000):
                 esc[e, n] |= ESC_OBS
+
+
+@njit(cache=True)
+def _obs_check_rows(bits, esc, rows):
+    """`_obs_check` for the (environment, node) rows listed in rows[R, 2] only."""
+    D = bits.shape[2]
+    for r in range(rows.shape[0]):
+        e = rows[r, 0]
+        n = rows[r, 1]
+        m = np.uint32(0)
+        for j in range(D):
+            x = bits[e, n, j] & np.uint32(0x7F800000)
+            if x > m:
+                m = x
+        if m == np.uint32(0x7F800000):
+            esc[e, n] |= ESC_OBS
 
 
 # ------------------------------------------------------------------------------------------------
@@ -861,16 +892,30 @@ class Shield:
         self._bind(ctx)
         E, N, K = self._shape
         self._sanitise(self._as_array(qty, E, N, K))
+        self.work.live.fill(1)
         repair(ctx.params, ctx.state, self.work, self._use_parallel())
         return self.work.q.copy()
 
-    def decide(self, ctx, qty, confidence: np.ndarray | None = None) -> ShieldResult:
+    def decide(
+        self, ctx, qty, confidence: np.ndarray | None = None, rows: np.ndarray | None = None
+    ) -> ShieldResult:
         """Shield proposed orders qty[E, N, K] at the decision point ``ctx`` (an ArrayEnv or anything with
-        ``params`` and ``state``; ``compiled`` and ``obs`` when available)."""
+        ``params`` and ``state``; ``compiled`` and ``obs`` when available).
+
+        ``rows`` (int64 [R, 2] of (environment, node)): only these nodes are deciding (the serving shim
+        asks about one node per environment). Every other node executes the safe action (orders
+        nothing) and its clipping, repairs and observation check are skipped; give them zero
+        proposals and the result is the one without ``rows``, computed for R nodes instead of E x N.
+        """
         self._bind(ctx)
         E, N, K = self._shape
         p, s = ctx.params, ctx.state
         w = self.work
+        if rows is None:
+            w.live.fill(1)
+        else:
+            w.live.fill(0)
+            w.live[rows[:, 0], rows[:, 1]] = 1
         enforce = self.mode == "enforce"
         a = self._as_array(qty, E, N, K)
         breaker = enforce and self.breaker_after > 0
@@ -926,7 +971,10 @@ class Shield:
         if self.check_obs and obs is not None and np.shape(obs)[:2] == (E, N):
             ob = np.asarray(obs)
             if ob.dtype == np.float32 and ob.flags.c_contiguous:
-                _obs_check(ob.view(np.uint32), w.esc)
+                if rows is None:
+                    _obs_check(ob.view(np.uint32), w.esc)
+                else:
+                    _obs_check_rows(ob.view(np.uint32), w.esc, np.ascontiguousarray(rows, np.int64))
             else:
                 w.esc[~np.isfinite(ob).all(axis=2)] |= ESC_OBS
         if breaker:

@@ -437,7 +437,7 @@ class DecisionEngine:
             qty[le, nn[le]] = ctx.qty32[le, nn[le]]
         sh = ctx.shield
         sh.reset()
-        res = sh.decide(ctx, qty, confidence=conf)
+        res = sh.decide(ctx, qty, confidence=conf, rows=rows)
         batch = ctx.sink.last
         ee = np.arange(B)
         esc = batch.escalation[ee, nn].astype(np.int64)

@@ -655,3 +655,32 @@ def test_shield__parallel_chain_matches_the_serial_one():
         np.testing.assert_array_equal(b.interventions, a.interventions)
         np.testing.assert_array_equal(b.raw_violations, a.raw_violations)
         env.step_qty(ex)
+
+
+@settings(max_examples=300, **PROPS)
+@given(case=cases(adversarial=False), pick=st.integers(0, 2**32 - 1))
+def test_shield__rows_decide_the_listed_nodes_as_the_whole_batch_would(case, pick):
+    """``decide(..., rows=...)`` (the serving shim's one node per environment): with the other nodes
+    proposing nothing, the listed nodes get exactly what deciding every node gives (orders, change
+    flags, slack, escalations); the other nodes execute nothing, even when they propose something."""
+    _, c, state, q = case
+    q = sanitised(q)
+    E = q.shape[0]
+    r = np.random.default_rng(pick)
+    rows = np.stack([np.arange(E), r.integers(0, c.N, E)], axis=1).astype(np.int64)
+    live = np.zeros((E, c.N), bool)
+    live[rows[:, 0], rows[:, 1]] = True
+    only = np.where(live[..., None], q, 0)
+    obs = r.random((E, c.N, 7)).astype(np.float32)
+    obs[r.random((E, c.N)) < 0.3, 2] = np.nan
+    full = Shield(anomaly=None, breaker_after=0).decide(ctx_for(c, state, obs), only)
+    sub = Shield(anomaly=None, breaker_after=0).decide(ctx_for(c, state, obs), only, rows=rows)
+    ee, nn = rows[:, 0], rows[:, 1]
+    np.testing.assert_array_equal(sub.executed[ee, nn], full.executed[ee, nn])
+    np.testing.assert_array_equal(sub.changed[ee, nn], full.changed[ee, nn])
+    np.testing.assert_array_equal(sub.escalation[ee, nn], full.escalation[ee, nn])
+    np.testing.assert_array_equal(sub.constraint_cost[ee, nn], full.constraint_cost[ee, nn])
+    np.testing.assert_array_equal(sub.interventions, full.interventions)
+    assert (sub.executed[~live] == 0).all()
+    noisy = Shield(anomaly=None, breaker_after=0).decide(ctx_for(c, state, obs), q, rows=rows)
+    assert (noisy.executed[~live] == 0).all() and not noisy.executed_violations.any()
