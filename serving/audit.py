@@ -179,6 +179,11 @@ class SqliteStore:
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
         self.last = {t: self._last_hash(t) for t in ("decisions", "shadow_decisions")}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._unchecked = 0  # bytes committed since the checkpointer was last woken
+        self._ckpt = threading.Thread(target=self._checkpoints, name="audit-checkpoint", daemon=True)
+        self._ckpt.start()
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
@@ -187,12 +192,28 @@ class SqliteStore:
         # rows took 25 us a row with 4 KiB pages and 14 us with 64 KiB (WAL, synchronous=FULL)
         con.execute("PRAGMA page_size=65536")
         con.execute("PRAGMA journal_mode=WAL")
-        # checkpoint every ~16 MiB of WAL (SQLite's default is 1000 pages: 64 MiB at these page sizes,
-        # and copying that much back in one commit stalled a request by tens of milliseconds)
-        page = con.execute("PRAGMA page_size").fetchone()[0]
-        con.execute(f"PRAGMA wal_autocheckpoint={max(1, (16 << 20) // page)}")
+        # no checkpoint inside a commit: `_checkpoints` copies the WAL back on its own thread (a
+        # commit that checkpointed copied megabytes and stalled the requests behind it)
+        con.execute("PRAGMA wal_autocheckpoint=0")
         con.execute(f"PRAGMA synchronous={self.durability.upper()}")
         return con
+
+    CHECKPOINT_BYTES = 8 << 20  # WAL growth that wakes the checkpointer
+
+    def _checkpoints(self) -> None:
+        """The checkpointer thread: PASSIVE checkpoints (they never block the writer or readers) on its
+        own connection, once ``CHECKPOINT_BYTES`` of WAL have been written or every 5 s."""
+        con = self._connect()
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(5.0)
+                self._wake.clear()
+                try:
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    pass  # busy or closing: the next round retries
+        finally:
+            con.close()
 
     def _last_hash(self, table: str) -> str:
         row = self._w.execute(f"SELECT hash FROM {table} ORDER BY seq DESC LIMIT 1").fetchone()
@@ -221,6 +242,11 @@ class SqliteStore:
                 con.execute("ROLLBACK")
                 raise
             self.last = last
+            # about what was written: request and response texts, plus ~4 KB a row for the record
+            self._unchecked += sum(len(e.request_json) + len(e.head) + 4096 for e in entries)
+            if self._unchecked >= self.CHECKPOINT_BYTES:
+                self._unchecked = 0
+                self._wake.set()
         return out
 
     def _insert(self, con: sqlite3.Connection, entries: list[Entry]) -> tuple[list, dict]:
@@ -409,6 +435,14 @@ class SqliteStore:
         return n
 
     def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._ckpt.join(timeout=30)
+        try:  # copy the rest of the WAL back and truncate it (best effort: a reader may hold it)
+            with self._wlock:
+                self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error:
+            pass
         for con in (self._w, self._r):
             try:
                 con.close()

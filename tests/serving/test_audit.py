@@ -137,3 +137,33 @@ def test_audit__responses_are_stored_without_their_record_and_served_whole(fille
     rep = store.verify()
     assert not rep["ok"] and rep["decisions"]["broken"]["request_id"] == rows[3][0]
     store.close()
+
+
+def test_audit__checkpoints_run_beside_the_writer_and_close_truncates_the_wal(
+    tiny_heuristic_artifact, registry_of, tmp_path
+):
+    """Commits never checkpoint (wal_autocheckpoint=0); the checkpointer thread copies the WAL back
+    once enough is written, and closing the store truncates it, with every decision in the database."""
+    import time
+    from pathlib import Path
+
+    db = tmp_path / "ck.db"
+    svc = DecisionService(registry_of(tiny_heuristic_artifact), audit=f"sqlite:///{db}")
+    assert svc.store._w.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    svc.store.CHECKPOINT_BYTES = 1  # wake the checkpointer after every commit
+    size0 = db.stat().st_size  # the schema only: decisions reach this file by checkpoints
+    env = simulate("tiny", JointPolicy(make_policy("base_stock", {})), periods=2)
+    for i in range(5):
+        svc.decide(request_from_state(env.compiled, env.state, 0, i % 3, f"ck{i}"))
+    wal = Path(f"{db}-wal")
+    deadline = time.time() + 10
+    while time.time() < deadline and db.stat().st_size <= size0:  # rows reach the main file: a checkpoint
+        time.sleep(0.05)
+    assert db.stat().st_size > size0
+    assert wal.exists()
+    svc.close()
+    assert not wal.exists() or wal.stat().st_size == 0
+    store = open_store(str(db))
+    rep = store.verify()
+    assert rep["ok"] and rep["decisions"]["records"] == 5
+    store.close()
