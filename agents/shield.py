@@ -572,28 +572,22 @@ def _anomaly_step(t, last_t, demand, is_store, mu, var, seen, z, ratio, margin, 
 
 
 @njit(cache=True)
-def _obs_check(bits, esc):
+def _obs_check(bits, esc, rows=None):
     """esc |= ESC_OBS for nodes whose float32 observation (viewed as uint32 ``bits``) holds NaN or
-    infinity: an all-ones exponent. Integer max reductions vectorise; float NaN tests do not."""
+    infinity: an all-ones exponent. Integer max reductions vectorise; float NaN tests do not. With
+    ``rows`` (int64 [R, 2] of (environment, node)) only those nodes are checked."""
     E, N, D = bits.shape
-    for e in range(E):
-        for n in range(N):
-            m = np.uint32(0)
-            for j in range(D):
-                x = bits[e, n, j] & np.uint32(0x7F800000)
-                if x > m:
-                    m = x
-            if m == np.uint32(0x7F800000):
-                esc[e, n] |= ESC_OBS
-
-
-@njit(cache=True)
-def _obs_check_rows(bits, esc, rows):
-    """`_obs_check` for the (environment, node) rows listed in rows[R, 2] only."""
-    D = bits.shape[2]
-    for r in range(rows.shape[0]):
-        e = rows[r, 0]
-        n = rows[r, 1]
+    if rows is None:
+        R = E * N
+    else:
+        R = rows.shape[0]
+    for r in range(R):
+        if rows is None:
+            e = r // N
+            n = r % N
+        else:
+            e = rows[r, 0]
+            n = rows[r, 1]
         m = np.uint32(0)
         for j in range(D):
             x = bits[e, n, j] & np.uint32(0x7F800000)
@@ -974,7 +968,7 @@ class Shield:
                 if rows is None:
                     _obs_check(ob.view(np.uint32), w.esc)
                 else:
-                    _obs_check_rows(ob.view(np.uint32), w.esc, np.ascontiguousarray(rows, np.int64))
+                    _obs_check(ob.view(np.uint32), w.esc, np.ascontiguousarray(rows, np.int64))
             else:
                 w.esc[~np.isfinite(ob).all(axis=2)] |= ESC_OBS
         if breaker:

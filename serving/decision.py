@@ -322,7 +322,8 @@ class DecisionEngine:
             elif kind == "supplier":
                 p.sup_cap[key[1], key[2], :] = o["supplier"][key[1], key[2], :]
 
-    def _fill(self, ctx: _Ctx, jobs: list[Job]) -> None:
+    def _fill(self, ctx: _Ctx, jobs: list[Job], nn: np.ndarray) -> None:
+        """Write the jobs' states into environments 0..B-1 (job e's node is nn[e])."""
         s = ctx.state
         W = self.compiled.W
         info = self.info
@@ -345,9 +346,7 @@ class DecisionEngine:
         s.t.fill(t)
         # one job per environment, all of period t: each state array is written for the whole batch
         nss = [j.ns for j in jobs]
-        B = len(nss)
-        ee = np.arange(B)
-        nn = np.fromiter((ns.node for ns in nss), np.intp, B)
+        ee = np.arange(len(nss))
         s.on_hand[ee, nn] = np.stack([ns.on_hand for ns in nss])
         s.owed[ee, nn] = np.stack([ns.owed for ns in nss])
         s.last_order[ee, nn] = np.stack([ns.last_order for ns in nss])
@@ -390,9 +389,9 @@ class DecisionEngine:
     def _decide(self, ctx: _Ctx, jobs: list[Job], where: list[int], out: list) -> None:
         c = self.compiled
         E, N = ctx.E, c.N
-        self._fill(ctx, jobs)
         B = len(jobs)
         nn = np.fromiter((j.ns.node for j in jobs), np.intp, B)
+        self._fill(ctx, jobs, nn)
         rows = np.empty((B, 2), np.int64)
         rows[:, 0] = np.arange(B)
         rows[:, 1] = nn
