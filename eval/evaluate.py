@@ -97,6 +97,22 @@ def parse_policies(
                     source="agents.optimal (exact)",
                 )
             )
+        elif raw == "dp_optimal":
+            from agents.single_node_dp import DPOptimalPolicy, NotCovered, spec_from_scenario
+
+            try:
+                spec_from_scenario(compiled)
+            except NotCovered as exc:
+                raise ValueError(
+                    f"--policies: dp_optimal does not cover {compiled.config.name!r}: {exc}"
+                ) from None
+            specs.append(
+                PolicySpec(
+                    name=raw,
+                    build=lambda c: JointPolicy(DPOptimalPolicy()),
+                    source="agents.single_node_dp (exact DP)",
+                )
+            )
         elif raw in classes:
             knobs = pol_params.get(raw, {}).get("knobs")
             if raw not in ("zero", "random") and knobs is None:
@@ -118,7 +134,7 @@ def parse_policies(
                     )
                 )
             else:
-                known = sorted([*classes, ORACLE, "clark_scarf"])
+                known = sorted([*classes, ORACLE, "clark_scarf", "dp_optimal"])
                 raise ValueError(
                     f"--policies: unknown policy {raw!r} (known: {', '.join(known)}, or a run directory)"
                 )

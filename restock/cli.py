@@ -88,6 +88,44 @@ def scenarios(
     console.print(table)
 
 
+@app.command()
+def optimum(
+    scenario: Annotated[
+        str, typer.Argument(help="Shipped scenario name (e.g. lost_sales/ls_L2_p9) or YAML path.")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a summary.")
+    ] = False,
+) -> None:
+    """Solve a scenario exactly where theory covers it, and print the optimal cost.
+
+    Methods: `dp` (value iteration on the exact state of one store: lost sales or backlog, lead time
+    0-8, i.i.d. demand), `clark_scarf` (serial chains with backorders, Poisson demand) and `newsvendor`
+    (its one-stage case). Exits 2 naming why when no exact method covers the scenario.
+    """
+    from agents.exact import exact_optimum
+    from agents.single_node_dp import NotCovered
+
+    c = load_or_fail(scenario)
+    try:
+        res = exact_optimum(c)
+    except NotCovered as exc:
+        fail(f"no exact method covers {c.config.name!r}: {exc}")
+    except ValueError as exc:  # e.g. a state space too large for the DP
+        fail(f"{c.config.name}: {exc}")
+    if as_json:
+        print(json.dumps(res))
+        return
+    console.print(
+        f"{res['scenario']}: optimal long-run average cost [bold]{res['average_cost']:.6f}[/] per period "
+        f"({res['method']}, {res['seconds']:.1f} s)",
+        highlight=False,
+    )
+    for key in ("average_cost_bounds", "discounted_cost_from_initial_state", "levels", "criterion", "notes"):
+        if res.get(key) is not None:
+            console.print(f"  {key}: {res[key]}", highlight=False)
+
+
 # ------------------------------------------------------------------------------------------------
 def kpi_table(title: str, summaries: dict[str, dict[str, dict]], keys: list[str]) -> Table:
     table = Table(title=title)
