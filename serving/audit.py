@@ -14,10 +14,25 @@ Schema (one row per decision; ``seq`` is the chain order)::
               policy_id, policy_version, request_sha256, request TEXT (canonical JSON),
               record TEXT (DecisionRecord JSON, with prev_hash and hash), prev_hash, hash,
               response TEXT (the response body without its record: `full_response` rebuilds the
-              exact body; restock.audit/1 stores held the whole body))
+              exact body; restock.audit/1 stores held the whole body), row_hash)
     shadow_decisions(seq, request_id UNIQUE, ts, node, role, period, policy_id, policy_version,
-              record, prev_hash, hash)
-    meta(key PRIMARY KEY, value)        schema version, created time
+              record, prev_hash, hash, row_hash)
+    meta(key PRIMARY KEY, value)        schema version, created time, legacy rows
+
+Two chains run through each table. The record chain (``prev_hash``, ``hash``) is
+`agents.records`' own: each record's hash covers its fields and the hash before it. The row chain
+(restock.audit/3) covers everything else a reader or a replay uses: ``row_hash`` = sha256(the row
+chain head before + `row_bytes` of the row: seq, request_id, ts, node, role, period, route, policy
+id and version, the request's sha256 (which the stored request text must hash to), the record's hash
+(the stored record text must be its canonical JSON, byte for byte) and the response head). The head
+of a table (its last ``row_hash``) with the row count is what an anchor signs (`make_anchor`: an HMAC
+with the key in RESTOCK_AUDIT_KEY, written by the server to ``<db>.anchor``), so dropping the newest
+rows is caught too. A replay (`get`, `get_many`, a repeated request_id in `append`) checks the row it
+returns and raises `AuditIntegrityError` instead of answering a row that does not verify.
+
+Stores written by restock.audit/1 and /2 are migrated when a writer opens them: the ``row_hash``
+column is added, and rows written before keep being verified by the rules they were written under
+(``meta.legacy_rows``; `verify` says how many); the row chain continues from their record chain.
 
 `verify` recomputes both chains and checks that every stored response embeds the record it was
 chained with; `export` writes JSON lines.
@@ -26,6 +41,7 @@ chained with; `export` writes JSON lines.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import sqlite3
@@ -37,13 +53,122 @@ from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Any, Protocol
 
+import orjson
+
 from agents.records import GENESIS, DecisionRecord, canonical_bytes
 from serving.artifact import now_iso
 
 # /2: the ``response`` column holds the response body without its record (the ``record`` column has
 # it; `full_response` joins them), a third fewer bytes per decision. /1 stores hold whole bodies and
-# are still read and verified.
-SCHEMA_VERSION = "restock.audit/2"
+# are still read and verified. /3: the row chain (``row_hash``) covers every column; /1 and /2 stores
+# are migrated on open by a writer (their old rows keep their old rules).
+SCHEMA_VERSION = "restock.audit/3"
+LEGACY_SCHEMAS = ("restock.audit/1", "restock.audit/2")
+KEY_ENV = "RESTOCK_AUDIT_KEY"  # the HMAC key of audit anchors
+ANCHOR_KIND = "restock.audit-anchor/1"
+TABLES = ("decisions", "shadow_decisions")
+LEGACY_RULES = {
+    "restock.audit/1": "record chain only; request, response, node, period and time columns not hashed",
+    "restock.audit/2": "record chain only; request, response, node, period and time columns not hashed",
+}
+
+
+class AuditIntegrityError(Exception):
+    """A stored row (or the store against its anchor) does not verify: it must not be replayed."""
+
+
+def audit_key() -> bytes | None:
+    """The anchor HMAC key from RESTOCK_AUDIT_KEY (None when unset or empty)."""
+    k = os.environ.get(KEY_ENV, "")
+    return k.encode() if k else None
+
+
+def _row_values(table: str, row) -> list:
+    """What the row chain covers of a row (a mapping of column -> value), in a fixed order."""
+    if table == "decisions":
+        names = _DECISION_COLS
+    else:
+        names = _SHADOW_COLS
+    return [row[n] for n in names]
+
+
+_DECISION_COLS = (
+    "seq",
+    "request_id",
+    "ts",
+    "node",
+    "role",
+    "period",
+    "route",
+    "policy_id",
+    "policy_version",
+    "request_sha256",
+    "hash",
+    "response",
+)
+_SHADOW_COLS = ("seq", "request_id", "ts", "node", "role", "period", "policy_id", "policy_version", "hash")
+
+
+def row_bytes(values: list) -> bytes:
+    """The canonical bytes of a row's covered values: compact JSON of the list (orjson; json for what
+    orjson refuses, such as ints beyond 64 bits). A value of the wrong type (bytes where text was)
+    raises TypeError."""
+    try:
+        return orjson.dumps(values)
+    except TypeError:
+        return json.dumps(values, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def row_hash(prev: str, values: list) -> str:
+    return hashlib.sha256(prev.encode() + row_bytes(values)).hexdigest()
+
+
+def anchor_mac(anchor: dict[str, Any], key: bytes) -> str:
+    body = {k: v for k, v in anchor.items() if k != "mac"}
+    return hmac.new(
+        key, json.dumps(body, sort_keys=True, separators=(",", ":")).encode(), "sha256"
+    ).hexdigest()
+
+
+def make_anchor(heads: dict[str, Any], key: bytes, schema: str = SCHEMA_VERSION) -> dict[str, Any]:
+    """An HMAC'd checkpoint of a store's chain heads: ``heads`` = {table: {"records": n, "head": hash}}."""
+    a: dict[str, Any] = {"kind": ANCHOR_KIND, "schema": schema, "at": now_iso()}
+    for t in TABLES:
+        a[t] = {"records": int(heads[t]["records"]), "head": str(heads[t]["head"])}
+    a["mac"] = anchor_mac(a, key)
+    return a
+
+
+def read_anchor(path: str | os.PathLike, key: bytes) -> dict[str, Any]:
+    """A checkpoint from its file, its MAC checked; raises AuditIntegrityError (ValueError subclass
+    not used: the caller reports it as a failed verification)."""
+    try:
+        a = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AuditIntegrityError(f"anchor {path}: unreadable ({exc})") from None
+    ok = (
+        isinstance(a, dict)
+        and a.get("kind") == ANCHOR_KIND
+        and all(
+            isinstance(a.get(t), dict)
+            and type(a[t].get("records")) is int
+            and a[t]["records"] >= 0
+            and isinstance(a[t].get("head"), str)
+            for t in TABLES
+        )
+        and isinstance(a.get("mac"), str)
+    )
+    if not ok:
+        raise AuditIntegrityError(f"anchor {path}: not a {ANCHOR_KIND} checkpoint")
+    if not hmac.compare_digest(a["mac"].encode(), anchor_mac(a, key).encode()):
+        raise AuditIntegrityError(f"anchor {path}: MAC does not verify (altered, or another {KEY_ENV})")
+    return a
+
+
+def anchor_path(db: str | os.PathLike) -> Path:
+    """Where the server keeps the latest anchor of a store: beside it, ``<db>.anchor``."""
+    p = Path(db)
+    return p.with_name(p.name + ".anchor")
 
 
 def full_response(head: str, record_json: str) -> str:
@@ -68,7 +193,8 @@ CREATE TABLE IF NOT EXISTS decisions (
   record TEXT NOT NULL,
   prev_hash TEXT NOT NULL,
   hash TEXT NOT NULL,
-  response TEXT NOT NULL
+  response TEXT NOT NULL,
+  row_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS shadow_decisions (
   seq INTEGER PRIMARY KEY,
@@ -81,7 +207,8 @@ CREATE TABLE IF NOT EXISTS shadow_decisions (
   policy_version TEXT NOT NULL,
   record TEXT NOT NULL,
   prev_hash TEXT NOT NULL,
-  hash TEXT NOT NULL
+  hash TEXT NOT NULL,
+  row_hash TEXT
 );
 """
 
@@ -150,40 +277,130 @@ def parse_url(url: str) -> tuple[str, str]:
     return "sqlite", rest[1:]
 
 
-def open_store(url: str, durability: str = "full") -> SqliteStore:
+def open_store(
+    url: str, durability: str = "full", readonly: bool = False, anchors: bool = True
+) -> SqliteStore:
+    """The store at ``url``; ``readonly`` to inspect one (no migration); ``anchors``: a writer keeps
+    an anchor beside the store when RESTOCK_AUDIT_KEY is set."""
     kind, path = parse_url(url)
-    return SqliteStore(path, durability=durability)
+    return SqliteStore(
+        path, durability=durability, readonly=readonly, anchor_key=audit_key() if anchors else None
+    )
 
 
 class SqliteStore:
-    """The SQLite audit store (one writer connection, one reader connection; thread-safe)."""
+    """The SQLite audit store (one writer connection, one reader connection; thread-safe).
 
-    def __init__(self, path: str | os.PathLike, durability: str = "full"):
+    ``readonly``: open an existing store to read, verify or export it (no schema change, no migration,
+    no checkpointer). ``anchor_key``: write an HMAC'd checkpoint of the chain heads to
+    `anchor_path` every few seconds while rows are written, and on close; when that file exists at
+    open, the store must still match it (`AuditIntegrityError` otherwise).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        durability: str = "full",
+        readonly: bool = False,
+        anchor_key: bytes | None = None,
+    ):
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.durability = durability
-        self._w = self._connect()
-        self._w.executescript(_DDL)
-        self._w.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('created', ?)",
-            (SCHEMA_VERSION, now_iso()),
-        )
-        self._w.commit()
-        self.schema = self._w.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
-        if self.schema not in ("restock.audit/1", SCHEMA_VERSION):
-            raise ValueError(f"{self.path}: audit schema {self.schema!r} is newer than this restock reads")
-        self._heads = self.schema != "restock.audit/1"  # responses stored without their record
+        self.readonly = readonly
+        self.anchor_key = None if readonly else anchor_key
+        if readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"{self.path}: no such audit database")
+            self._w = None
+            self._r = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
+            con = self._r
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._w = self._connect()
+            self._w.executescript(_DDL)
+            self._w.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?), ('created', ?)",
+                (SCHEMA_VERSION, now_iso()),
+            )
+            con = self._w
+        try:
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.Error as exc:
+            raise ValueError(f"{self.path}: not a restock audit store ({exc})") from None
+        self.schema = meta.get("schema")
+        if self.schema not in (*LEGACY_SCHEMAS, SCHEMA_VERSION):
+            raise ValueError(f"{self.path}: audit schema {self.schema!r} is not one this restock reads")
+        if self.schema in LEGACY_SCHEMAS and not readonly:
+            meta = self._migrate(self.schema)
+            self.schema = SCHEMA_VERSION
+        if self.schema in LEGACY_SCHEMAS:  # read-only, not migrated: every row is legacy
+            self.legacy_schema: str | None = self.schema
+            self.legacy_rows = {t: float("inf") for t in TABLES}
+        else:
+            self.legacy_schema = meta.get("legacy_schema")
+            try:
+                lr = json.loads(meta.get("legacy_rows", "{}"))
+                self.legacy_rows = {t: int(lr.get(t, 0)) for t in TABLES}
+            except (ValueError, TypeError, AttributeError):
+                raise ValueError(f"{self.path}: meta.legacy_rows is unreadable") from None
+        if readonly:
+            self._wlock = threading.Lock()
+            self._rlock = threading.Lock()
+            self._ckpt = None
+            return
         self._r = self._connect()
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
-        self.last = {t: self._last_hash(t) for t in ("decisions", "shadow_decisions")}
+        self.last: dict[str, str] = {}  # record chain head per table
+        self.row_last: dict[str, str] = {}  # row chain head per table
+        self.n: dict[str, int] = {}  # rows per table
+        self.next_seq: dict[str, int] = {}
+        for t in TABLES:
+            row = self._w.execute(
+                f"SELECT seq, hash, COALESCE(row_hash, hash) FROM {t} ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            self.last[t] = row[1] if row else GENESIS
+            self.row_last[t] = row[2] if row else GENESIS
+            self.next_seq[t] = row[0] + 1 if row else 1
+            self.n[t] = int(self._w.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+        self.anchors_written = 0
+        self._anchored: tuple | None = None
+        if self.anchor_key is not None and anchor_path(self.path).exists():
+            self._check_anchor_file()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._unchecked = 0  # bytes committed since the checkpointer was last woken
         self._ckpt = threading.Thread(target=self._checkpoints, name="audit-checkpoint", daemon=True)
         self._ckpt.start()
+
+    def _migrate(self, old: str) -> dict[str, str]:
+        """A restock.audit/1 or /2 store to /3: the row_hash columns added; the rows there are now
+        are recorded as legacy (verified by ``old``'s rules); rows written from now on are row-chained."""
+        con = self._w
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            legacy = {}
+            for t in TABLES:
+                cols = {r[1] for r in con.execute(f"PRAGMA table_info({t})")}
+                if "row_hash" not in cols:
+                    con.execute(f"ALTER TABLE {t} ADD COLUMN row_hash TEXT")
+                legacy[t] = int(con.execute(f"SELECT COALESCE(MAX(seq), 0) FROM {t}").fetchone()[0])
+            con.executemany(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                [
+                    ("schema", SCHEMA_VERSION),
+                    ("legacy_schema", old),
+                    ("legacy_rows", json.dumps(legacy, sort_keys=True)),
+                    ("migrated", now_iso()),
+                ],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return dict(con.execute("SELECT key, value FROM meta").fetchall())
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
@@ -199,28 +416,84 @@ class SqliteStore:
         return con
 
     CHECKPOINT_BYTES = 8 << 20  # WAL growth that wakes the checkpointer
+    ANCHOR_SECONDS = 5.0  # how often the checkpointer writes an anchor (when rows were added)
 
     def _checkpoints(self) -> None:
         """The checkpointer thread: PASSIVE checkpoints (they never block the writer or readers) on its
-        own connection, once ``CHECKPOINT_BYTES`` of WAL have been written or every 5 s."""
+        own connection, once ``CHECKPOINT_BYTES`` of WAL have been written or every 5 s; and the
+        anchor, when there is a key and rows were added."""
         con = self._connect()
         try:
             while not self._stop.is_set():
-                self._wake.wait(5.0)
+                self._wake.wait(self.ANCHOR_SECONDS)
                 self._wake.clear()
                 try:
                     con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:
                     pass  # busy or closing: the next round retries
+                try:
+                    self.write_anchor()
+                except OSError:
+                    pass  # the next round retries
         finally:
             con.close()
 
-    def _last_hash(self, table: str) -> str:
-        row = self._w.execute(f"SELECT hash FROM {table} ORDER BY seq DESC LIMIT 1").fetchone()
-        return row[0] if row else GENESIS
+    # ---------------------------------------------------------------- anchors
+    def heads(self) -> dict[str, dict[str, Any]]:
+        """The committed row count and row chain head of each table (a writer's view)."""
+        with self._wlock:
+            return {t: {"records": self.n[t], "head": self.row_last[t]} for t in TABLES}
+
+    def write_anchor(self, force: bool = False) -> bool:
+        """Write the current heads, HMAC'd, to `anchor_path` (atomically) when they changed."""
+        if self.anchor_key is None:
+            return False
+        h = self.heads()
+        key = tuple((t, h[t]["records"], h[t]["head"]) for t in TABLES)
+        if key == self._anchored and not force:
+            return False
+        a = make_anchor(h, self.anchor_key)
+        p = anchor_path(self.path)
+        tmp = p.with_name(f".{p.name}.tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(a, indent=1) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+        self._anchored = key
+        self.anchors_written += 1
+        return True
+
+    def _check_anchor_file(self) -> None:
+        """At open: the store still holds the rows the anchor beside it counted, ending in its head."""
+        p = anchor_path(self.path)
+        a = read_anchor(p, self.anchor_key)
+        for t in TABLES:
+            n, head = a[t]["records"], a[t]["head"]
+            if self.n[t] < n:
+                raise AuditIntegrityError(
+                    f"{self.path}: {t} holds {self.n[t]} rows, fewer than the {n} its anchor {p} counted "
+                    "(rows deleted); run restock audit verify"
+                )
+            if n:
+                row = self._w.execute(
+                    f"SELECT COALESCE(row_hash, hash) FROM {t} ORDER BY seq LIMIT 1 OFFSET ?", (n - 1,)
+                ).fetchone()
+                if row is None or not isinstance(row[0], str) or not hmac.compare_digest(row[0], head):
+                    raise AuditIntegrityError(
+                        f"{self.path}: {t} row {n} does not end in the head its anchor {p} signed; "
+                        "run restock audit verify"
+                    )
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "sqlite", "path": str(self.path), "journal": "wal", "synchronous": self.durability}
+        return {
+            "backend": "sqlite",
+            "path": str(self.path),
+            "journal": "wal",
+            "synchronous": self.durability,
+            "schema": self.schema,
+            "anchor": str(anchor_path(self.path)) if self.anchor_key is not None else None,
+        }
 
     # ---------------------------------------------------------------- writing
     def append(self, entries: list[Entry]) -> list[tuple[str, str, str]]:
@@ -229,19 +502,20 @@ class SqliteStore:
 
         An entry whose request_id is already stored is not written again: with the same request digest
         its stored response comes back ("replay"), with another one ("conflict") the stored response
-        too, for the caller to refuse. This is the authoritative idempotency check (callers may keep a
-        cache of recent ids in front of it).
+        too, for the caller to refuse; a stored row that fails verification comes back as "tampered"
+        with the reason instead of a body. This is the authoritative idempotency check (callers may
+        keep a cache of recent ids in front of it).
         """
         with self._wlock:
             con = self._w
             con.execute("BEGIN IMMEDIATE")
             try:
-                out, last = self._insert(con, entries)
+                out, state = self._insert(con, entries)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-            self.last = last
+            self.last, self.row_last, self.n, self.next_seq = state
             # about what was written: request and response texts, plus ~4 KB a row for the record
             self._unchecked += sum(len(e.request_json) + len(e.head) + 4096 for e in entries)
             if self._unchecked >= self.CHECKPOINT_BYTES:
@@ -249,104 +523,209 @@ class SqliteStore:
                 self._wake.set()
         return out
 
-    def _insert(self, con: sqlite3.Connection, entries: list[Entry]) -> tuple[list, dict]:
+    def _insert(self, con: sqlite3.Connection, entries: list[Entry]) -> tuple[list, tuple]:
         """Insert inside an open transaction: the ids are looked up in one query, the rows chained in
         order and written with one executemany per table."""
         ids = [e.request_id for e in entries]
-        stored: dict[str, tuple[str, str]] = {}
+        stored: dict[str, tuple[str, str | None]] = {}
         for i in range(0, len(ids), 500):
             part = ids[i : i + 500]
-            q = "SELECT request_id, request_sha256, response, record FROM decisions WHERE request_id IN (%s)"
-            for rid, sha, resp, rec in con.execute(q % ",".join("?" * len(part)), part):
-                stored[rid] = (sha, self._body(resp, rec))
-        last = dict(self.last)
+            q = "SELECT request_id, request_sha256 FROM decisions WHERE request_id IN (%s)"
+            for rid, sha in con.execute(q % ",".join("?" * len(part)), part):
+                stored[rid] = (sha, None)
+        last, row_last, n, nxt = dict(self.last), dict(self.row_last), dict(self.n), dict(self.next_seq)
         out: list[tuple[str, str, str]] = []
         rows, shadow_rows = [], []
+        sha256 = hashlib.sha256
         for e in entries:
             prior = stored.get(e.request_id)
             if prior is not None:
-                out.append((e.request_id, prior[1], "replay" if prior[0] == e.request_sha256 else "conflict"))
+                sha, body = prior
+                if body is None:  # a row committed before this transaction: checked before it is replayed
+                    try:
+                        sha, body = self._checked(con, e.request_id)
+                    except AuditIntegrityError as exc:
+                        out.append((e.request_id, str(exc), "tampered"))
+                        continue
+                out.append((e.request_id, body, "replay" if sha == e.request_sha256 else "conflict"))
                 continue
             r = e.record
             rj = chain_json(r, last["decisions"])
             last["decisions"] = r.hash
+            seq = nxt["decisions"]
+            values = [
+                seq,
+                e.request_id,
+                r.timestamp,
+                e.node,
+                e.role,
+                e.period,
+                e.route,
+                r.policy_id,
+                r.policy_version,
+                e.request_sha256,
+                r.hash,
+                e.head,
+            ]
+            rh = sha256(row_last["decisions"].encode() + row_bytes(values)).hexdigest()
+            row_last["decisions"] = rh
+            nxt["decisions"] = seq + 1
+            n["decisions"] += 1
+            rows.append((*values[:10], e.request_json, rj, r.prev_hash, r.hash, e.head, rh))
             resp = full_response(e.head, rj)
-            rows.append(
-                (
-                    e.request_id,
-                    r.timestamp,
-                    e.node,
-                    e.role,
-                    e.period,
-                    e.route,
-                    r.policy_id,
-                    r.policy_version,
-                    e.request_sha256,
-                    e.request_json,
-                    rj,
-                    r.prev_hash,
-                    r.hash,
-                    e.head if self._heads else resp,
-                )
-            )
             stored[e.request_id] = (e.request_sha256, resp)  # a repeat later in this batch replays it
             if e.shadow_record is not None:
                 sr = e.shadow_record
                 sj = chain_json(sr, last["shadow_decisions"])
                 last["shadow_decisions"] = sr.hash
-                shadow_rows.append(
-                    (
-                        e.request_id,
-                        sr.timestamp,
-                        e.node,
-                        e.role,
-                        e.period,
-                        sr.policy_id,
-                        sr.policy_version,
-                        sj,
-                    )
-                    + (sr.prev_hash, sr.hash)
-                )
+                sseq = nxt["shadow_decisions"]
+                sv = [
+                    sseq,
+                    e.request_id,
+                    sr.timestamp,
+                    e.node,
+                    e.role,
+                    e.period,
+                    sr.policy_id,
+                    sr.policy_version,
+                    sr.hash,
+                ]
+                srh = sha256(row_last["shadow_decisions"].encode() + row_bytes(sv)).hexdigest()
+                row_last["shadow_decisions"] = srh
+                nxt["shadow_decisions"] = sseq + 1
+                n["shadow_decisions"] += 1
+                shadow_rows.append((*sv[:8], sj, sr.prev_hash, sr.hash, srh))
             out.append((e.request_id, resp, "new"))
         con.executemany(
-            "INSERT INTO decisions(request_id, ts, node, role, period, route, policy_id, policy_version, "
-            "request_sha256, request, record, prev_hash, hash, response) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO decisions(seq, request_id, ts, node, role, period, route, policy_id, policy_version, "
+            "request_sha256, request, record, prev_hash, hash, response, row_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         if shadow_rows:
             con.executemany(
-                "INSERT INTO shadow_decisions(request_id, ts, node, role, period, policy_id, "
-                "policy_version, record, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO shadow_decisions(seq, request_id, ts, node, role, period, policy_id, "
+                "policy_version, record, prev_hash, hash, row_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 shadow_rows,
             )
-        return out, last
+        return out, (last, row_last, n, nxt)
 
     # ---------------------------------------------------------------- reading
-    def _body(self, response: str, record: str) -> str:
-        """The response body from its stored columns."""
-        return full_response(response, record) if self._heads else response
+    def _body(self, response: str, record: str, seq: int) -> str:
+        """The response body from its stored columns (restock.audit/1 rows hold the whole body)."""
+        if self.legacy_schema == "restock.audit/1" and seq <= self.legacy_rows["decisions"]:
+            return response
+        return full_response(response, record)
+
+    _CHECKED_SQL = (
+        "SELECT d.*, (SELECT p.hash FROM {t} p WHERE p.seq < d.seq ORDER BY p.seq DESC LIMIT 1) AS prev_rec, "
+        "(SELECT COALESCE(p.row_hash, p.hash) FROM {t} p WHERE p.seq < d.seq ORDER BY p.seq DESC LIMIT 1) "
+        "AS prev_row FROM {t} d WHERE d.request_id = ?"
+    )
+
+    def _checked(self, con: sqlite3.Connection, request_id: str) -> tuple[str, str] | None:
+        """(request_sha256, response body) of a stored decision after checking its row (its record's
+        hash and link, its row hash and link, its request digest); AuditIntegrityError when it fails."""
+        cur = con.cursor()
+        cur.row_factory = sqlite3.Row
+        row = cur.execute(self._CHECKED_SQL.format(t="decisions"), (request_id,)).fetchone()
+        if row is None:
+            return None
+        why, _, body = self.check_row(
+            "decisions", row, row["prev_rec"] or GENESIS, row["prev_row"] or GENESIS
+        )
+        if why is not None:
+            raise AuditIntegrityError(
+                f"the stored decision for request_id {request_id!r} (seq {row['seq']}) fails audit "
+                f"verification ({why}); it is not replayed"
+            )
+        return row["request_sha256"], body
+
+    def check_row(self, table: str, row, prev_rec: str, prev_row: str) -> tuple[str | None, str, str | None]:
+        """Check one row against the heads before it: (why it fails or None, the row chain head after
+        it, the response body of a decision). Rows written under a legacy schema get its rules."""
+        seq = row["seq"]
+        legacy = type(seq) is int and seq <= self.legacy_rows[table]
+        text = row["record"]
+        if not isinstance(text, str):
+            return "the record column is not text", prev_row, None
+        try:
+            r = DecisionRecord.from_json(text)
+            canon = r.canonical()
+        except (ValueError, TypeError, RecursionError) as exc:
+            return f"unreadable record: {exc}", prev_row, None
+        if r.prev_hash != prev_rec or row["prev_hash"] != prev_rec:
+            return "prev_hash does not link to the record before", prev_row, None
+        if hashlib.sha256(r.prev_hash.encode() + canon).hexdigest() != r.hash or row["hash"] != r.hash:
+            return "hash does not match the record's content", prev_row, None
+        if r.request_id != row["request_id"]:
+            return "request_id column differs from the record", prev_row, None
+        body = None
+        if table == "decisions":
+            resp = row["response"]
+            if not isinstance(resp, str):
+                return "the response column is not text", prev_row, None
+            body = self._body(resp, text, seq)
+            try:
+                d = json.loads(body)
+            except (ValueError, RecursionError):
+                d = None
+            if not isinstance(d, dict) or d.get("request_id") != r.request_id:
+                return "the stored response is not this request's", prev_row, None
+            if not isinstance(d.get("record"), dict) or d["record"].get("hash") != r.hash:
+                return "the stored response does not carry this record", prev_row, None
+        if legacy:
+            return None, r.hash, body
+        if text != canon[:-1].decode() + ',"hash":"' + r.hash + '"}':
+            return "the record text is not its record's canonical JSON", prev_row, None
+        mirrors = (
+            ("ts", r.timestamp),
+            ("node", r.agent_id),
+            ("role", r.role),
+            ("period", r.period),
+            ("policy_id", r.policy_id),
+            ("policy_version", r.policy_version),
+        )
+        for col, v in mirrors:
+            if row[col] != v or type(row[col]) is not type(v):
+                return f"the {col} column differs from the record", prev_row, None
+        if table == "decisions":
+            req = row["request"]
+            if not isinstance(req, str) or hashlib.sha256(req.encode()).hexdigest() != row["request_sha256"]:
+                return "the stored request does not hash to request_sha256", prev_row, None
+        rh = row["row_hash"]
+        try:
+            expect = row_hash(prev_row, _row_values(table, row))
+        except TypeError:
+            return "a column holds a value of the wrong type", prev_row, None
+        if not isinstance(rh, str) or not hmac.compare_digest(rh.encode(), expect.encode()):
+            return (
+                "row_hash does not match the row's columns (request, response, node, period, time, "
+                "policy) or does not link to the row before",
+                prev_row,
+                None,
+            )
+        return None, rh, body
 
     def get(self, request_id: str) -> tuple[str, str] | None:
-        """(request_sha256, response body) of a committed decision, or None."""
+        """(request_sha256, response body) of a committed decision, or None; the row is verified first
+        (AuditIntegrityError when it does not)."""
         with self._rlock:
-            row = self._r.execute(
-                "SELECT request_sha256, response, record FROM decisions WHERE request_id = ?", (request_id,)
-            ).fetchone()
-        return None if row is None else (row[0], self._body(row[1], row[2]))
+            return self._checked(self._r, request_id)
 
     def get_many(self, request_ids: list[str]) -> dict[str, tuple[str, str]]:
-        """{request_id: (request_sha256, response body)} of the ids that are stored."""
+        """{request_id: (request_sha256, response body)} of the ids that are stored (each verified)."""
         out: dict[str, tuple[str, str]] = {}
         with self._rlock:
+            found: list[str] = []
             for i in range(0, len(request_ids), 500):
                 part = request_ids[i : i + 500]
-                q = (
-                    "SELECT request_id, request_sha256, response, record FROM decisions "
-                    "WHERE request_id IN (%s)"
-                )
-                for rid, sha, resp, rec in self._r.execute(q % ",".join("?" * len(part)), part):
-                    out[rid] = (sha, self._body(resp, rec))
+                q = "SELECT request_id FROM decisions WHERE request_id IN (%s)"
+                found += [rid for (rid,) in self._r.execute(q % ",".join("?" * len(part)), part)]
+            for rid in found:
+                got = self._checked(self._r, rid)
+                if got is not None:
+                    out[rid] = got
         return out
 
     def recent_ids(self, n: int) -> list[tuple[str, str]]:
@@ -369,43 +748,56 @@ class SqliteStore:
         finally:
             con.close()
 
-    def verify(self) -> dict[str, Any]:
-        """Recompute both hash chains; report the count and the first broken row of each."""
-        report: dict[str, Any] = {"ok": True}
-        for table in ("decisions", "shadow_decisions"):
-            prev = GENESIS
-            n = 0
+    def verify(self, anchor: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Recompute both chains (records and rows); report the count, the heads and the first broken
+        row of each table. ``anchor`` (from `read_anchor`): also check that the store still holds the
+        rows it counted, ending in the head it signed."""
+        report: dict[str, Any] = {"ok": True, "schema": self.schema}
+        if self.legacy_schema is not None:
+            report["legacy"] = {"schema": self.legacy_schema, "rules": LEGACY_RULES[self.legacy_schema]}
+        for table in TABLES:
+            prev, head = GENESIS, GENESIS
+            n = legacy = 0
             broken = None
+            at_anchor = None
             for row in self.rows(table):
-                n += 1
-                why = None
-                try:
-                    r = DecisionRecord.from_json(row["record"])
-                except (ValueError, TypeError) as exc:
-                    why = f"unreadable record: {exc}"
-                else:
-                    if r.prev_hash != prev or row["prev_hash"] != prev:
-                        why = "prev_hash does not link to the record before"
-                    elif r.compute_hash() != r.hash or row["hash"] != r.hash:
-                        why = "hash does not match the record's content"
-                    elif r.request_id != row["request_id"]:
-                        why = "request_id column differs from the record"
-                    elif table == "decisions":
-                        try:
-                            resp = json.loads(self._body(row["response"], row["record"]))
-                        except json.JSONDecodeError:
-                            resp = {}
-                        if not isinstance(resp, dict) or resp.get("request_id") != r.request_id:
-                            why = "the stored response is not this request's"
-                        elif resp.get("record", {}).get("hash") != r.hash:
-                            why = "the stored response does not carry this record"
+                why, new_head, _ = self.check_row(table, row, prev, head)
                 if why is not None:
                     broken = {"seq": row["seq"], "request_id": row["request_id"], "why": why}
                     break
-                prev = r.hash
-            report[table] = {"records": n, "last_hash": prev, "broken": broken}
+                n += 1
+                if type(row["seq"]) is int and row["seq"] <= self.legacy_rows[table]:
+                    legacy += 1
+                prev, head = row["hash"], new_head
+                if anchor is not None and n == anchor[table]["records"]:
+                    at_anchor = head
+            if broken is None and anchor is not None:
+                want = anchor[table]["records"]
+                if n < want:
+                    broken = {
+                        "seq": None,
+                        "request_id": None,
+                        "why": f"the store holds {n} rows, fewer than the {want} its anchor counted (rows deleted)",
+                    }
+                elif want and not hmac.compare_digest(
+                    str(at_anchor).encode(), anchor[table]["head"].encode()
+                ):
+                    broken = {
+                        "seq": None,
+                        "request_id": None,
+                        "why": f"the first {want} rows do not end in the head the anchor signed",
+                    }
+            report[table] = {
+                "records": n,
+                "last_hash": prev,
+                "head": head,
+                "legacy_rows": legacy,
+                "broken": broken,
+            }
             if broken is not None:
                 report["ok"] = False
+        if anchor is not None:
+            report["anchor"] = {t: anchor[t] for t in TABLES} | {"at": anchor.get("at")}
         return report
 
     def export(self, out: str | os.PathLike) -> int:
@@ -415,7 +807,7 @@ class SqliteStore:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            for table in ("decisions", "shadow_decisions"):
+            for table in TABLES:
                 for row in self.rows(table):
                     d = {
                         "table": table,
@@ -435,15 +827,22 @@ class SqliteStore:
         return n
 
     def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._ckpt.join(timeout=30)
-        try:  # copy the rest of the WAL back and truncate it (best effort: a reader may hold it)
-            with self._wlock:
-                self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        except sqlite3.Error:
-            pass
+        if self._ckpt is not None:
+            self._stop.set()
+            self._wake.set()
+            self._ckpt.join(timeout=30)
+            try:  # copy the rest of the WAL back and truncate it (best effort: a reader may hold it)
+                with self._wlock:
+                    self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                pass
+            try:
+                self.write_anchor()
+            except OSError:
+                pass
         for con in (self._w, self._r):
+            if con is None:
+                continue
             try:
                 con.close()
             except sqlite3.Error:

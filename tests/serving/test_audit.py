@@ -108,7 +108,7 @@ def test_audit__responses_are_stored_without_their_record_and_served_whole(fille
     con = sqlite3.connect(filled)
     rows = con.execute("SELECT request_id, response, record FROM decisions ORDER BY seq").fetchall()
     store = open_store(str(filled))
-    assert store.schema == "restock.audit/2"
+    assert store.schema == "restock.audit/3"
     for rid, head, rec in rows:
         assert '"record"' not in head
         sha, body = store.get(rid)
