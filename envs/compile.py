@@ -11,7 +11,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from envs import config as C
-from envs.demand import KIND_NAMES, KIND_REPLAY, MAX_EFFECTS, DemandModel, build_tables, load_replay_csv
+from envs.demand import (
+    GRID_LAM0,
+    GRID_MAX,
+    GRID_RATIO,
+    KIND_NAMES,
+    KIND_NEGBIN,
+    KIND_REPLAY,
+    KIND_TRUNCNORM,
+    MAX_EFFECTS,
+    DemandModel,
+    build_tables,
+    load_replay_csv,
+)
 from envs.types import (
     MODE_ORDER_UP_TO,
     MODE_QUANTITY,
@@ -22,7 +34,11 @@ from envs.types import (
     new_state,
 )
 
-__all__ = ["Compiled", "compile_scenario"]
+__all__ = ["Compiled", "compile_scenario", "demand_table_entries"]
+
+MAX_MEAN_DEMAND = 1e7  # units per period of one SKU at one store (after seasonality and effects)
+MAX_TABLE_ENTRIES = 100_000_000  # demand sampling tables: 12 bytes an entry
+MAX_ORDER_UNITS = 2**31 - 1  # one order line (int32 state)
 
 
 @dataclass
@@ -92,7 +108,8 @@ def _attr(
         elif v.loguniform is not None:
             a = np.exp(rng.uniform(math.log(v.loguniform[0]), math.log(v.loguniform[1]), n))
         elif v.lognormal is not None:
-            a = v.lognormal[0] * np.exp(v.lognormal[1] * rng.standard_normal(n))
+            with np.errstate(over="ignore"):  # an overflow to inf is refused below, with the field
+                a = v.lognormal[0] * np.exp(v.lognormal[1] * rng.standard_normal(n))
         else:
             a = rng.choice(np.asarray(v.choice, float), n)
     elif isinstance(v, list):
@@ -101,9 +118,38 @@ def _attr(
         a = np.full(n, float(v))
     if integer:
         a = np.round(a)
-    if np.any(~np.isfinite(a)) or np.any(a < lo):
-        raise C.ConfigError(f"{where}: values must be finite and >= {lo}")
+    hi = C.MAX_UNITS if integer else C.MAX_MAGNITUDE
+    bad = ~np.isfinite(a) | (a < lo) | (a > hi)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise C.ConfigError(
+            f"{where}: every value must be a finite number in {lo:g}..{hi:g}; entry {i} is {a[i]:g}"
+            + (" (drawn from the distribution)" if isinstance(v, C.Dist) else "")
+        )
     return a
+
+
+def demand_table_entries(kind: int, lam_max: float, dispersion: float, cv: float) -> float:
+    """Entries `build_tables` would create (an upper estimate from 33 points of the rate grid)."""
+    from scipy.stats import nbinom, poisson
+
+    top = min(max(lam_max, GRID_LAM0 * GRID_RATIO), GRID_MAX)
+    n_grid = int(math.floor(math.log(top / GRID_LAM0) / math.log(GRID_RATIO))) + 2
+    total, prev = 0.0, -1
+    for i in np.unique(np.linspace(0, n_grid - 1, 33).astype(np.int64)):
+        m = GRID_LAM0 * GRID_RATIO ** float(i)
+        with np.errstate(all="ignore"):
+            if kind == KIND_NEGBIN:
+                n = float(nbinom(dispersion, dispersion / (dispersion + m)).isf(1e-16)) + 2
+            elif kind == KIND_TRUNCNORM:
+                n = m + 40 * cv * m + 3
+            else:
+                n = float(poisson.isf(1e-16, m)) + 2
+        if not math.isfinite(n):
+            return math.inf
+        total += (int(i) - prev) * n
+        prev = int(i)
+    return total
 
 
 def _select(sel, n: int, fraction: float | None, rng: np.random.Generator) -> np.ndarray:
@@ -271,7 +317,24 @@ def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
     eff_store = np.asarray([e[4] for e in effects], np.int8).reshape(Q, S)
 
     lam_top = float(base.max(initial=0.0) * season.max(initial=1.0) * np.prod(np.maximum(eff_mult, 1.0)))
+    if not lam_top <= MAX_MEAN_DEMAND:
+        raise C.ConfigError(
+            f"demand: the largest mean demand of one SKU at one store is {lam_top:.3g} units per period "
+            f"(mean x demand_scale x seasonality x promotions and shocks); the limit is {MAX_MEAN_DEMAND:g}"
+        )
     tab_kind = kind if kind != KIND_REPLAY else 0
+    entries = demand_table_entries(
+        tab_kind, max(lam_top, 1.0) * 1.05, float(cfg.demand.dispersion), float(cfg.demand.cv)
+    )
+    if not entries <= MAX_TABLE_ENTRIES:
+        knob = {KIND_NEGBIN: "raise demand.dispersion", KIND_TRUNCNORM: "lower demand.cv"}.get(
+            tab_kind, "lower demand.mean"
+        )
+        raise C.ConfigError(
+            f"demand: the sampling tables would hold about {entries:.3g} entries x 12 bytes = "
+            f"{C._bytes(12 * entries)}, over the limit of {C._bytes(12 * MAX_TABLE_ENTRIES)} "
+            f"(the distribution's tail is too long); {knob}"
+        )
     grid, ptr, cdf, guide = _tables(
         tab_kind, round(max(lam_top, 1.0) * 1.05, 6), float(cfg.demand.dispersion), float(cfg.demand.cv)
     )
@@ -331,8 +394,7 @@ def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
             lt_fixed[n] = 1
             lt_value[n] = v
             lt_mean[n] = v
-            for k in range(K):
-                lt_cdf[n, k, v[k] :] = 1.0
+            lt_cdf[n] = np.arange(W)[None, :] >= np.asarray(v)[:, None]
         else:
             vals, probs = v
             pmf = np.zeros(W)
@@ -391,6 +453,14 @@ def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
     mode = np.asarray(
         [MODE_QUANTITY if aspec(n).mapping == "quantity" else MODE_ORDER_UP_TO for n in range(N)], np.int8
     )
+    for role, spec in (("store", cfg.action.store), ("dc", cfg.action.dc)):
+        top = int(lot.max(initial=1)) * spec.lots_per_level * (spec.levels - 1)
+        if spec.mapping == "quantity" and top > MAX_ORDER_UNITS:
+            raise C.ConfigError(
+                f"action.{role}: the top level orders (levels - 1) x lots_per_level x lot_size = "
+                f"{spec.levels - 1} x {spec.lots_per_level} x {int(lot.max(initial=1))} = {top:,} units, "
+                f"over {MAX_ORDER_UNITS:,} (one order line)"
+            )
     qstep = np.asarray([lot * aspec(n).lots_per_level for n in range(N)], np.int64).reshape(N, K)
     cover_step = np.asarray([aspec(n).max_cover / (aspec(n).levels - 1) for n in range(N)], float)
 

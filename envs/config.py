@@ -14,24 +14,25 @@ distribution (``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``, ``{lognormal:
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-import yaml
+from annotated_types import Ge, Gt, Le
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
 )
+
+from envs.safeyaml import YamlInputError, load_yaml_file
 
 __all__ = [
     "ConfigError",
@@ -40,6 +41,9 @@ __all__ = [
     "scenario_dir",
     "shipped_scenarios",
     "format_validation_error",
+    "LIMITS",
+    "estimate_memory",
+    "pipeline_slots",
 ]
 
 
@@ -47,8 +51,87 @@ class ConfigError(ValueError):
     """A scenario or experiment file is invalid; the message names the field path and the reason."""
 
 
+# --------------------------------------------------------------------------------------------------
+# limits: checked while the file is validated, before anything is allocated
+
+MAX_MAGNITUDE = 1e12  # any number: costs x quantities x periods stay far inside float64
+MAX_HORIZON = 100_000
+MAX_SKUS = 100_000
+MAX_STORES = 100_000
+MAX_DCS = 1_000
+MAX_SUPPLIERS = 1_000
+MAX_LEAD_TIME = 1_000  # periods (a lane's lead time, and a lead-time spike's extra periods)
+MAX_EFFECTS = 64  # promotions and shocks together (the kernel keeps one bit per window)
+MAX_DISRUPTIONS = 1_000
+MAX_UNITS = 1_000_000_000  # lot sizes, MOQs, order increases, supplier caps: int32 order quantities
+# arrays of the compiled scenario plus one environment's state; RESTOCK_MAX_SCENARIO_GIB overrides
+MAX_MEMORY_GIB = 4.0
+
+LIMITS = {
+    "file_bytes": "envs.safeyaml.MAX_FILE_BYTES",
+    "magnitude": MAX_MAGNITUDE,
+    "horizon": MAX_HORIZON,
+    "skus": MAX_SKUS,
+    "stores": MAX_STORES,
+    "dcs": MAX_DCS,
+    "suppliers": MAX_SUPPLIERS,
+    "lead_time": MAX_LEAD_TIME,
+    "effects": MAX_EFFECTS,
+    "disruptions": MAX_DISRUPTIONS,
+    "units": MAX_UNITS,
+    "memory_gib": MAX_MEMORY_GIB,
+}
+
+
+def _number(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {v} (true/false is not a number)")
+    return v
+
+
+def _bounded(v: float) -> float:
+    if abs(v) > MAX_MAGNITUDE:
+        raise ValueError(
+            f"{v:g} is beyond the limit of {MAX_MAGNITUDE:g} in magnitude (products of costs, "
+            "quantities and periods must stay finite)"
+        )
+    return v
+
+
+def _whole(v: Any) -> Any:
+    """Integers only: 3 and 3.0 pass; 1.5, true, '3', nan do not (nothing is rounded)."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected a whole number, got {v} (true/false is not a number)")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ValueError(f"expected a whole number, got {v} (not a finite number)")
+        if v != math.floor(v):
+            raise ValueError(f"expected a whole number, got {v} (nothing is rounded)")
+        return int(v)
+    raise ValueError(f"expected a whole number, got {_short(v)}")
+
+
+def _int_bounded(v: int) -> int:
+    if abs(v) > MAX_MAGNITUDE:
+        raise ValueError(f"{v} is beyond the limit of {MAX_MAGNITUDE:g} in magnitude")
+    return v
+
+
+Float = Annotated[float, BeforeValidator(_number), AfterValidator(_bounded)]
+PositiveFloat = Annotated[float, BeforeValidator(_number), AfterValidator(_bounded), Gt(0)]
+NonNegativeFloat = Annotated[float, BeforeValidator(_number), AfterValidator(_bounded), Ge(0)]
+Int = Annotated[int, BeforeValidator(_whole), AfterValidator(_int_bounded)]
+PositiveInt = Annotated[int, BeforeValidator(_whole), AfterValidator(_int_bounded), Gt(0)]
+NonNegativeInt = Annotated[int, BeforeValidator(_whole), AfterValidator(_int_bounded), Ge(0)]
+Units = Annotated[int, BeforeValidator(_whole), Ge(0), Le(MAX_UNITS)]
+PositiveUnits = Annotated[int, BeforeValidator(_whole), Ge(1), Le(MAX_UNITS)]
+LeadInt = Annotated[int, BeforeValidator(_whole), Ge(0), Le(MAX_LEAD_TIME)]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -58,13 +141,13 @@ class Strict(BaseModel):
 class Dist(Strict):
     """A distribution an attribute is drawn from, once per SKU (or store), from the scenario seed."""
 
-    uniform: tuple[float, float] | None = None
+    uniform: tuple[Float, Float] | None = None
     loguniform: tuple[PositiveFloat, PositiveFloat] | None = None
     lognormal: tuple[PositiveFloat, NonNegativeFloat] | None = None  # (median, sigma of log)
-    choice: list[float] | None = Field(default=None, min_length=1)
+    choice: list[Float] | None = Field(default=None, min_length=1)
     # proportional to another SKU attribute: {of: unit_cost, factor: 1.6} or factor: [lo, hi] (uniform)
     of: Literal["unit_cost", "price", "demand_mean", "volume"] | None = None
-    factor: float | tuple[float, float] = 1.0
+    factor: Float | tuple[Float, Float] = 1.0
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Dist:
@@ -81,7 +164,10 @@ class Dist(Strict):
         return self
 
 
-Attr = float | list[float] | Dist
+Attr = Float | list[Float] | Dist
+# integer attributes: whole numbers (drawn ones are rounded to the nearest whole number)
+LotAttr = PositiveUnits | list[PositiveUnits] | Dist
+MoqAttr = Units | list[Units] | Dist
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,7 +177,7 @@ Attr = float | list[float] | Dist
 class SkusSpec(Strict):
     """The SKU catalogue. Costs are per unit; holding and stockout costs are per period."""
 
-    count: PositiveInt
+    count: PositiveInt = Field(le=MAX_SKUS)
     names: list[str] | None = None
     unit_cost: Attr = 1.0  # value of one unit: budget spend and inventory turns use it
     price: Attr = 0.0  # selling price at stores; 0 means no revenue is tracked
@@ -99,8 +185,8 @@ class SkusSpec(Strict):
     stockout_cost: Attr = 1.0  # per unit lost, or per unit backlogged per period (times stockout_factor)
     order_cost: Attr = 0.0  # variable ordering cost per unit shipped
     fixed_order_cost: Attr = 0.0  # per order line (SKU) per period with a positive order
-    lot_size: Attr = 1.0  # orders are multiples of this (integer >= 1)
-    moq: Attr = 0.0  # minimum order quantity when ordering at all (integer >= 0)
+    lot_size: LotAttr = 1  # orders are multiples of this (integer >= 1)
+    moq: MoqAttr = 0  # minimum order quantity when ordering at all (integer >= 0)
     volume: Attr = 1.0  # storage volume of one unit
 
     @model_validator(mode="after")
@@ -121,6 +207,14 @@ class SkusSpec(Strict):
             v = getattr(self, key)
             if isinstance(v, list) and len(v) != self.count:
                 raise ValueError(f"{key} lists {len(v)} values but there are {self.count} SKUs")
+        for key, lo in (("lot_size", 1), ("moq", 0)):
+            v = getattr(self, key)
+            if isinstance(v, Dist) and v.choice is not None:
+                bad = [c for c in v.choice if c != math.floor(c) or not lo <= c <= MAX_UNITS]
+                if bad:
+                    raise ValueError(
+                        f"{key}.choice: {bad[0]:g} is not a whole number in {lo}..{MAX_UNITS:,} (nothing is rounded)"
+                    )
         return self
 
 
@@ -131,7 +225,7 @@ class SkusSpec(Strict):
 class LeadTimeDist(Strict):
     """A discrete lead-time distribution for a lane (drawn once per lane and period)."""
 
-    values: list[NonNegativeInt] = Field(min_length=1)
+    values: list[LeadInt] = Field(min_length=1)
     probs: list[NonNegativeFloat] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -147,10 +241,10 @@ class LeadTimeDist(Strict):
 class LeadTimePerSku(Strict):
     """A fixed lead time per SKU on this lane."""
 
-    per_sku: list[NonNegativeInt] = Field(min_length=1)
+    per_sku: list[LeadInt] = Field(min_length=1)
 
 
-LeadTime = NonNegativeInt | LeadTimeDist | LeadTimePerSku
+LeadTime = LeadInt | LeadTimeDist | LeadTimePerSku
 
 
 class NodeCommon(Strict):
@@ -161,7 +255,7 @@ class NodeCommon(Strict):
     holding_factor: NonNegativeFloat = 1.0
     overflow: Literal["penalty", "dispose"] = "penalty"  # what happens to volume above capacity
     overflow_cost: NonNegativeFloat = 1.0  # per volume unit above capacity per period
-    max_order_increase: PositiveInt | None = None  # rate limit: order_t - order_{t-1} <= this (units)
+    max_order_increase: PositiveUnits | None = None  # rate limit: order_t - order_{t-1} <= this (units)
     # holding cost on units in transit to this node: none, the parent's rate (Clark-Scarf
     # accounting: the shipper owns goods in transit) or this node's own rate
     pipeline_holding: Literal["none", "parent", "own"] = "none"
@@ -180,7 +274,7 @@ class DCSpec(NodeCommon):
 class StoreGroup(NodeCommon):
     """A group of stores sharing attributes. Stores are numbered store_0.. across groups in order."""
 
-    count: PositiveInt = 1
+    count: PositiveInt = Field(default=1, le=MAX_STORES)
     parent: str | list[str]  # one parent, or a list assigned to consecutive blocks of stores
     unmet: Literal["backlog", "lost"] = "lost"  # customer demand it cannot fill
     stockout_factor: NonNegativeFloat = 1.0
@@ -195,9 +289,9 @@ class SupplierSpec(Strict):
 
 
 class NetworkSpec(Strict):
-    suppliers: list[SupplierSpec] = Field(min_length=1)
-    dcs: list[DCSpec] = Field(default_factory=list)
-    stores: list[StoreGroup] = Field(min_length=1)
+    suppliers: list[SupplierSpec] = Field(min_length=1, max_length=MAX_SUPPLIERS)
+    dcs: list[DCSpec] = Field(default_factory=list, max_length=MAX_DCS)
+    stores: list[StoreGroup] = Field(min_length=1, max_length=MAX_STORES)
 
     @field_validator("stores", mode="before")
     @classmethod
@@ -227,6 +321,8 @@ class NetworkSpec(Strict):
                     raise ValueError(f"dcs: the parents form a cycle ({' -> '.join([*path, cur])})")
                 path.append(cur)
                 cur = parent[cur]
+        if self.n_stores > MAX_STORES:
+            raise ValueError(f"stores: {self.n_stores:,} stores in all; the limit is {MAX_STORES:,}")
         for g, grp in enumerate(self.stores):
             parents = [grp.parent] if isinstance(grp.parent, str) else grp.parent
             if not parents:
@@ -262,7 +358,7 @@ class Promotion(Strict):
     uplift: PositiveFloat = 1.5
     skus: SkuSelect = "all"
     stores: SkuSelect = "all"
-    sku_fraction: float | None = Field(default=None, gt=0, le=1)  # random subset of SKUs (scenario seed)
+    sku_fraction: Float | None = Field(default=None, gt=0, le=1)  # random subset of SKUs (scenario seed)
 
     @model_validator(mode="after")
     def _window(self) -> Promotion:
@@ -279,11 +375,11 @@ class Shock(Strict):
     multiplier: NonNegativeFloat = 3.0
     skus: SkuSelect = "all"
     stores: SkuSelect = "all"
-    sku_fraction: float | None = Field(default=None, gt=0, le=1)
+    sku_fraction: Float | None = Field(default=None, gt=0, le=1)
 
 
 class Yearly(Strict):
-    amplitude: float = Field(default=0.2, ge=0, lt=1)
+    amplitude: Float = Field(default=0.2, ge=0, lt=1)
     peak_period: NonNegativeInt = 0
     period_length: PositiveInt = 365
 
@@ -303,9 +399,9 @@ class DemandSpec(Strict):
     cv: PositiveFloat = 0.5  # truncated normal: sd = cv * m before truncation at zero
     weekly: list[NonNegativeFloat] | None = None  # 7 multipliers, period t uses weekly[t % 7]
     yearly: Yearly | None = None
-    trend: float = 0.0  # relative growth per period: mean x max(0, 1 + trend * t)
-    promotions: list[Promotion] = Field(default_factory=list)
-    shocks: list[Shock] = Field(default_factory=list)
+    trend: Float = 0.0  # relative growth per period: mean x max(0, 1 + trend * t)
+    promotions: list[Promotion] = Field(default_factory=list, max_length=MAX_EFFECTS)
+    shocks: list[Shock] = Field(default_factory=list, max_length=MAX_EFFECTS)
     replay: ReplaySpec | None = None
 
     @model_validator(mode="after")
@@ -326,7 +422,7 @@ class SupplierOutage(Strict):
     supplier: str
     start: NonNegativeInt
     end: PositiveInt  # exclusive
-    capacity_factor: float = Field(default=0.0, ge=0, le=1)  # 0 = nothing ships
+    capacity_factor: Float = Field(default=0.0, ge=0, le=1)  # 0 = nothing ships
 
 
 class LeadTimeSpike(Strict):
@@ -334,7 +430,7 @@ class LeadTimeSpike(Strict):
     node: str = "all"  # the receiving node of the lane (a DC id, 'store_<i>', 'stores' or 'all')
     start: NonNegativeInt
     end: PositiveInt  # exclusive
-    extra: PositiveInt = 2  # periods added to shipments sent in the window
+    extra: PositiveInt = Field(default=2, le=MAX_LEAD_TIME)  # periods added to shipments sent in the window
 
 
 class CapacityCut(Strict):
@@ -342,7 +438,7 @@ class CapacityCut(Strict):
     node: str = "all"  # a DC id, 'store_<i>', 'stores', 'dcs' or 'all'
     start: NonNegativeInt
     end: PositiveInt
-    factor: float = Field(default=0.5, gt=0, le=1)  # storage capacity multiplier in the window
+    factor: Float = Field(default=0.5, gt=0, le=1)  # storage capacity multiplier in the window
 
 
 Disruption = Annotated[SupplierOutage | LeadTimeSpike | CapacityCut, Field(discriminator="type")]
@@ -353,7 +449,7 @@ Disruption = Annotated[SupplierOutage | LeadTimeSpike | CapacityCut, Field(discr
 
 
 class RewardSpec(Strict):
-    network_weight: float = Field(default=0.0, ge=0, le=1)  # 0 = own cost only, 1 = network mean
+    network_weight: Float = Field(default=0.0, ge=0, le=1)  # 0 = own cost only, 1 = network mean
     scale: PositiveFloat = 1.0  # reward = -cost / scale
     include_revenue: bool = False  # reward = (revenue - cost) / scale
 
@@ -362,8 +458,8 @@ class ActionSpec(Strict):
     """How a discrete level maps to an order quantity for one role."""
 
     mapping: Literal["quantity", "order_up_to"] = "quantity"
-    levels: int = Field(default=11, ge=2, le=256)
-    lots_per_level: PositiveInt = 1  # quantity: level l orders l * lots_per_level * lot_size
+    levels: Int = Field(default=11, ge=2, le=256)
+    lots_per_level: PositiveUnits = 1  # quantity: level l orders l * lots_per_level * lot_size
     max_cover: PositiveFloat = 4.0  # order_up_to: top level = max_cover periods of forecast demand
 
 
@@ -383,13 +479,13 @@ class ScenarioConfig(Strict):
 
     name: str
     description: str = ""
-    seed: int = 0  # draws SKU/store attributes given as distributions (not the episode's demand)
-    horizon: PositiveInt = 52
-    discount: float = Field(default=0.99, gt=0, le=1)
+    seed: Int = 0  # draws SKU/store attributes given as distributions (not the episode's demand)
+    horizon: PositiveInt = Field(default=52, le=MAX_HORIZON)
+    discount: Float = Field(default=0.99, gt=0, le=1)
     skus: SkusSpec
     network: NetworkSpec
     demand: DemandSpec = Field(default_factory=DemandSpec)
-    disruptions: list[Disruption] = Field(default_factory=list)
+    disruptions: list[Disruption] = Field(default_factory=list, max_length=MAX_DISRUPTIONS)
     reward: RewardSpec = Field(default_factory=RewardSpec)
     action: ActionsSpec = Field(default_factory=ActionsSpec)
     initial: InitialSpec = Field(default_factory=InitialSpec)
@@ -398,6 +494,9 @@ class ScenarioConfig(Strict):
     @model_validator(mode="after")
     def _cross(self) -> ScenarioConfig:
         K, S = self.skus.count, self.network.n_stores
+        n_eff = len(self.demand.promotions) + len(self.demand.shocks)
+        if n_eff > MAX_EFFECTS:
+            raise ValueError(f"demand: at most {MAX_EFFECTS} promotions and shocks together (got {n_eff})")
         ids = {s.id for s in self.network.suppliers}
         for i, dis in enumerate(self.disruptions):
             if isinstance(dis, SupplierOutage) and dis.supplier not in ids:
@@ -420,7 +519,92 @@ class ScenarioConfig(Strict):
                 raise ValueError(
                     f"{where}[{j}].lead_time.per_sku lists {len(lt.per_sku)} values for {K} SKUs"
                 )
+        _check_memory(self)
         return self
+
+
+# --------------------------------------------------------------------------------------------------
+# memory: the arrays a scenario's sizes drive, estimated from the config alone
+
+
+def _gib_limit() -> float:
+    raw = os.environ.get("RESTOCK_MAX_SCENARIO_GIB")
+    try:
+        v = float(raw) if raw else MAX_MEMORY_GIB
+    except ValueError:
+        v = MAX_MEMORY_GIB
+    return v if math.isfinite(v) and v > 0 else MAX_MEMORY_GIB
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,.0f} bytes"
+
+
+def pipeline_slots(cfg: ScenarioConfig) -> int:
+    """Pipeline ring length W the compiler will use: longest lead time + spikes that can overlap + 1."""
+    longest = 0
+    nodes = list(cfg.network.dcs) + list(cfg.network.stores)
+    for nd in nodes:
+        lt = nd.lead_time
+        if isinstance(lt, LeadTimeDist):
+            longest = max(longest, max(lt.values))
+        elif isinstance(lt, LeadTimePerSku):
+            longest = max(longest, max(lt.per_sku))
+        else:
+            longest = max(longest, int(lt))
+    spikes = sum(d.extra for d in cfg.disruptions if isinstance(d, LeadTimeSpike))
+    return longest + spikes + 1
+
+
+def estimate_memory(cfg: ScenarioConfig) -> list[tuple[str, str, float]]:
+    """(what, formula with the numbers, bytes) for the arrays the scenario's sizes drive: the compiled
+    scenario and the state, observations and masks of one environment."""
+    T1 = cfg.horizon + 1
+    K = cfg.skus.count
+    M = len(cfg.network.dcs)
+    S = cfg.network.n_stores
+    N = M + S
+    U = len(cfg.network.suppliers)
+    W = pipeline_slots(cfg)
+    L = max(cfg.action.store.levels, cfg.action.dc.levels)
+    F = 16 + W  # per-SKU observation features (the fixed ones and one per pipeline slot)
+    return [
+        (
+            "pipeline tables",
+            f"nodes x SKUs x pipeline slots x 16 bytes = {N:,} x {K:,} x {W:,} x 16",
+            16.0 * N * K * W,
+        ),
+        ("capacities over time", f"(horizon + 1) x nodes x 24 bytes = {T1:,} x {N:,} x 24", 24.0 * T1 * N),
+        (
+            "supplier caps over time",
+            f"(horizon + 1) x suppliers x SKUs x 8 bytes = {T1:,} x {U:,} x {K:,} x 8",
+            8.0 * T1 * U * K,
+        ),
+        ("node x SKU tables", f"nodes x SKUs x 200 bytes = {N:,} x {K:,} x 200", 200.0 * N * K),
+        (
+            "one environment's state",
+            f"nodes x SKUs x (4 x (pipeline slots + 9 + features) + levels) bytes = {N:,} x {K:,} x "
+            f"(4 x ({W:,} + 9 + {F:,}) + {L})",
+            float(N) * K * (4.0 * (W + 9 + F) + L),
+        ),
+        ("one episode's trace", f"horizon x nodes x 16 bytes = {T1 - 1:,} x {N:,} x 16", 16.0 * (T1 - 1) * N),
+    ]
+
+
+def _check_memory(cfg: ScenarioConfig) -> None:
+    parts = estimate_memory(cfg)
+    total = sum(p[2] for p in parts)
+    limit = _gib_limit() * 2**30
+    if total > limit:
+        what, formula, size = max(parts, key=lambda p: p[2])
+        raise ValueError(
+            f"the scenario needs about {_bytes(total)} before simulating anything, over the limit of "
+            f"{_bytes(limit)} (RESTOCK_MAX_SCENARIO_GIB); the largest part is {what}: {formula} = "
+            f"{_bytes(size)}. Reduce horizon, skus.count, stores, DCs or lead times"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -452,17 +636,32 @@ _FORMS = {
 }
 
 
-def _field_names() -> set[str]:
-    names: set[str] = set()
-    for obj in list(globals().values()):
-        if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel:
-            names.update(obj.model_fields)
-    return names
+def _models_in(tp: Any, out: set) -> None:
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if tp in out:
+            return
+        out.add(tp)
+        for f in tp.model_fields.values():
+            _models_in(f.annotation, out)
+        return
+    for arg in get_args(tp):
+        _models_in(arg, out)
 
 
-def _split_loc(loc: tuple) -> tuple[str, str | None, str]:
+def _field_names(root: type[BaseModel] | None = None) -> set[str]:
+    """Every field name of ``root`` and the models nested in it (all models here when None)."""
+    models: set = set()
+    if root is None:
+        for obj in list(globals().values()):
+            if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel:
+                models.add(obj)
+    else:
+        _models_in(root, models)
+    return {name for m in models for name in m.model_fields}
+
+
+def _split_loc(loc: tuple, fields: set[str]) -> tuple[str, str | None, str]:
     """(path up to a union, the union member tag or None, path inside the member)."""
-    fields = _field_names()
     head, tag, tail = "", None, ""
     for part in loc:
         is_field = isinstance(part, int) or part in fields
@@ -486,13 +685,40 @@ def _member_name(tag: str) -> str:
     return tag
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One message for all problems, each line naming the field path and the reason."""
+# union members' errors that only say "not this form"; any other error is about the value itself
+_FORM_ERRORS = {
+    "float_type",
+    "float_parsing",
+    "int_type",
+    "int_parsing",
+    "list_type",
+    "tuple_type",
+    "dict_type",
+    "model_type",
+    "model_attributes_type",
+    "string_type",
+    "bool_type",
+    "bool_parsing",
+    "literal_error",
+    "union_tag_invalid",
+    "missing",
+    "extra_forbidden",
+}
+
+
+def format_validation_error(
+    err: ValidationError, source: str, root: type[BaseModel] | None = None, kind: str = "scenario"
+) -> str:
+    """One message for all problems, each line naming the field path and the reason.
+
+    ``root`` is the model that was validated (field names come from it and the models inside it).
+    """
+    fields = _field_names(root or ScenarioConfig)
     groups: dict[str, list[tuple[str | None, str, dict]]] = {}
     for e in err.errors():
         loc = tuple(e.get("loc", ()))
         extra = loc[-1] if e.get("type") == "extra_forbidden" and loc else None
-        head, tag, tail = _split_loc(loc[:-1] if extra is not None else loc)
+        head, tag, tail = _split_loc(loc[:-1] if extra is not None else loc, fields)
         if extra is not None:
             e = {**e, "msg": f"unknown key {extra!r} (not part of the schema; check the spelling)"}
         groups.setdefault(head, []).append((tag, tail, e))
@@ -501,25 +727,55 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         tagged = [x for x in errs if x[0] is not None]
         if not tagged:
             for _, _, e in errs:
-                lines.append(f"  - {head or '<root>'}: {_msg(e)}")
+                lines.append(f"  - {head}: {_msg(e)}" if head else f"  - {_msg(e)}")
             continue
         specific = [x for x in tagged if x[2].get("type") == "value_error"]
+        if not specific:
+            specific = [x for x in tagged if x[2].get("type") not in _FORM_ERRORS]
         if specific:
+            said: set[str] = set()
             for _, tail, e in specific:
-                lines.append(f"  - {head}{tail}: {_msg(e)}")
+                line = f"  - {head}{tail}: {_msg(e)}"
+                if line not in said:
+                    said.add(line)
+                    lines.append(line)
             continue
         members = {_member_name(t) for t, _, _ in tagged}
         if len(members) == 1:  # a tagged (discriminated) union: the member is known, report inside it
             for _, tail, e in tagged:
                 lines.append(f"  - {head}{tail}: {_msg(e)}")
             continue
-        forms = ", ".join(dict.fromkeys(_FORMS.get(m, m) for m in (_member_name(t) for t, _, _ in tagged)))
+        forms = ", ".join(dict.fromkeys(_form(_member_name(t)) for t, _, _ in tagged))
         lines.append(f"  - {head}: expected {forms}; got {_short(tagged[0][2].get('input'))}")
     n = len(lines)
-    return "\n".join([f"{source}: invalid scenario ({n} problem{'s' if n != 1 else ''})", *lines])
+    return "\n".join([f"{source}: invalid {kind} ({n} problem{'s' if n != 1 else ''})", *lines])
+
+
+def _form(member: str) -> str:
+    if member in _FORMS:
+        return _FORMS[member]
+    inner = re.findall(r"\b(float|int|str|bool)\]*$", member)  # 'function-after[_bounded(), ...float]'
+    if member.startswith("list["):
+        return "a list of numbers" if "float" in member or "int" in member else "a list"
+    if inner:
+        return {"float": "a number", "int": "a whole number", "str": "a string", "bool": "true or false"}[
+            inner[0]
+        ]
+    return member
 
 
 def _msg(e: dict) -> str:
+    t = e.get("type")
+    if t == "finite_number":
+        return f"expected a finite number, got {_short(e.get('input'))} (NaN and infinities are refused)"
+    if t in ("less_than_equal", "less_than", "greater_than", "greater_than_equal"):
+        return f"{_short(e.get('input'))} is out of range: {str(e.get('msg')).lower()}"
+    if t == "too_long":
+        return f"{_msg_plain(e)} (a limit on this list)"
+    return _msg_plain(e)
+
+
+def _msg_plain(e: dict) -> str:
     return str(e.get("msg", "invalid")).removeprefix("Value error, ")
 
 
@@ -561,13 +817,11 @@ def load_scenario(scenario: str | os.PathLike | dict | ScenarioConfig, **overrid
                     f"({', '.join(shipped_scenarios())})"
                 )
             path = cand
-        if not path.exists():
-            raise ConfigError(f"{path}: no such scenario file")
         source = str(path)
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            data = load_yaml_file(path, "scenario file")
+        except YamlInputError as exc:
+            raise ConfigError(str(exc)) from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of scenario fields")
         # relative replay paths resolve against the scenario file's folder

@@ -36,6 +36,8 @@ GRID_LAM0 = 0.25  # below this, Poisson draws use sequential inversion from 0
 GRID_RATIO = 1.005  # grid spacing: the residual rate is at most 0.5% of the rate
 GRID_MAX = 4096.0  # above this, Poisson(lam) is a sum of Poisson(GRID_MAX)-sized pieces
 MAX_EFFECTS = 64  # promotion and shock windows per scenario (a bit mask each row)
+MAX_REPLAY_BYTES = 64 * 2**20  # a replay CSV file
+MAX_REPLAY_TRACE_BYTES = 2 * 2**30  # the [dates, stores, SKUs] float64 trace built from it
 
 
 class DemandModel(NamedTuple):
@@ -526,33 +528,54 @@ def load_replay_csv(path: str | Path, store_names: list[str], sku_names: list[st
     Stores and SKUs may be given by name (``store_3``, a SKU name) or by zero-based index. Dates are
     sorted as strings (ISO dates sort correctly); a missing (date, store, SKU) row means zero units.
     """
+    import io
+
+    from envs.safeyaml import YamlInputError, decode_utf8, read_regular_file
+
     path = Path(path)
-    if not path.exists():
-        raise ValueError(f"demand.replay.path: no such file {path}")
+    try:
+        text = decode_utf8(read_regular_file(path, "replay CSV file", MAX_REPLAY_BYTES), str(path))
+    except YamlInputError as exc:
+        raise ValueError(f"demand.replay.path: {exc}") from None
     s_idx = {n: i for i, n in enumerate(store_names)}
     k_idx = {n: i for i, n in enumerate(sku_names)}
     rows = []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        need = {"date", "store", "sku", "units"}
-        if reader.fieldnames is None or not need.issubset(reader.fieldnames):
-            raise ValueError(
-                f"demand.replay.path: {path} needs the columns date,store,sku,units (got {reader.fieldnames})"
-            )
-        for ln, row in enumerate(reader, start=2):
-            try:
-                s = _lookup(row["store"], s_idx, len(store_names), "store")
-                k = _lookup(row["sku"], k_idx, len(sku_names), "sku")
-                u = float(row["units"])
-            except ValueError as exc:
-                raise ValueError(f"demand.replay.path: {path} line {ln}: {exc}") from None
-            if not math.isfinite(u) or u < 0:
-                raise ValueError(f"demand.replay.path: {path} line {ln}: units must be a finite number >= 0")
-            rows.append((row["date"], s, k, u))
+    ln = 1
+    try:
+        with io.StringIO(text, newline="") as fh:
+            reader = csv.DictReader(fh)
+            need = {"date", "store", "sku", "units"}
+            if reader.fieldnames is None or not need.issubset(reader.fieldnames):
+                raise ValueError(
+                    f"demand.replay.path: {path} needs the columns date,store,sku,units (got {reader.fieldnames})"
+                )
+            for ln, row in enumerate(reader, start=2):
+                if any(row.get(c) is None for c in need):
+                    raise ValueError(f"demand.replay.path: {path} line {ln}: a row needs all four columns")
+                try:
+                    s = _lookup(row["store"], s_idx, len(store_names), "store")
+                    k = _lookup(row["sku"], k_idx, len(sku_names), "sku")
+                    u = float(row["units"])
+                except ValueError as exc:
+                    raise ValueError(f"demand.replay.path: {path} line {ln}: {exc}") from None
+                if not math.isfinite(u) or u < 0:
+                    raise ValueError(
+                        f"demand.replay.path: {path} line {ln}: units must be a finite number >= 0"
+                    )
+                rows.append((row["date"], s, k, u))
+    except csv.Error as exc:
+        raise ValueError(f"demand.replay.path: {path} line {ln + 1}: not valid CSV: {exc}") from None
     if not rows:
         raise ValueError(f"demand.replay.path: {path} has no rows")
     dates = sorted({r[0] for r in rows})
     d_idx = {d: i for i, d in enumerate(dates)}
+    need = 8.0 * len(dates) * len(store_names) * len(sku_names)
+    if need > MAX_REPLAY_TRACE_BYTES:
+        raise ValueError(
+            f"demand.replay.path: {path}: the trace needs dates x stores x SKUs x 8 bytes = {len(dates):,} x "
+            f"{len(store_names):,} x {len(sku_names):,} x 8 = {need / 2**30:,.1f} GiB, over the limit of "
+            f"{MAX_REPLAY_TRACE_BYTES / 2**30:g} GiB"
+        )
     trace = np.zeros((len(dates), len(store_names), len(sku_names)))
     for d, s, k, u in rows:
         trace[d_idx[d], s, k] += u

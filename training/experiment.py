@@ -3,45 +3,53 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from envs.config import ConfigError, format_validation_error
+from envs.config import ConfigError, Float, Int, PositiveFloat, PositiveInt, format_validation_error
+from envs.safeyaml import YamlInputError, load_yaml_file
+
+MAX_NUM_ENVS = 4_096
+MAX_LAYER = 4_096  # units in one hidden layer
+MAX_LAYERS = 16
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinities refused, integers strictly whole numbers (envs.config's Int), numbers bounded
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+Layers = list[Annotated[PositiveInt, Field(le=MAX_LAYER)]]
 
 
 class NetworkSpec(Strict):
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
-    value_hidden: list[PositiveInt] = Field(default_factory=lambda: [64])
+    hidden: Layers = Field(default_factory=lambda: [64, 64], max_length=MAX_LAYERS)
+    value_hidden: Layers = Field(default_factory=lambda: [64], max_length=MAX_LAYERS)
     centralised_critic: bool = False  # value head also sees env.state() (RLlib path)
 
 
 class PPOSpec(Strict):
     learning_rate: PositiveFloat = 3e-4
-    gamma: float = Field(default=0.99, gt=0, le=1)
-    gae_lambda: float = Field(default=0.95, ge=0, le=1)
+    gamma: Float = Field(default=0.99, gt=0, le=1)
+    gae_lambda: Float = Field(default=0.95, ge=0, le=1)
     clip_range: PositiveFloat = 0.2
-    ent_coef: float = Field(default=0.003, ge=0)
+    ent_coef: Float = Field(default=0.003, ge=0)
     vf_coef: PositiveFloat = 0.5
     max_grad_norm: PositiveFloat = 0.5
     n_epochs: PositiveInt = 4
     rollout_steps: PositiveInt = 32  # periods per env per update (SB3 n_steps)
     minibatch_size: PositiveInt = 512  # agent-steps per minibatch
-    target_kl: float | None = 0.03
+    target_kl: Float | None = 0.03
 
 
 class ShieldSpec(Strict):
     enabled: bool = True
-    penalty: float = Field(default=0.0, ge=0)  # subtracted from the reward per changed SKU decision
+    penalty: Float = Field(default=0.0, ge=0)  # subtracted from the reward per changed SKU decision
 
 
 class RLlibSpec(Strict):
-    num_env_runners: int = Field(default=0, ge=0)
+    num_env_runners: Int = Field(default=0, ge=0, le=1_024)
     train_batch_size: PositiveInt = 2000  # agent... env steps per iteration
     ray_address: str | None = None
 
@@ -54,8 +62,8 @@ class ExperimentConfig(Strict):
     roles: list[Literal["store", "dc"]] = Field(default_factory=lambda: ["store"])  # trained roles
     steps: PositiveInt | None = None  # env steps (periods x environments) per trained role
     minutes: PositiveFloat | None = None  # wall-clock budget (whole run)
-    seed: int = 0
-    num_envs: PositiveInt = 8
+    seed: Int = 0
+    num_envs: PositiveInt = Field(default=8, le=MAX_NUM_ENVS)
     baseline: Literal["base_stock", "capped_base_stock", "echelon_base_stock", "s_S", "r_Q", "zero"] = (
         "base_stock"
     )
@@ -67,8 +75,8 @@ class ExperimentConfig(Strict):
     # never the paths `restock eval` uses) as policies/<role>.pt, the behaviour-cloned start included;
     # SB3 trainer. False: the last weights.
     keep_best: bool = True
-    bc_episodes: int = Field(default=16, ge=0)  # behaviour-cloning warm start from the baseline (0 = off)
-    bc_epochs: int = Field(default=8, ge=0)
+    bc_episodes: Int = Field(default=16, ge=0)  # behaviour-cloning warm start from the baseline (0 = off)
+    bc_epochs: Int = Field(default=8, ge=0)
     network: NetworkSpec = Field(default_factory=NetworkSpec)
     ppo: PPOSpec = Field(default_factory=PPOSpec)
     shield: ShieldSpec = Field(default_factory=ShieldSpec)
@@ -89,9 +97,11 @@ def load_experiment(path: str | Path | None, **overrides: Any) -> ExperimentConf
             p = cand
         source = str(p)
         try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+            data = load_yaml_file(p, "experiment file")
+        except YamlInputError as exc:
+            raise ConfigError(str(exc)) from None
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of experiment fields")
         data.setdefault("name", p.stem)
@@ -102,5 +112,5 @@ def load_experiment(path: str | Path | None, **overrides: Any) -> ExperimentConf
         return ExperimentConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(
-            format_validation_error(err, source).replace("invalid scenario", "invalid experiment")
+            format_validation_error(err, source, root=ExperimentConfig, kind="experiment")
         ) from None
