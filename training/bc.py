@@ -10,6 +10,8 @@ DESIGN.md section 7 done through the initial weights, so export and serving stay
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -98,24 +100,35 @@ def pretrain(
     seed: int = 0,
     log=None,
     min_updates: int = 1500,
+    max_updates: int | None = None,
+    max_seconds: float | None = None,
 ) -> dict[str, float]:
     """Fit policy logits (cross-entropy to the baseline's levels) and values (MSE to returns).
 
-    Runs ``epochs`` passes, or more until ``min_updates`` gradient steps (small data sets need them).
+    Runs ``epochs`` passes, or more until ``min_updates`` gradient steps (small data sets need them),
+    but never more than ``max_updates`` gradient steps or (checked after each step) ``max_seconds``
+    of wall time: a warm start proportionate to the run (`bc_budget`).
     """
+    t_end = time.perf_counter() + max_seconds if max_seconds is not None else None
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     obs, mask = torch.as_tensor(data["obs"]), torch.as_tensor(data["mask"])
     lv, ret = torch.as_tensor(data["level"]), torch.as_tensor(data["ret"])
     n = obs.shape[0]
     K, L = lv.shape[1], net.cfg.levels
-    epochs = max(epochs, -(-min_updates // max(1, -(-n // batch))))
+    per_epoch = max(1, -(-n // batch))
+    epochs = max(epochs, -(-min_updates // per_epoch))
+    if max_updates is not None:
+        epochs = max(1, min(epochs, -(-max_updates // per_epoch)))
+    updates, out_of_time = 0, False
     net.train()
     acc = 0.0
     for ep in range(epochs):
         perm = torch.randperm(n, generator=g)
         tot, tot_ce, tot_v, hits, cnt = 0.0, 0.0, 0.0, 0, 0
         for i in range(0, n, batch):
+            if (max_updates is not None and updates >= max_updates) or out_of_time:
+                break
             idx = perm[i : i + batch]
             logits = net.forward_logits(obs[idx], mask[idx]).reshape(-1, K, L)
             ce = torch.nn.functional.cross_entropy(logits.reshape(-1, L), lv[idx].reshape(-1))
@@ -130,10 +143,36 @@ def pretrain(
             tot_v += float(torch.mean((v.detach() - ret[idx]) ** 2)) * len(idx)
             hits += int((logits.argmax(-1) == lv[idx]).sum())
             cnt += len(idx) * K
+            updates += 1
+            out_of_time = t_end is not None and time.perf_counter() > t_end
         acc = hits / max(cnt, 1)
+        rows = max(1, cnt // K)  # rows fitted in this epoch (fewer when a budget cut it short)
         if log:
             log(
-                f"behaviour cloning epoch {ep + 1}/{epochs}: cross-entropy {tot_ce / n:.4f}, value MSE {tot_v / n:.4f}, "
+                f"behaviour cloning epoch {ep + 1}/{epochs}: cross-entropy {tot_ce / rows:.4f}, "
+                f"value MSE {tot_v / rows:.4f}, "
                 f"level accuracy {acc:.3f}"
             )
-    return {"accuracy": acc}
+        if (max_updates is not None and updates >= max_updates) or out_of_time:
+            if log and ep + 1 < epochs:
+                log(f"behaviour cloning stopped at its budget: {updates} gradient steps")
+            break
+    return {"accuracy": acc, "updates": updates}
+
+
+BC_UPDATE_SHARE = 0.25  # behaviour cloning's gradient steps, at most this share of PPO's in the run
+BC_TIME_SHARE = 0.1  # and at most this share of a timed run's minutes
+BC_MIN_UPDATES = 50
+
+
+def bc_budget(exp, n_agents: int) -> dict[str, float | int | None]:
+    """Caps for `pretrain` in proportion to the run: ``max_updates`` from the run's ``steps`` (PPO's
+    minibatch updates over the run: env steps x agents / minibatch x epochs, times BC_UPDATE_SHARE),
+    ``max_seconds`` from its ``minutes`` (times BC_TIME_SHARE). None where the run sets no such limit."""
+    out: dict[str, float | int | None] = {"max_updates": None, "max_seconds": None}
+    if exp.steps:
+        ppo_updates = -(-exp.steps * n_agents // exp.ppo.minibatch_size) * exp.ppo.n_epochs
+        out["max_updates"] = max(BC_MIN_UPDATES, int(BC_UPDATE_SHARE * ppo_updates))
+    if exp.minutes:
+        out["max_seconds"] = BC_TIME_SHARE * 60.0 * exp.minutes
+    return out

@@ -1,10 +1,34 @@
-"""RLlib's face of the simulator: a native MultiAgentEnv over the batched array env (E = 1).
+"""RLlib's face of the simulator: one native MultiAgentEnv holding E kernel environments.
+
+Design (issue 10, item 2). Ray 2.60 vectorises multi-agent envs only synchronously: a Python loop
+over one-environment copies, each stepping the kernel on its own. Here one RLlib env *is* the
+batch: it holds an `ArrayEnv` of ``num_envs`` = E environments, and RLlib is configured with one such
+env per env runner (``num_envs_per_env_runner=1``). Each RLlib step is therefore one kernel call (and
+one shield call, one baseline call) over all E environments, and RLlib's one forward pass per step
+covers every agent of every environment. RLlib agents are (environment, node) pairs with ids
+``"{node id}_e{e}"`` (``store_3_e5``): each has its own trajectory, rewards and value bootstrap, as
+one agent of one environment had before, and the policy mapping by role prefix is unchanged. All
+environments share the horizon, so the E episodes start and end together and RLlib sees one episode
+per E kernel episodes; one RLlib env step is E environment steps (`kernel_envs_per_step`), which the
+trainer and the benchmark convert back.
 
 Only the agents of the trained roles are RLlib agents; any other role is played inside the env by
 the baseline heuristic, so RLlib never samples for it. Observations are renamed for RLlib's masking
 convention: ``{"observations": ..., "action_mask": ...}`` (plus ``"global_state"`` for a centralised
 critic). Shield, rewards and costs are exactly those of the PettingZoo env: the same ArrayEnv and
 the same shield hook run underneath.
+
+Sample paths (item 1). Every (env runner, sub-environment, episode) plays its own demand and
+lead-time stream, reproducible from the run seed: environment e of the j-th episode of env runner w
+plays the kernel's sample path ``path_id(seed, w, v * E + e, j)``, a 63-bit number drawn by
+``numpy.random.SeedSequence(entropy=seed, spawn_key=(w, v * E + e, j))`` (the kernel hashes
+(seed, path) into the demand and lead-time draws, `envs.rng`). ``w`` is RLlib's
+``EnvContext.worker_index`` (0 for the local env runner, 1.. for remote ones). RLlib 2.60's new API
+stack gives every sub-environment of a runner the same EnvContext (its ``vector_index`` is always 0);
+sub-environment v is told apart only by its first reset seed, ``config.seed + worker_index + v``
+(`EnvRunner.__init__`, `SyncVectorMultiAgentEnv.reset`), from which ``v`` is recovered (evaluation
+runners add 1,000,000, which keeps their paths apart too). Adding runners or environments therefore
+adds distinct paths, and a run replays its paths from its seed.
 """
 
 from __future__ import annotations
@@ -22,14 +46,29 @@ from envs.compile import compile_scenario
 from envs.config import load_scenario
 from envs.types import C_HOLD, C_STOCKOUT, K_DEMAND, K_FILLED
 
+_PATH_MASK = (1 << 63) - 1
+
+
+def path_id(seed: int, runner: int, env_index: int, episode: int) -> int:
+    """The sample path (a 63-bit id) of one (env runner, sub-environment, episode), from the run seed."""
+    ss = np.random.SeedSequence(entropy=int(seed), spawn_key=(int(runner), int(env_index), int(episode)))
+    return int(ss.generate_state(1, np.uint64)[0]) & _PATH_MASK
+
+
+def kernel_envs_per_step(env_config: dict | None) -> int:
+    """Environment steps in one RLlib env step (the kernel environments one RLlib env holds)."""
+    return int((env_config or {}).get("num_envs", 1))
+
 
 class RLlibInventoryEnv(MultiAgentEnv):
     """env_config: scenario (dict or name), roles, baseline {policy, knobs}, reward_scale, seed,
-    shield (bool), shield_penalty, central_critic (bool)."""
+    num_envs (kernel environments held, default 1), shield (bool), shield_penalty, central_critic
+    (bool). An RLlib ``EnvContext`` adds the env runner's ``worker_index``."""
 
     def __init__(self, config: dict | None = None):
         super().__init__()
         cfg = dict(config or {})
+        self.runner = int(getattr(config, "worker_index", 0) or 0)
         scen = cfg.get("scenario", "tiny")
         self.compiled = compile_scenario(load_scenario(scen))
         c = self.compiled
@@ -41,127 +80,172 @@ class RLlibInventoryEnv(MultiAgentEnv):
                 shield = Shield(c, mode="enforce")
             except ImportError:
                 shield = None
-        self.env = ArrayEnv(c, num_envs=1, seed=int(cfg.get("seed", 0)), shield=shield)
+        self.E = kernel_envs_per_step(cfg)
+        self.run_seed = int(cfg.get("seed", 0))
+        self.env = ArrayEnv(c, num_envs=self.E, seed=self.run_seed, shield=shield)
         self.roles = list(cfg.get("roles", ["store", "dc"]))
         self.nodes = np.concatenate([role_nodes(c, r) for r in self.roles]).astype(np.int64)
-        self.possible_agents = [c.agent_ids[n] for n in self.nodes]
-        self.agents = list(self.possible_agents)
         from agents.tuning import make_policy
 
         base = cfg.get("baseline", {"policy": "base_stock", "knobs": {}})
         self.baseline = JointPolicy(make_policy(base.get("policy", "base_stock"), base.get("knobs")))
         self.baseline.bind(c)
+        self._base_roles = [
+            (r, role_nodes(c, r)) for r in ("dc", "store") if r not in self.roles and len(role_nodes(c, r))
+        ]
         self.reward_scale = float(cfg.get("reward_scale", 1.0))
         self.shield_penalty = float(cfg.get("shield_penalty", 0.0))
         self.central = bool(cfg.get("central_critic", False))
         self.K = c.K
-        self.levels = {
-            a: int(c.params.levels[n]) for a, n in zip(self.possible_agents, self.nodes, strict=True)
-        }
         self.gdim = c.N * c.K * 4 + 1
-        spaces = {}
-        for a in self.possible_agents:
+        # groups of trained nodes sharing a level count (one per role): gathered as blocks
+        self._groups = []
+        for r in self.roles:
+            ns = role_nodes(c, r).astype(np.int64)
+            for L in np.unique(c.params.levels[ns]):
+                self._groups.append((ns[c.params.levels[ns] == L], int(L)))
+        # agent table, environment-major: (agent id, group, e, index in group, node)
+        self._table = []
+        for e in range(self.E):
+            for g, (ns, _) in enumerate(self._groups):
+                for i, n in enumerate(ns):
+                    self._table.append((f"{c.agent_ids[n]}_e{e}", g, e, i, int(n)))
+        self.possible_agents = [t[0] for t in self._table]
+        self.agents = list(self.possible_agents)
+        self._e_idx = np.array([t[2] for t in self._table], np.int64)
+        self._n_idx = np.array([t[4] for t in self._table], np.int64)
+        spaces, act = {}, {}
+        for g, (_, L) in enumerate(self._groups):
             d = {
                 "observations": gymnasium.spaces.Box(-np.inf, np.inf, (self.env.obs_dim,), np.float32),
-                "action_mask": gymnasium.spaces.Box(0.0, 1.0, (self.K * self.levels[a],), np.float32),
+                "action_mask": gymnasium.spaces.Box(0.0, 1.0, (self.K * L,), np.float32),
             }
             if self.central:
                 d["global_state"] = gymnasium.spaces.Box(-np.inf, np.inf, (self.gdim,), np.float32)
-            spaces[a] = gymnasium.spaces.Dict(d)
-        self.observation_spaces = spaces
-        self.action_spaces = {
-            a: gymnasium.spaces.MultiDiscrete(np.full(self.K, self.levels[a], np.int64))
-            for a in self.possible_agents
-        }
+            spaces[g] = gymnasium.spaces.Dict(d)
+            act[g] = gymnasium.spaces.MultiDiscrete(np.full(self.K, L, np.int64))
+        self.observation_spaces = {t[0]: spaces[t[1]] for t in self._table}
+        self.action_spaces = {t[0]: act[t[1]] for t in self._table}
         self._episode = 0
-        self._seed = int(cfg.get("seed", 0))
-        self._levels_buf = np.zeros((1, c.N, c.K), np.int64)
-        self._q = np.zeros((1, c.N, c.K), np.int32)
-        self._ret = dict.fromkeys(self.possible_agents, 0.0)
+        self._sub = 0  # this env's index among its runner's RLlib sub-environments
+        self._levels_buf = np.zeros((self.E, c.N, c.K), np.int64)
+        self._q = np.zeros((self.E, c.N, c.K), np.int32)
+        parent = c.params.parent
+        self._children = [(ch, int(parent[ch])) for ch in range(c.N) if parent[ch] >= 0]
 
+    # ------------------------------------------------------------------ paths
+    def episode_paths(self, episode: int) -> np.ndarray:
+        """The kernel sample paths [E] of this env's ``episode``-th episode."""
+        return np.array(
+            [path_id(self.run_seed, self.runner, self._sub * self.E + e, episode) for e in range(self.E)],
+            np.int64,
+        )
+
+    # ------------------------------------------------------------------ observations
     def _global(self) -> np.ndarray:
+        """[E, gdim] global state: on hand, in transit, backlog (stores) or owed to children (DCs),
+        owed by the parent, per node and SKU, scaled; and the period."""
         s, p = self.env.state, self.compiled.params
-        owed_out = np.zeros_like(s.owed[0])
-        for ch in range(self.compiled.N):
-            if p.parent[ch] >= 0:
-                owed_out[p.parent[ch]] += s.owed[0, ch]
-        back = np.where(p.is_store[:, None] == 1, s.backlog[0], owed_out)
-        feats = np.stack([s.on_hand[0], s.transit[0], back, s.owed[0]], axis=-1) / p.scale[..., None]
-        return np.concatenate([feats.ravel(), [s.t[0] / p.horizon]]).astype(np.float32)
+        owed_out = np.zeros_like(s.owed)
+        for ch, par in self._children:
+            owed_out[:, par] += s.owed[:, ch]
+        back = np.where(p.is_store[None, :, None] == 1, s.backlog, owed_out)
+        feats = np.stack([s.on_hand, s.transit, back, s.owed], axis=-1) / p.scale[None, ..., None]
+        t = (s.t / p.horizon)[:, None]
+        return np.concatenate([feats.reshape(self.E, -1), t], axis=1).astype(np.float32)
 
     def _obs(self) -> dict[str, dict[str, np.ndarray]]:
         env = self.env
+        blocks = []
+        for ns, L in self._groups:
+            o = env.obs[:, ns]  # [E, n, D] (a copy)
+            m = env.mask[:, ns, :, :L].reshape(self.E, len(ns), -1).astype(np.float32)
+            blocks.append((o, m))
         g = self._global() if self.central else None
         out = {}
-        for a, n in zip(self.possible_agents, self.nodes, strict=True):
-            L = self.levels[a]
-            d = {
-                "observations": env.obs[0, n].copy(),
-                "action_mask": env.mask[0, n, :, :L].reshape(-1).astype(np.float32),
-            }
+        for aid, gi, e, i, _ in self._table:
+            o, m = blocks[gi]
+            d = {"observations": o[e, i], "action_mask": m[e, i]}
             if g is not None:
-                d["global_state"] = g
-            out[a] = d
+                d["global_state"] = g[e]
+            out[aid] = d
         return out
 
+    # ------------------------------------------------------------------ episodes
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
-            self._seed = int(seed)
+            # RLlib seeds sub-environment v of runner w with config.seed + w + v (first reset only)
+            sub = int(seed) - self.run_seed - self.runner
+            self._sub = sub if sub >= 0 else int(seed) & _PATH_MASK
             self._episode = 0
-            self.env.seed = self._seed
-            self.env.demand.seed = np.uint64(self._seed & 0xFFFFFFFFFFFFFFFF)
-        self.env.reset(paths=np.array([self._episode], np.int64))
+        self.env.reset(paths=self.episode_paths(self._episode))
         self._episode += 1
         self.agents = list(self.possible_agents)
-        self._ret = dict.fromkeys(self.possible_agents, 0.0)
         self._safety = np.zeros(3)  # node-SKU decisions, interventions, executed violations
-        return self._obs(), {a: {} for a in self.agents}
+        return self._obs(), {}
+
+    def _baseline_qty(self) -> np.ndarray:
+        """Quantities [E, N, K] of the untrained roles (zero elsewhere)."""
+        env, c = self.env, self.compiled
+        qty = np.zeros((self.E, c.N, c.K), np.int64)
+        for role, ns in self._base_roles:
+            pol = self.baseline.policies[role]
+            out = np.asarray(pol.act(env, ns))
+            if pol.output == "levels":
+                full = np.zeros((self.E, c.N, c.K), np.int64)
+                full[:, ns] = out
+                q = np.zeros((self.E, c.N, c.K), np.int32)
+                kn.levels_to_qty(c.params, env.state, env.work, full, q)
+                qty[:, ns] = q[:, ns]
+            else:
+                qty[:, ns] = out
+        return qty
 
     def step(self, action_dict: dict[str, Any]):
         env, c = self.env, self.compiled
-        qty = self.baseline.propose(env).qty.astype(np.int64)
+        qty = self._baseline_qty()
         lv = self._levels_buf
         lv[:] = 0
-        for a, n in zip(self.possible_agents, self.nodes, strict=True):
-            if a in action_dict:
-                lv[0, n] = np.asarray(action_dict[a], np.int64)
+        if len(action_dict) == len(self._table):
+            lv[self._e_idx, self._n_idx] = np.stack([action_dict[a] for a in self.possible_agents])
+        else:
+            for a, _, e, _, n in self._table:
+                if a in action_dict:
+                    lv[e, n] = action_dict[a]
         # unmasked samples (RLlib's pre-checks) are clipped to allowed levels, as in clip mode
         kn.check_levels(c.params, lv, env.mask, True)
         kn.levels_to_qty(c.params, env.state, env.work, lv, self._q)
         qty[:, self.nodes] = self._q[:, self.nodes]
         _, _, reward, done, info = env.step_qty(qty)
         obs = self._obs()
-        rewards, infos = {}, {}
+        r = reward[self._e_idx, self._n_idx] / self.reward_scale
         cc = info.get("constraint_cost")
+        if self.shield_penalty and cc is not None:
+            r = r - self.shield_penalty * cc[self._e_idx, self._n_idx]
+        rewards = dict(zip(self.possible_agents, r.tolist(), strict=True))
         if "shield_sku_decisions" in info:
             self._safety += [
                 np.sum(info["shield_sku_decisions"]),
                 np.sum(info["shield_interventions"]),
                 np.sum(info["shield_executed_violations"]),
             ]
-        for a, n in zip(self.possible_agents, self.nodes, strict=True):
-            r = float(reward[0, n]) / self.reward_scale
-            if self.shield_penalty and cc is not None:
-                r -= self.shield_penalty * float(cc[0, n])
-            rewards[a] = r
-            self._ret[a] += r
-            infos[a] = {"cost": float(cc[0, n]) if cc is not None else 0.0}
+        infos: dict[str, dict] = {}
         if done:
             ep = info["episode"]
             M = c.M
-            dem = ep["kpi"][0, M:, K_DEMAND].sum()
-            summary = {
-                "episodic_cost": float(ep["cost"][0].sum()),
-                "fill_rate": float(ep["kpi"][0, M:, K_FILLED].sum() / max(dem, 1e-9)),
-                "holding_cost": float(ep["cost"][0, :, C_HOLD].sum()),
-                "stockout_cost": float(ep["cost"][0, :, C_STOCKOUT].sum()),
+            dem = ep["kpi"][:, M:, K_DEMAND].sum(axis=1)
+            fill = ep["kpi"][:, M:, K_FILLED].sum(axis=1) / np.maximum(dem, 1e-9)
+            summary = {  # means over the E episodes that end here
+                "episodic_cost": float(ep["cost"].sum(axis=(1, 2)).mean()),
+                "fill_rate": float(fill.mean()),
+                "holding_cost": float(ep["cost"][:, :, C_HOLD].sum(axis=1).mean()),
+                "stockout_cost": float(ep["cost"][:, :, C_STOCKOUT].sum(axis=1).mean()),
                 "intervention_rate": float(self._safety[1] / self._safety[0]) if self._safety[0] else 0.0,
-                "violations": float(self._safety[2]),
+                "violations": float(self._safety[2] / self.E),
             }
-            for a in infos:
-                infos[a]["episode_summary"] = summary
+            infos = {a: {"episode_summary": summary} for a in self.possible_agents}
             self.agents = []
         terminateds = {"__all__": False}
-        truncateds = {a: done for a in self.possible_agents}
+        truncateds = dict.fromkeys(self.possible_agents, done)
         truncateds["__all__"] = done
         return obs, rewards, terminateds, truncateds, infos

@@ -77,6 +77,7 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
     from training.rllib_callbacks import InventoryMetrics
     from training.rllib_env import RLlibInventoryEnv
     from training.rllib_module import PerSkuRLModule
+    from training.rllib_runner import InventoryEnvRunner
 
     ppo = exp.ppo
     env_config = {
@@ -88,8 +89,10 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
         "shield": shield,
         "shield_penalty": exp.shield.penalty,
         "central_critic": exp.network.centralised_critic,
+        "num_envs": exp.num_envs,  # kernel environments inside one RLlib env (training/rllib_env.py)
     }
     policies = {f"{r}_policy" for r in exp.roles}
+    n_trained = sum(len(role_nodes(compiled, r)) for r in exp.roles)
 
     def mapping(agent_id, episode=None, **kwargs):
         return "dc_policy" if agent_id.startswith("dc_") else "store_policy"
@@ -99,10 +102,16 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
         .environment(RLlibInventoryEnv, env_config=env_config, disable_env_checking=True)
         .env_runners(
             num_env_runners=exp.rllib.num_env_runners,
-            num_envs_per_env_runner=exp.num_envs,
+            num_envs_per_env_runner=1,  # one RLlib env holds exp.num_envs kernel environments
+            env_runner_cls=InventoryEnvRunner,
             rollout_fragment_length="auto",
         )
-        .multi_agent(policies=policies, policy_mapping_fn=mapping, policies_to_train=sorted(policies))
+        .multi_agent(
+            policies=policies,
+            policy_mapping_fn=mapping,
+            policies_to_train=sorted(policies),
+            count_steps_by="agent_steps",
+        )
         .rl_module(
             rl_module_spec=MultiRLModuleSpec(
                 rl_module_specs={
@@ -114,8 +123,10 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
             )
         )
         .training(
-            train_batch_size_per_learner=exp.rllib.train_batch_size,
-            minibatch_size=min(ppo.minibatch_size, exp.rllib.train_batch_size),
+            # counted in agent steps (an RLlib env step is exp.num_envs environment steps): the
+            # configured environment steps times the trained nodes of one environment
+            train_batch_size_per_learner=exp.rllib.train_batch_size * n_trained,
+            minibatch_size=min(ppo.minibatch_size, exp.rllib.train_batch_size * n_trained),
             num_epochs=ppo.n_epochs,
             lr=ppo.learning_rate,
             gamma=ppo.gamma,
@@ -154,7 +165,7 @@ def _warm_start(
     algo, compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory, log, monitor
 ) -> None:
     """Behaviour cloning of the baseline into the learner's networks, then a synchronous weight push."""
-    from training.bc import collect, pretrain
+    from training.bc import bc_budget, collect, pretrain
 
     nets = _learner_nets(algo, exp.roles)
     scale = baseline.reward_scale / (1.0 - exp.ppo.gamma) if exp.ppo.gamma < 1 else baseline.reward_scale
@@ -169,7 +180,8 @@ def _warm_start(
             reward_scale=scale,
             shield=shield_factory(compiled) if shield_factory else None,
         )
-        res = pretrain(net, data, epochs=exp.bc_epochs, seed=exp.seed, log=log)
+        budget = bc_budget(exp, len(role_nodes(compiled, role)))  # proportionate to the run
+        res = pretrain(net, data, epochs=exp.bc_epochs, seed=exp.seed, log=log, **budget)
         monitor.log(0, {f"charts/bc_accuracy/{role}": res["accuracy"]})
     force_sync_env_runner_weights(algo)
 
@@ -249,10 +261,10 @@ def train_rllib(
         while steps < target:
             r = algo.train()
             it += 1
-            steps = int(_g(r, "env_runners/num_env_steps_sampled_lifetime", 0))
+            steps = int(_g(r, "env_runners/num_env_steps_sampled_lifetime", 0)) * exp.num_envs
             dt = float(r.get("time_this_iter_s", 1e-9))
             scal: dict[str, Any] = {
-                "charts/SPS": _g(r, "env_runners/num_env_steps_sampled", 0) / max(dt, 1e-9)
+                "charts/SPS": _g(r, "env_runners/num_env_steps_sampled", 0) * exp.num_envs / max(dt, 1e-9)
             }
             for key, tag in (
                 ("episodic_cost", "charts/episodic_cost"),
