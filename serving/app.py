@@ -43,15 +43,16 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving import schema as _schema
 from serving.artifact import ArtifactError
-from serving.audit import GroupCommitter
+from serving.audit import AuditIntegrityError, GroupCommitter
 from serving.decision import MAX_BATCH, DecisionService, request_digest, settle_gc
 from serving.registry import MODES, RegistryError
-from serving.schema import DecisionRequest, RequestInvalid
+from serving.schema import DecisionRequest, RequestInvalid, pydantic_errors
 
 ADMIN_TOKEN_ENV = "RESTOCK_ADMIN_TOKEN"
 _REF = "#/components/schemas/{model}"
@@ -60,18 +61,80 @@ _request_schema = DecisionRequest.model_json_schema(ref_template=_REF)
 _request_defs = _request_schema.pop("$defs", {})
 DEFAULT_MAX_BODY = 256 * 1024
 RECENT_IDS = 100_000  # request ids (with digests) kept in memory to answer repeats without a database read
+MAX_ERRORS = 20  # validation errors listed in a 422 body (``error_count`` says how many there were)
+BODY_TIMEOUT = 15.0  # seconds a request body may take to arrive, from the first read (408 after)
+HEADER_TIMEOUT = 10.0  # seconds a connection may take to send a request's headers (closed after)
+KEEP_ALIVE = 5  # seconds an idle keep-alive connection is kept
+LIMIT_CONCURRENCY = 1000  # connections (or requests in progress) at once; 503 beyond
+
+
+def json_content_type(headers) -> bool:
+    """Whether ASGI ``headers`` declare ``Content-Type: application/json`` (parameters allowed)."""
+    for k, v in headers:
+        if k == b"content-type":
+            return v.split(b";", 1)[0].strip().lower() == b"application/json"
+    return False
+
+
+def bounded_errors(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """A 422 body: the first ``MAX_ERRORS`` errors (long inputs and messages cut) and their count."""
+    shown = []
+    for e in errors[:MAX_ERRORS]:
+        e = dict(e)
+        for k in ("msg", "input"):
+            if isinstance(e.get(k), str) and len(e[k]) > 200:
+                e[k] = e[k][:200] + "..."
+        shown.append(e)
+    return {"detail": shown, "error_count": len(errors)}
+
+
+def _json_body(status: int, detail: Any, **extra: Any) -> bytes:
+    return json.dumps({"detail": detail, **extra}).encode()
+
+
+_UNSUPPORTED = "request bodies must be JSON: send Content-Type: application/json"
 
 
 class _TooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """Pure ASGI middleware: 413 for request bodies above ``max_body`` bytes (declared or streamed)."""
+class _TooSlow(Exception):
+    pass
 
-    def __init__(self, app, max_body: int):
+
+async def read_body(receive, max_body: int, declared: int = 0, timeout: float = BODY_TIMEOUT) -> bytes:
+    """The whole request body from ASGI ``receive``: _TooLarge above ``max_body`` bytes (declared or
+    streamed), _TooSlow when it has not all arrived ``timeout`` seconds after the first read."""
+    if declared > max_body:
+        raise _TooLarge
+    chunks, size, more = [], 0, True
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while more:
+        try:
+            msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise _TooSlow from None
+        if msg["type"] != "http.request":
+            raise _TooSlow  # the client went away
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > max_body:
+            raise _TooLarge
+        chunks.append(chunk)
+        more = msg.get("more_body", False)
+    return b"".join(chunks)
+
+
+class BodyLimit:
+    """Pure ASGI middleware: 413 for request bodies above ``max_body`` bytes (declared or streamed),
+    408 for bodies still incomplete ``body_timeout`` seconds after the first read."""
+
+    def __init__(self, app, max_body: int, body_timeout: float = BODY_TIMEOUT):
         self.app = app
         self.max_body = max_body
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -85,14 +148,25 @@ class BodyLimit:
                     pass
         seen = 0
         started = False
+        complete = False
+        deadline = None
 
         async def limited():
-            nonlocal seen
-            msg = await receive()
+            nonlocal seen, complete, deadline
+            if complete:  # the body is in: later reads wait for a disconnect, untimed
+                return await receive()
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + self.body_timeout
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise _TooSlow from None
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_body:
                     raise _TooLarge
+                complete = not msg.get("more_body", False)
             return msg
 
         async def tracking_send(msg):
@@ -106,18 +180,23 @@ class BodyLimit:
         except _TooLarge:
             if not started:
                 await self._reject(send)
+        except _TooSlow:
+            if not started:
+                await self._reject(send, 408)
 
-    async def _reject(self, send):
-        body = json.dumps(
-            {"detail": f"request body larger than {self.max_body} bytes", "limit": self.max_body}
-        ).encode()
+    async def _reject(self, send, status: int = 413):
+        if status == 413:
+            body = _json_body(413, f"request body larger than {self.max_body} bytes", limit=self.max_body)
+        else:
+            body = _json_body(408, f"request body not received within {self.body_timeout:g} s")
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
                 ],
             }
         )
@@ -212,16 +291,24 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     admin_token: str | None = None,
     settle: bool = False,
+    service: DecisionService | None = None,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> FastAPI:
-    """The ASGI app over a registry folder (the service opens when the app starts). ``settle``: freeze
-    the objects of the loaded service out of the garbage collector's walks (`serving.decision.settle_gc`;
-    what `serve` does, for a process that serves and nothing else)."""
+    """The ASGI app over a registry folder (the service opens when the app starts, unless ``service``
+    is one already opened: `serve` opens it first, so a refused artifact or audit store stops it
+    before it listens). ``settle``: freeze the objects of the loaded service out of the garbage
+    collector's walks (`serving.decision.settle_gc`; what `serve` does, for a process that serves and
+    nothing else)."""
     token = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None
     state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        svc = DecisionService(registry_dir, audit=audit, durability=durability)
+        svc = (
+            service
+            if service is not None
+            else DecisionService(registry_dir, audit=audit, durability=durability)
+        )
         state["svc"] = svc
         state["committer"] = GroupCommitter(svc.store)
         state["batcher"] = _Batcher(svc, state["committer"])
@@ -243,7 +330,16 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
-    app.add_middleware(BodyLimit, max_body=max_body)
+    app.add_middleware(BodyLimit, max_body=max_body, body_timeout=body_timeout)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own validation (path parameters): bounded, and no inputs echoed (NaN-safe)."""
+        errs = [
+            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": str(e.get("msg"))}
+            for e in exc.errors()
+        ]
+        return JSONResponse(bounded_errors(errs), status_code=422)
 
     def svc() -> DecisionService:
         return state["svc"]
@@ -258,6 +354,11 @@ def create_app(
         done("decisions", t0, status)
         return status, json.dumps({"detail": detail}).encode(), {}
 
+    def refused(t0: float, exc: Exception) -> tuple[int, bytes, dict]:
+        """A stored decision that fails audit verification: 503, never replayed (a 409 would invite the
+        client to re-decide under a new id; this says: do not execute, the store needs attention)."""
+        return problem(503, t0, f"{exc}; the audit store needs attention (restock audit verify)")
+
     async def decide_body(body: bytes) -> tuple[int, bytes, dict[str, str]]:
         """The whole POST /v1/decisions: (status, JSON body, extra headers). Shared by the FastAPI route
         and the ASGI fast path, so both answer byte for byte the same."""
@@ -268,7 +369,8 @@ def create_app(
         except RequestInvalid as exc:
             for e in exc.errors:
                 e["loc"] = ["body", *e["loc"]]
-            return problem(422, t0, exc.errors)
+            done("decisions", t0, 422)
+            return 422, json.dumps(bounded_errors(exc.errors)).encode(), {}
         digest = request_digest(req)
         rid = req.request_id
         inflight: dict = state["inflight"]
@@ -288,7 +390,10 @@ def create_app(
         if known is not None:  # a recent id: the audit store has its decision
             if known != digest:
                 return problem(409, t0, f"request_id {rid!r} was already used for a different request")
-            prior = s.get(rid)
+            try:
+                prior = s.get(rid, where="replay")
+            except AuditIntegrityError as exc:
+                return refused(t0, exc)
             if prior is not None:
                 with s.metrics.lock:
                     s.metrics.replays.inc()
@@ -307,6 +412,9 @@ def create_app(
         finally:
             inflight.pop(rid, None)
         _, text, st = res[0]
+        if st == "tampered":
+            s.metrics.alarm("replay")
+            return refused(t0, AuditIntegrityError(text))
         if st == "conflict":  # an id older than the cache, with another body
             return problem(409, t0, f"request_id {rid!r} was already used for a different request")
         recent[rid] = digest
@@ -329,29 +437,56 @@ def create_app(
                     declared = int(v)
                 except ValueError:
                     declared = 0
-        chunks, size, more = [], 0, True
-        too_big = declared > max_body
-        while more and not too_big:
-            msg = await receive()
-            if msg["type"] != "http.request":
-                return
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            chunks.append(chunk)
-            more = msg.get("more_body", False)
-            too_big = size > max_body
-        if too_big:
+        headers: dict[str, str] = {}
+        try:
+            data = await read_body(receive, max_body, declared, body_timeout)
+        except _TooLarge:
             status = 413
-            body = json.dumps(
-                {"detail": f"request body larger than {max_body} bytes", "limit": max_body}
-            ).encode()
-            headers: dict[str, str] = {}
+            body = _json_body(413, f"request body larger than {max_body} bytes", limit=max_body)
+        except _TooSlow:
+            status, body = 408, _json_body(408, f"request body not received within {body_timeout:g} s")
+            headers = {"Connection": "close"}
         else:
-            status, body, headers = await decide_body(b"".join(chunks))
+            if not json_content_type(scope.get("headers", ())):
+                status, body = 415, _json_body(415, _UNSUPPORTED)
+            else:
+                status, body, headers = await decide_body(data)
         raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
+
+    def err(description: str, extra: dict | None = None) -> dict[str, Any]:
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {"detail": {}, **(extra or {})},
+            "required": ["detail"],
+        }
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    e401 = {401: err("admin token missing or malformed (Authorization: Bearer <token>)")}
+    e403 = {403: err("admin API disabled (no RESTOCK_ADMIN_TOKEN) or the token is wrong")}
+    e409 = {409: err("the registry refused the change (unknown role or version, nothing to roll back)")}
+    e408 = {408: err("the request body did not arrive in time")}
+    e413 = {413: err("request body too large", {"limit": {"type": "integer"}})}
+    e415 = {415: err("the body is not declared as Content-Type: application/json")}
+    e422 = {
+        422: err(
+            "malformed or out-of-range input: the first 20 errors (detail[].loc names the field) and their count",
+            {"error_count": {"type": "integer"}},
+        )
+    }
+    e503 = {503: err("the audit store could not commit or verify the decision, or no policy is available")}
+    body_errors = {**e408, **e413, **e415, **e422}
+    admin_errors = {**e401, **e403}
+
+    def admin_body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+        return {
+            "requestBody": {
+                "required": required,
+                "content": {"application/json": {"schema": model.model_json_schema()}},
+            }
+        }
 
     @app.post(
         "/v1/decisions",
@@ -362,23 +497,47 @@ def create_app(
             }
         },
         description=schema_doc,
+        responses={
+            200: {
+                "description": "the decision (orders per SKU and its record), committed to the audit store"
+            },
+            409: err("request_id already used for a different request"),
+            **body_errors,
+            **e503,
+        },
     )
     async def post_decision(request: Request) -> Response:
         """Decide orders for one node (see `serving.schema` for the request fields and how they map)."""
-        status, body, headers = await decide_body(await request.body())
+        data = await request.body()  # 413 / 408 first, as on the fast path
+        if not json_content_type(request.scope.get("headers", ())):
+            return JSONResponse({"detail": _UNSUPPORTED}, status_code=415)
+        status, body, headers = await decide_body(data)
         return Response(body, status_code=status, media_type="application/json", headers=headers)
 
-    @app.get("/v1/decisions/{request_id}")
+    @app.get(
+        "/v1/decisions/{request_id}",
+        responses={
+            200: {"description": "the stored decision, byte for byte as first answered"},
+            404: err("no decision with this request_id"),
+            503: err("the stored decision fails audit verification: not served"),
+        },
+    )
     async def get_decision(request_id: str) -> Response:
         t0 = time.perf_counter()
-        d = svc().get(request_id)
+        try:
+            d = svc().get(request_id)
+        except AuditIntegrityError as exc:
+            done("get_decision", t0, 503)
+            return JSONResponse(
+                {"detail": f"{exc}; the audit store needs attention (restock audit verify)"}, status_code=503
+            )
         if d is None:
             done("get_decision", t0, 404)
             return JSONResponse({"detail": f"no decision with request_id {request_id!r}"}, status_code=404)
         done("get_decision", t0, 200)
         return Response(d.response, media_type="application/json")
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses={503: err("the service cannot decide (registry or artifact error)")})
     async def healthz() -> Response:
         t0 = time.perf_counter()
         try:
@@ -390,12 +549,16 @@ def create_app(
         done("healthz", t0, code)
         return JSONResponse(h, status_code=code)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
-        return Response(svc().metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return PlainTextResponse(
+            svc().metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     # ---------------------------------------------------------------- admin
     def check_admin(request: Request) -> str:
+        """The token, checked before anything else of the request is read (no body is parsed for a
+        caller without a valid token, so it learns nothing about the admin schema)."""
         if not token:
             raise HTTPException(403, f"admin API disabled: start the server with {ADMIN_TOKEN_ENV} set")
         auth = request.headers.get("authorization", "")
@@ -407,6 +570,28 @@ def create_app(
             raise HTTPException(403, "invalid admin token")
         return "api"
 
+    class _Invalid(Exception):
+        def __init__(self, status: int, content: dict):
+            self.status, self.content = status, content
+
+    @app.exception_handler(_Invalid)
+    async def _invalid(request: Request, exc: _Invalid) -> JSONResponse:
+        return JSONResponse(exc.content, status_code=exc.status)
+
+    async def parse_admin(request: Request, model: type[BaseModel]) -> Any:
+        """An admin body, after `check_admin`: JSON (415 otherwise), validated (422, bounded; NaN and
+        infinities are errors, never echoed as numbers)."""
+        if not json_content_type(request.scope.get("headers", ())):
+            raise _Invalid(415, {"detail": _UNSUPPORTED})
+        raw = await request.body()
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            errs = pydantic_errors(exc)
+            for e in errs:
+                e["loc"] = ["body", *e["loc"]]
+            raise _Invalid(422, bounded_errors(errs)) from None
+
     def registry_call(fn, *args, **kw) -> JSONResponse:
         try:
             new = fn(*args, **kw)
@@ -417,29 +602,39 @@ def create_app(
             {"role_state": new.__dict__ if new is not None else None, "health": svc().health()}
         )
 
-    @app.get("/v1/admin/registry")
+    @app.get("/v1/admin/registry", responses=admin_errors)
     async def admin_registry(request: Request) -> JSONResponse:
         check_admin(request)
         return JSONResponse(svc().registry.describe())
 
-    @app.post("/v1/admin/roles/{role}/promote")
-    async def admin_promote(role: str, body: PromoteBody, request: Request) -> JSONResponse:
+    @app.post(
+        "/v1/admin/roles/{role}/promote",
+        openapi_extra=admin_body(PromoteBody),
+        responses={**admin_errors, **e409, **body_errors},
+    )
+    async def admin_promote(role: str, request: Request) -> JSONResponse:
         by = check_admin(request)
+        body = await parse_admin(request, PromoteBody)
         return registry_call(svc().registry.promote, role, body.version, by=by)
 
-    @app.post("/v1/admin/roles/{role}/rollback")
+    @app.post("/v1/admin/roles/{role}/rollback", responses={**admin_errors, **e409, **e408, **e413})
     async def admin_rollback(role: str, request: Request) -> JSONResponse:
         by = check_admin(request)
         return registry_call(svc().registry.rollback, role, by=by)
 
-    @app.post("/v1/admin/roles/{role}/candidate")
-    async def admin_candidate(role: str, body: CandidateBody, request: Request) -> JSONResponse:
+    @app.post(
+        "/v1/admin/roles/{role}/candidate",
+        openapi_extra=admin_body(CandidateBody),
+        responses={**admin_errors, **e409, **body_errors},
+    )
+    async def admin_candidate(role: str, request: Request) -> JSONResponse:
         by = check_admin(request)
+        body = await parse_admin(request, CandidateBody)
         return registry_call(
             svc().registry.set_candidate, role, body.version, body.mode, body.fraction, by=by
         )
 
-    @app.delete("/v1/admin/roles/{role}/candidate")
+    @app.delete("/v1/admin/roles/{role}/candidate", responses={**admin_errors, **e409, **e408, **e413})
     async def admin_clear(role: str, request: Request) -> JSONResponse:
         by = check_admin(request)
         return registry_call(svc().registry.clear_candidate, role, by=by)
@@ -475,6 +670,50 @@ class FastPathApp:
         return await self.app(scope, receive, send)
 
 
+def timed_protocol(header_timeout: float = HEADER_TIMEOUT):
+    """uvicorn's httptools protocol with a deadline on request headers: a connection that has not sent
+    a complete request head ``header_timeout`` seconds after it opened (or after it started sending
+    the next request on a kept-alive connection) is closed. uvicorn bounds idle keep-alive time
+    (``timeout_keep_alive``) but not a head that trickles in."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeaderTimeoutProtocol(HttpToolsProtocol):
+        _head_timer = None
+
+        def _arm(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(header_timeout, self._head_expired)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_expired(self) -> None:
+            self._head_timer = None
+            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self.cycle is None or self.cycle.response_complete:
+                self._arm()  # bytes of a new request head (disarmed when the head is complete)
+            super().data_received(data)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
 def serve(
     registry_dir: str | os.PathLike,
     host: str = "127.0.0.1",
@@ -483,11 +722,33 @@ def serve(
     durability: str = "full",
     max_body: int = DEFAULT_MAX_BODY,
     access_log: bool = False,
+    service: DecisionService | None = None,
+    limit_concurrency: int = LIMIT_CONCURRENCY,
 ) -> None:
-    """Run the shim on uvicorn (one process: the audit chain has a single writer)."""
+    """Run the shim on uvicorn (one process: the audit chain has a single writer). ``service``: one
+    opened already (`restock serve` opens it before it says it is serving). Bounded: request heads
+    must arrive within HEADER_TIMEOUT s, bodies within BODY_TIMEOUT s, idle keep-alive connections
+    close after KEEP_ALIVE s, and beyond ``limit_concurrency`` connections uvicorn answers 503."""
     import uvicorn
 
     app = FastPathApp(
-        create_app(Path(registry_dir), audit=audit, durability=durability, max_body=max_body, settle=True)
+        create_app(
+            Path(registry_dir),
+            audit=audit,
+            durability=durability,
+            max_body=max_body,
+            settle=True,
+            service=service,
+        )
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log, lifespan="on")
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=access_log,
+        lifespan="on",
+        http=timed_protocol(),
+        limit_concurrency=limit_concurrency,
+        timeout_keep_alive=KEEP_ALIVE,
+    )

@@ -696,7 +696,7 @@ class DecisionService:
 
     def lookup(self, request_id: str, digest: str) -> Decision | None:
         """The stored decision of a request id, or None; raises Conflict when the body differs."""
-        row = self.store.get(request_id)
+        row = self._stored(request_id, "replay")
         if row is None:
             return None
         stored_digest, response = row
@@ -760,7 +760,13 @@ class DecisionService:
         parsed = [self.parse(r) for r in requests]
         out: list[Decision | None] = [None] * len(parsed)
         todo, where, seen = [], [], {}
-        stored = self.store.get_many([req.request_id for req, _ in parsed])
+        from serving.audit import AuditIntegrityError
+
+        try:
+            stored = self.store.get_many([req.request_id for req, _ in parsed])
+        except AuditIntegrityError:
+            self.metrics.alarm("replay")
+            raise
         for i, (req, ns) in enumerate(parsed):
             d = request_digest(req)
             prior = stored.get(req.request_id)
@@ -781,6 +787,11 @@ class DecisionService:
         if todo:
             responses = self.store.append(self.compute(todo))
             for i, (rid, text, status) in zip(where, responses, strict=True):
+                if status == "tampered":
+                    from serving.audit import AuditIntegrityError
+
+                    self.metrics.alarm("replay")
+                    raise AuditIntegrityError(text)
                 if status == "conflict":
                     raise Conflict(
                         f"request_id {rid!r} was already used for a different request; use a new one"
@@ -791,8 +802,20 @@ class DecisionService:
                 out[i] = out[o]
         return out  # type: ignore[return-value]
 
-    def get(self, request_id: str) -> Decision | None:
-        row = self.store.get(request_id)
+    def _stored(self, request_id: str, where: str) -> tuple[str, str] | None:
+        """The store's verified row (`serving.audit.SqliteStore.get`), counting an audit alarm when it
+        does not verify (`serving.audit.AuditIntegrityError` is raised on)."""
+        from serving.audit import AuditIntegrityError
+
+        try:
+            return self.store.get(request_id)
+        except AuditIntegrityError:
+            self.metrics.alarm(where)
+            raise
+
+    def get(self, request_id: str, where: str = "get") -> Decision | None:
+        """The stored decision of ``request_id`` (verified: AuditIntegrityError when its row does not)."""
+        row = self._stored(request_id, where)
         return None if row is None else Decision(request_id=request_id, response=row[1], replayed=True)
 
     def health(self) -> dict[str, Any]:

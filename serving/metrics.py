@@ -99,6 +99,17 @@ class Metrics:
         self.escalations = Counter("restock_escalations_total", "Escalated decisions by role.")
         self.shadow = Counter("restock_shadow_decisions_total", "Shadow decisions by role and agreement.")
         self.replays = Counter("restock_idempotent_replays_total", "Requests answered from the audit store.")
+        self.audit_alarms = Counter(
+            "restock_audit_alarms_total",
+            "Stored decisions refused because their audit row does not verify (altered or corrupted), by "
+            "where it was read (replay: a repeated request_id; get: GET /v1/decisions/{id}).",
+        )
+        self.audit_alarms.inc(0, where="replay")
+        self.audit_alarms.inc(0, where="get")
+
+    def alarm(self, where: str) -> None:
+        with self.lock:
+            self.audit_alarms.inc(where=where)
 
     def observe_decision(self, o, shadow=None) -> None:
         role = o.job.ns.role
@@ -133,6 +144,7 @@ class Metrics:
                 self.escalations,
                 self.shadow,
                 self.replays,
+                self.audit_alarms,
             ):
                 lines += m.render()
         return "\n".join(lines) + "\n"

@@ -87,7 +87,12 @@ def test_durability__sigkill_under_load_loses_no_answered_decision(
             conn.request("GET", f"/v1/decisions/{rid}")
             r = conn.getresponse()
             assert r.status == 200 and r.read() == answered[rid]
-        conn.request("POST", "/v1/decisions", json.dumps({**templates[1], "request_id": "after-restart"}))
+        conn.request(
+            "POST",
+            "/v1/decisions",
+            json.dumps({**templates[1], "request_id": "after-restart"}),
+            {"Content-Type": "application/json"},
+        )
         r = conn.getresponse()
         rec = json.loads(r.read())["record"]
         assert r.status == 200 and rec["prev_hash"] == last  # the chain continues where it stopped
