@@ -27,6 +27,8 @@ class PolicySpec:
     build: Callable[[Compiled], JointPolicy] | None  # None for the oracle
     tuned: bool = False
     source: str = ""
+    roles: dict[str, str] | None = None  # run directories: role -> "learned" or "<policy> heuristic"
+    run: str | None = None  # run directories: the directory's name
 
 
 @dataclass
@@ -46,6 +48,7 @@ class EvalResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     n_dcs: int = 0
+    roles: dict[str, dict[str, str]] = field(default_factory=dict)  # policy -> role -> what played it
 
     def kpis_json(self) -> dict[str, dict[str, dict]]:
         """{policy: {kpi: {"mean": m, "ci95": [lo, hi]}}}."""
@@ -124,15 +127,10 @@ def parse_policies(
             from pathlib import Path
 
             if Path(raw).exists():
-                try:
-                    from agents.learned import load_learned_policy
-                except ImportError as exc:  # pragma: no cover
-                    raise ValueError(f"cannot load learned policy {raw}: {exc}") from None
-                specs.append(
-                    PolicySpec(
-                        name=Path(raw).name, build=lambda c, r=raw: load_learned_policy(r, c), source=str(raw)
-                    )
-                )
+                spec_, note = run_spec(raw, compiled)
+                specs.append(spec_)
+                if note:
+                    notes.append(note)
             else:
                 known = sorted([*classes, ORACLE, "clark_scarf", "dp_optimal"])
                 raise ValueError(
@@ -141,6 +139,121 @@ def parse_policies(
     if not specs:
         raise ValueError("--policies: give at least one policy")
     return specs, notes
+
+
+def run_roles(run_dir: str, compiled: Compiled) -> tuple[dict[str, str], str]:
+    """What plays each role of ``compiled`` when the run directory is evaluated, and the baseline name.
+
+    Returns ({role: "learned" or "<baseline> heuristic"} for the roles with nodes in the scenario, the
+    baseline policy). Raises ValueError (naming the file) when the run claims a role whose weights
+    (``policies/<role>.pt`` and ``.json``) are missing, e.g. a run killed before its first save, or when
+    no role would be played by learned weights at all.
+    """
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise ValueError(f"--policies: {run_dir} is not a run directory")
+    run_file = d / "run.json"
+    try:
+        run = json.loads(run_file.read_text())
+    except FileNotFoundError:
+        raise ValueError(
+            f"--policies: {run_dir} is not a restock run directory ({run_file} is missing)"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--policies: {run_file} cannot be read: {exc}") from None
+    if not isinstance(run, dict):
+        raise ValueError(f"--policies: {run_file} is not a run description (a JSON object)")
+    claimed = run.get("roles")
+    if claimed is None:  # an unfinished run: the roles its experiment trains (config.yaml, written first)
+        try:
+            cfg = yaml.safe_load((d / "config.yaml").read_text())
+            claimed = cfg["experiment"]["roles"]
+        except (OSError, yaml.YAMLError, KeyError, TypeError):
+            claimed = None
+    pol_dir = d / "policies"
+    if claimed is None:
+        claimed = sorted(p.stem for p in pol_dir.glob("*.pt"))
+    if not isinstance(claimed, list) or not all(r in ("store", "dc") for r in claimed):
+        raise ValueError(f"--policies: {run_file} lists unknown roles {claimed!r}")
+    status = run.get("status", "unknown")
+    for role in claimed:
+        for ext in ("pt", "json"):
+            f = pol_dir / f"{role}.{ext}"
+            if not f.is_file():
+                raise ValueError(
+                    f"--policies: {run_dir} claims the {role} role but {f} is missing (run status "
+                    f"{status!r}: stopped before its first save?); refusing to evaluate the baseline "
+                    "under the run's name"
+                )
+    baseline = str((run.get("baseline") or {}).get("policy", "base_stock"))
+    roles: dict[str, str] = {}
+    for role, present in (("dc", compiled.M > 0), ("store", compiled.S > 0)):
+        if not present:
+            continue
+        learned = (pol_dir / f"{role}.pt").is_file() and (pol_dir / f"{role}.json").is_file()
+        roles[role] = "learned" if learned else f"{baseline} heuristic"
+    if not any(v == "learned" for v in roles.values()):
+        want = ", ".join(str(pol_dir / f"{r}.pt") for r in roles)
+        raise ValueError(
+            f"--policies: {run_dir} has no learned weights for this scenario's roles ({want} missing; run "
+            f"status {status!r}); refusing to evaluate the baseline under the run's name"
+        )
+    return roles, baseline
+
+
+def run_label(name: str, roles: dict[str, str]) -> str:
+    """``name`` when every role is learned, else ``name [store learned; dc: s_S heuristic]``."""
+    if all(v == "learned" for v in roles.values()):
+        return name
+    order = [r for r in ("store", "dc") if r in roles]
+    learned = [r for r in order if roles[r] == "learned"]
+    parts = [f"{', '.join(learned)} learned"] if learned else []
+    parts += [f"{r}: {roles[r]}" for r in order if roles[r] != "learned"]
+    return f"{name} [{'; '.join(parts)}]"
+
+
+def run_spec(run_dir: str, compiled: Compiled) -> tuple[PolicySpec, str | None]:
+    """A learned run as a policy spec, labelled when some role is played by the run's baseline."""
+    from pathlib import Path
+
+    roles, _ = run_roles(run_dir, compiled)
+    try:
+        from agents.learned import load_learned_policy
+    except ImportError as exc:  # pragma: no cover
+        raise ValueError(f"cannot load learned policy {run_dir}: {exc}") from None
+    base = Path(run_dir).name
+    name = run_label(base, roles)
+    fallback = [f"{r} by the {v}" for r, v in roles.items() if v != "learned"]
+    note = (
+        f"{base}: {'; '.join(fallback)} (not trained in this run); only "
+        f"{', '.join(r for r, v in roles.items() if v == 'learned')} learned"
+        if fallback
+        else None
+    )
+    spec = PolicySpec(
+        name=name,
+        build=lambda c, r=run_dir: load_learned_policy(r, c),
+        source=str(run_dir),
+        roles=roles,
+        run=base,
+    )
+    return spec, note
+
+
+def resolve_name(specs: list[PolicySpec], name: str) -> str | None:
+    """The evaluated policy ``name`` refers to: its exact name, or a run directory's name or path."""
+    for s in specs:
+        if name == s.name:
+            return s.name
+    for s in specs:
+        if s.run is not None and name in (s.run, s.source, s.source.rstrip("/")):
+            return s.name
+    return None
 
 
 def evaluate(
@@ -220,4 +333,5 @@ def evaluate(
         notes=notes,
         seconds=time.perf_counter() - t0,
         n_dcs=compiled.M,
+        roles={s.name: dict(s.roles) for s in specs if s.roles},
     )

@@ -110,6 +110,7 @@ def write_report(
             "episodes": res.episodes,
             "seed": res.seed,
             "notes": res.notes,
+            "roles": res.roles,
         },
     )
     with open(out / "kpis.csv", "w", newline="") as fh:
@@ -141,6 +142,13 @@ def write_report(
         )
         md.append("")
     md += [markdown_table(res), ""]
+    rl = roles_lines(res)
+    if rl:
+        md += [
+            "What played each role of the learned runs (a role a run did not train is played by its baseline):",
+            "",
+        ]
+        md += rl + [""]
     pt = paired_table(res)
     if pt:
         md += [pt, ""]
@@ -178,6 +186,15 @@ def write_report(
     (out / "report.md").write_text("\n".join(md) + "\n")
     files["report.md"] = out / "report.md"
     return files
+
+
+def roles_lines(res: EvalResult) -> list[str]:
+    """One bullet per evaluated run directory: each role and whether learned weights or a heuristic played it."""
+    out = []
+    for pol, roles in res.roles.items():
+        parts = [f"{r}: {'learned weights' if v == 'learned' else v}" for r, v in roles.items()]
+        out.append(f"- `{pol}`: " + "; ".join(parts))
+    return out
 
 
 def safety_table(res: EvalResult) -> str:

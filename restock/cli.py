@@ -132,8 +132,10 @@ def kpi_table(title: str, summaries: dict[str, dict[str, dict]], keys: list[str]
     table.add_column("policy")
     for k in keys:
         table.add_column(k, justify="right")
+    from rich.text import Text
+
     for pol, summ in summaries.items():
-        row = [pol]
+        row = [Text(pol)]  # plain text: a run's label holds [...]
         for k in keys:
             if k not in summ:
                 row.append("-")
@@ -317,7 +319,7 @@ def eval_cmd(
     """Evaluate policies on identical sample paths: KPIs with 95% intervals, paired differences,
     the gap to the perfect-information bound, optional stress tests, and a report with plots."""
     from agents.tuning import load_params
-    from eval.evaluate import evaluate, parse_policies
+    from eval.evaluate import evaluate, parse_policies, resolve_name
     from eval.report import markdown_table, write_report
     from eval.stress import STRESSES, parse_stress
 
@@ -329,8 +331,11 @@ def eval_cmd(
     except ValueError as exc:
         fail(str(exc))
     names = [s.name for s in specs]
-    if baseline is not None and baseline not in names:
-        fail(f"--baseline: {baseline!r} is not among the evaluated policies ({', '.join(names)})")
+    if baseline is not None:  # a run directory's name or path also names its (labelled) policy
+        resolved = resolve_name(specs, baseline)
+        if resolved is None:
+            fail(f"--baseline: {baseline!r} is not among the evaluated policies ({', '.join(names)})")
+        baseline = resolved
     base = baseline or next((n for n in names if n != "oracle"), None)
     shield_factory = _shield_factory(no_shield)
     runs = [("none", c)] + [(s, None) for s in stresses]
@@ -363,7 +368,7 @@ def eval_cmd(
     if json_out:
         print(json.dumps(main.kpis_json(), indent=2))
         return
-    console.print(markdown_table(main), highlight=False)
+    console.print(markdown_table(main), highlight=False, markup=False)  # labels hold [...]
     for n in main.notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
     console.print(f"report: {files['report.md']}  ({main.seconds:.1f} s)")
