@@ -808,6 +808,19 @@ def serve(
         parse_url(audit or "sqlite:///x")
     except ValueError as exc:
         fail(f"--audit: {exc}")
+    from serving.artifact import ArtifactError
+    from serving.audit import AuditIntegrityError
+    from serving.decision import DecisionService
+    from serving.registry import RegistryError
+
+    try:  # artifacts checked, audit store opened (and matched to its anchor) before anything listens
+        svc = DecisionService(registry_dir, audit=audit, durability=durability)
+    except (ArtifactError, AuditIntegrityError, RegistryError, ValueError, OSError) as exc:
+        msg = " ".join(str(exc).split())
+        err.print(
+            f"error: refusing to serve {registry_dir}: {msg}", soft_wrap=True, markup=False, highlight=False
+        )
+        raise typer.Exit(2) from None
     err.print(f"serving {registry_dir} on http://{host}:{port} (docs: /docs)")
     run_server(
         registry_dir,
@@ -817,11 +830,13 @@ def serve(
         durability=durability,
         max_body=max_body,
         access_log=access_log,
+        service=svc,
     )
 
 
 audit_app = typer.Typer(
-    help="The decision audit store: verify the hash chain, export JSON lines.", no_args_is_help=True
+    help="The decision audit store: verify the hash chains, anchor their heads, export JSON lines.",
+    no_args_is_help=True,
 )
 app.add_typer(audit_app, name="audit")
 
@@ -835,18 +850,48 @@ def _open_audit(db: str):
         fail(str(exc))
     if not Path(path).exists():
         fail(f"{path}: no such audit database")
-    return open_store(db)
+    try:
+        return open_store(db, readonly=True)
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+
+
+def _audit_key() -> bytes:
+    from serving.audit import KEY_ENV, audit_key
+
+    key = audit_key()
+    if key is None:
+        fail(f"anchors are HMAC'd with a key: set {KEY_ENV} (the same key the server runs with)")
+    return key
 
 
 @audit_app.command("verify")
 def audit_verify(
     db: Annotated[str, typer.Argument(help="Audit database: a path or sqlite:///PATH.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    anchor: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchor",
+            help="Also check this checkpoint (restock audit anchor, or the server's DB.anchor; key in "
+            "RESTOCK_AUDIT_KEY): the rows it counted are all there and end in its head.",
+        ),
+    ] = None,
 ) -> None:
-    """Recompute the decision hash chains; exit 1 when a record was altered, dropped or reordered."""
+    """Recompute the decision hash chains; exit 1 when a row was altered, dropped or reordered (dropping
+    the newest rows shows against an --anchor)."""
+    from serving.audit import AuditIntegrityError, read_anchor
+
+    a = None
+    if anchor is not None:
+        try:
+            a = read_anchor(anchor, _audit_key())
+        except AuditIntegrityError as exc:
+            err.print(f"[red]broken[/]: {exc}", highlight=False)
+            raise typer.Exit(1) from None
     store = _open_audit(db)
     try:
-        rep = store.verify()
+        rep = store.verify(anchor=a)
     finally:
         store.close()
     if json_out:
@@ -854,14 +899,62 @@ def audit_verify(
     else:
         for table in ("decisions", "shadow_decisions"):
             r = rep[table]
-            state = (
-                "[green]ok[/]"
-                if r["broken"] is None
-                else f"[red]broken[/] at seq {r['broken']['seq']} ({r['broken']['request_id']}): {r['broken']['why']}"
+            b = r["broken"]
+            where = (
+                f"at seq {b['seq']} ({b['request_id']})"
+                if b and b["seq"] is not None
+                else "against the anchor"
             )
-            console.print(f"{table}: {r['records']:,} records, chain {state}")
+            state = "[green]ok[/]" if b is None else f"[red]broken[/] {where}: {b['why']}"
+            console.print(f"{table}: {r['records']:,} records, chain {state}", highlight=False)
+            if r["legacy_rows"]:
+                lg = rep["legacy"]
+                console.print(
+                    f"  {r['legacy_rows']:,} of them written under {lg['schema']}, verified by its rules "
+                    f"({lg['rules']})",
+                    highlight=False,
+                )
+        if a is not None and rep["ok"]:
+            counted = ", ".join(f"{t} {a[t]['records']:,}" for t in ("decisions", "shadow_decisions"))
+            console.print(f"anchor of {a['at']} ({counted} rows): [green]ok[/]", highlight=False)
     if not rep["ok"]:
         raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    db: Annotated[str, typer.Argument(help="Audit database: a path or sqlite:///PATH.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write the checkpoint to this file (default: print it).")
+    ] = None,
+) -> None:
+    """Verify the store, then print an HMAC'd checkpoint of its chain heads (row counts and last row
+    hashes; key in RESTOCK_AUDIT_KEY) for audit verify --anchor. Keep it away from the store."""
+    from serving.audit import TABLES, make_anchor
+
+    key = _audit_key()
+    store = _open_audit(db)
+    try:
+        rep = store.verify()
+        schema = store.schema
+    finally:
+        store.close()
+    if not rep["ok"]:
+        for t in TABLES:
+            if rep[t]["broken"]:
+                b = rep[t]["broken"]
+                err.print(
+                    f"[red]broken[/] {t} at seq {b['seq']} ({b['request_id']}): {b['why']}", highlight=False
+                )
+        err.print("no anchor written: the store does not verify")
+        raise typer.Exit(1)
+    a = make_anchor({t: {"records": rep[t]["records"], "head": rep[t]["head"]} for t in TABLES}, key, schema)
+    text = json.dumps(a, indent=1)
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        err.print(f"wrote {out}")
 
 
 @audit_app.command("export")
