@@ -202,3 +202,60 @@ def test_module__one_body_pass_gives_the_networks_logits_and_values():
     torch.testing.assert_close(logits, m.net.forward_logits(x, mask))
     torch.testing.assert_close(values, m.net.forward_value(x))
     torch.testing.assert_close(m._logits(obs), m.net.forward_logits(x, mask))
+
+
+def _remote_runner_paths(seed: int) -> list[tuple[int, np.ndarray]]:
+    """(runner index, demand [E, T, S, K]) from each of 2 remote env runners with 4 environments each,
+    after RLlib's own first reset and one sampled step."""
+    from envs.compile import compile_scenario
+    from envs.config import load_scenario
+    from training.common import Baseline, net_config, observation_stats
+    from training.experiment import load_experiment
+    from training.rllib_train import build_config
+
+    c = compile_scenario(load_scenario("tiny"))
+    exp = load_experiment(None, num_envs=4, roles=["store"], seed=seed)
+    exp.rllib.num_env_runners = 2
+    exp.rllib.train_batch_size = 4 * c.horizon
+    base = Baseline("base_stock", {}, 0.0, 1.0)
+    cfgs = {"store": net_config(c, "store", exp, observation_stats(c, "store", base, episodes=1))}
+    from ray.rllib.env.env_runner_group import EnvRunnerGroup
+
+    # the env runners alone, as PPO builds them (no learner): RLlib's seeding and env contexts
+    group = EnvRunnerGroup(config=build_config(c, exp, base, cfgs, shield=True), local_env_runner=False)
+    horizon = c.horizon
+
+    def probe(er):
+        env = er.env.envs[0].unwrapped
+        er.sample(num_timesteps=len(env.possible_agents), explore=True)  # RLlib resets, then steps once
+        dem = np.stack([env.env.demand.get(t).copy() for t in range(horizon)], axis=1)
+        return env.runner, dem
+
+    try:
+        return sorted(group.foreach_env_runner(probe, local_env_runner=False), key=lambda r: r[0])
+    finally:
+        group.stop()
+
+
+@pytest.mark.heavy
+def test_rllib__two_remote_runners_of_four_envs_meet_eight_distinct_paths_again_from_the_seed():
+    """2 remote env runners x 4 environments: 8 pairwise-distinct demand paths; the same seed gives
+    the same 8 again. About 1-2 minutes (two algorithms with remote runners); run with
+    `.venv/bin/python -m pytest -q -m heavy tests/training/test_rllib_paths.py`."""
+    import ray
+
+    own = not ray.is_initialized()
+    if own:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        first = _remote_runner_paths(SEED)
+        again = _remote_runner_paths(SEED)
+    finally:
+        if own:
+            ray.shutdown()
+    assert [w for w, _ in first] == [1, 2]
+    paths = np.concatenate([d for _, d in first])
+    assert paths.shape[0] == 8
+    flat = paths.reshape(8, -1)
+    assert all(not np.array_equal(a, b) for a, b in itertools.combinations(flat, 2))
+    np.testing.assert_array_equal(np.concatenate([d for _, d in again]), paths)
