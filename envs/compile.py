@@ -530,6 +530,15 @@ def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
     )
 
     cover = np.where(np.arange(N) >= M, cfg.initial.store_cover, cfg.initial.dc_cover)
+    start_units = float((cover[:, None] * mean * season[0]).max(initial=0.0)) + float(
+        (cfg.initial.pipeline_cover * mean).max(initial=0.0)
+    ) * max(W - 2, 0)
+    if start_units > C.MAX_UNITS:
+        raise C.ConfigError(
+            f"initial: the starting stock of one SKU at one node would be {start_units:.3g} units (covers x "
+            f"mean demand, pipeline included), over {C.MAX_UNITS:,}; lower initial.store_cover, dc_cover "
+            "or pipeline_cover"
+        )
     init_on_hand = np.round(cover[:, None] * mean * season[0]).astype(np.int64)
     init_pipe = np.zeros((N, K, W), np.int64)
     if cfg.initial.pipeline_cover > 0:

@@ -55,7 +55,7 @@ class ConfigError(ValueError):
 # limits: checked while the file is validated, before anything is allocated
 
 MAX_MAGNITUDE = 1e12  # any number: costs x quantities x periods stay far inside float64
-MAX_HORIZON = 100_000
+MAX_HORIZON = 10_000  # periods (27 years of days); the kernel steps one period at a time
 MAX_SKUS = 100_000
 MAX_STORES = 100_000
 MAX_DCS = 1_000
@@ -64,6 +64,7 @@ MAX_LEAD_TIME = 1_000  # periods (a lane's lead time, and a lead-time spike's ex
 MAX_EFFECTS = 64  # promotions and shocks together (the kernel keeps one bit per window)
 MAX_DISRUPTIONS = 1_000
 MAX_UNITS = 1_000_000_000  # lot sizes, MOQs, order increases, supplier caps: int32 order quantities
+MAX_COVER = 10_000.0  # periods of forecast demand (order-up-to tops, initial stock)
 # arrays of the compiled scenario plus one environment's state; RESTOCK_MAX_SCENARIO_GIB overrides
 MAX_MEMORY_GIB = 4.0
 
@@ -79,6 +80,7 @@ LIMITS = {
     "effects": MAX_EFFECTS,
     "disruptions": MAX_DISRUPTIONS,
     "units": MAX_UNITS,
+    "cover_periods": MAX_COVER,
     "memory_gib": MAX_MEMORY_GIB,
 }
 
@@ -460,7 +462,9 @@ class ActionSpec(Strict):
     mapping: Literal["quantity", "order_up_to"] = "quantity"
     levels: Int = Field(default=11, ge=2, le=256)
     lots_per_level: PositiveUnits = 1  # quantity: level l orders l * lots_per_level * lot_size
-    max_cover: PositiveFloat = 4.0  # order_up_to: top level = max_cover periods of forecast demand
+    max_cover: PositiveFloat = Field(
+        default=4.0, le=MAX_COVER
+    )  # order_up_to: top level = max_cover periods of forecast demand
 
 
 class ActionsSpec(Strict):
@@ -469,9 +473,13 @@ class ActionsSpec(Strict):
 
 
 class InitialSpec(Strict):
-    store_cover: NonNegativeFloat = 2.0  # on hand at reset, in periods of forecast demand
-    dc_cover: NonNegativeFloat = 4.0
-    pipeline_cover: NonNegativeFloat = 0.0  # each pipeline slot starts with this many periods of demand
+    store_cover: NonNegativeFloat = Field(
+        default=2.0, le=MAX_COVER
+    )  # on hand at reset, in periods of forecast demand
+    dc_cover: NonNegativeFloat = Field(default=4.0, le=MAX_COVER)
+    pipeline_cover: NonNegativeFloat = Field(
+        default=0.0, le=MAX_COVER
+    )  # each pipeline slot starts with this many periods of demand
 
 
 class ScenarioConfig(Strict):
