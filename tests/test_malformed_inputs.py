@@ -362,9 +362,19 @@ def test_corpus__a_valid_scenario_still_passes(tmp_path):
     p.write_text(_text(TINY_LIST))
     code, out, _ = _invoke(["scenarios", "--check", str(p)])
     assert code == 0, out
-    for name in ("tiny", "default", "serial_3", "single_lost_sales", "large", "constrained"):
-        code, out, _ = _invoke(["scenarios", "--check", str(ROOT / "configs" / "scenarios" / f"{name}.yaml")])
+
+
+def test_shipped_files_still_load():
+    """Every shipped scenario (any folder depth) and experiment passes the bounded loaders."""
+    from training.experiment import load_experiment
+
+    shipped = sorted((ROOT / "configs" / "scenarios").rglob("*.yaml"))
+    assert len(shipped) >= 6
+    for f in shipped:
+        code, out, _ = _invoke(["scenarios", "--check", str(f)])
         assert code == 0, out
+    for f in sorted((ROOT / "configs" / "experiments").rglob("*.yaml")):
+        load_experiment(f)
 
 
 STRUCTURAL_FOR_SUBPROCESS = {"non-utf8 bytes", "100k nested [", "alias bomb", "replay path is a directory"}
