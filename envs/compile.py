@@ -245,10 +245,10 @@ def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
     child_ptr = np.zeros(N + 1, np.int64)
     child_ptr[1:] = np.cumsum([len(c) for c in children])
     child_idx = np.asarray([c for cs in children for c in cs], np.int64)
-    fed = [[n for n in range(N) if supplier[n] == u] for u in range(U)]
+    fed_nodes = np.nonzero(supplier >= 0)[0]
+    sup_idx = fed_nodes[np.argsort(supplier[fed_nodes], kind="stable")].astype(np.int64)  # by supplier
     sup_ptr = np.zeros(U + 1, np.int64)
-    sup_ptr[1:] = np.cumsum([len(f) for f in fed])
-    sup_idx = np.asarray([n for f in fed for n in f], np.int64)
+    sup_ptr[1:] = np.cumsum(np.bincount(supplier[fed_nodes], minlength=U))
 
     # ---- demand means per store and SKU; DCs see the sum of their descendants
     kind = KIND_NAMES[cfg.demand.model]
@@ -423,10 +423,7 @@ def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
                 sup_cap[sl, u, :] = 0.0
             else:
                 # an uncapped supplier under partial outage: cap at the factor times mean demand it serves
-                served = np.zeros(K)
-                for n in range(N):
-                    if supplier[n] == u:
-                        served += mean[n]
+                served = mean[supplier == u].sum(axis=0)
                 capped = np.where(np.isinf(sup_cap[sl, u, :]), served[None, :], sup_cap[sl, u, :])
                 sup_cap[sl, u, :] = np.floor(capped * dis.capacity_factor)
     ahead = np.empty_like(storage_cap)
@@ -543,11 +540,10 @@ def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
     init_pipe = np.zeros((N, K, W), np.int64)
     if cfg.initial.pipeline_cover > 0:
         fill = np.round(cfg.initial.pipeline_cover * mean).astype(np.int64)
-        for n in range(N):
-            for k in range(K):
-                L = int(lt_value[n, k])
-                # at a decision the orders of the last L-1 periods are in transit: arrivals at 1..L-1
-                init_pipe[n, k, 1:L] = fill[n, k]
+        # at a decision the orders of the last L-1 periods are in transit: arrivals at 1..L-1
+        slot = np.arange(W)[None, None, :]
+        in_transit = (slot >= 1) & (slot < lt_value[:, :, None])
+        init_pipe[:] = np.where(in_transit, fill[:, :, None], 0)
 
     return Compiled(
         config=cfg,
