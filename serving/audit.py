@@ -613,7 +613,7 @@ class SqliteStore:
     # ---------------------------------------------------------------- reading
     def _body(self, response: str, record: str, seq: int) -> str:
         """The response body from its stored columns (restock.audit/1 rows hold the whole body)."""
-        if self.legacy_schema == "restock.audit/1" and seq <= self.legacy_rows["decisions"]:
+        if self.legacy_schema == "restock.audit/1" and 0 < seq <= self.legacy_rows["decisions"]:
             return response
         return full_response(response, record)
 
@@ -623,12 +623,19 @@ class SqliteStore:
         "AS prev_row FROM {t} d WHERE d.request_id = ?"
     )
 
+    # a store read as written by restock.audit/1 or /2 (read-only, not migrated) has no row_hash column
+    _LEGACY_SQL = (
+        "SELECT d.*, (SELECT p.hash FROM {t} p WHERE p.seq < d.seq ORDER BY p.seq DESC LIMIT 1) AS prev_rec, "
+        "NULL AS prev_row FROM {t} d WHERE d.request_id = ?"
+    )
+
     def _checked(self, con: sqlite3.Connection, request_id: str) -> tuple[str, str] | None:
         """(request_sha256, response body) of a stored decision after checking its row (its record's
         hash and link, its row hash and link, its request digest); AuditIntegrityError when it fails."""
         cur = con.cursor()
         cur.row_factory = sqlite3.Row
-        row = cur.execute(self._CHECKED_SQL.format(t="decisions"), (request_id,)).fetchone()
+        sql = self._CHECKED_SQL if self.legacy_rows["decisions"] != float("inf") else self._LEGACY_SQL
+        row = cur.execute(sql.format(t="decisions"), (request_id,)).fetchone()
         if row is None:
             return None
         why, _, body = self.check_row(
@@ -645,13 +652,15 @@ class SqliteStore:
         """Check one row against the heads before it: (why it fails or None, the row chain head after
         it, the response body of a decision). Rows written under a legacy schema get its rules."""
         seq = row["seq"]
-        legacy = type(seq) is int and seq <= self.legacy_rows[table]
+        legacy = type(seq) is int and 0 < seq <= self.legacy_rows[table]
         text = row["record"]
         if not isinstance(text, str):
             return "the record column is not text", prev_row, None
         try:
             r = DecisionRecord.from_json(text)
-            canon = r.canonical()
+            canon = canonical_bytes(
+                {name: getattr(r, name) for name in _FIELDS}
+            )  # = r.canonical(), no deep copy
         except (ValueError, TypeError, RecursionError) as exc:
             return f"unreadable record: {exc}", prev_row, None
         if r.prev_hash != prev_rec or row["prev_hash"] != prev_rec:
@@ -766,7 +775,7 @@ class SqliteStore:
                     broken = {"seq": row["seq"], "request_id": row["request_id"], "why": why}
                     break
                 n += 1
-                if type(row["seq"]) is int and row["seq"] <= self.legacy_rows[table]:
+                if type(row["seq"]) is int and 0 < row["seq"] <= self.legacy_rows[table]:
                     legacy += 1
                 prev, head = row["hash"], new_head
                 if anchor is not None and n == anchor[table]["records"]:

@@ -1,0 +1,317 @@
+"""Tamper evidence of the audit store (restock.audit/3, issue 12): every byte of every column, row
+deletions (the newest one against an anchor), replays that refuse rows that do not verify, anchors, and
+stores written under restock.audit/1 and /2."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from serving_helpers import simulate
+from typer.testing import CliRunner
+
+from agents.base import JointPolicy
+from agents.tuning import make_policy
+from restock.cli import app
+from serving.audit import (
+    KEY_ENV,
+    TABLES,
+    AuditIntegrityError,
+    anchor_path,
+    full_response,
+    make_anchor,
+    open_store,
+    read_anchor,
+)
+from serving.decision import DecisionService
+from serving.registry import Registry
+from serving.schema import request_from_state
+
+runner = CliRunner()
+KEY = "k" * 32
+
+
+@pytest.fixture(scope="module")
+def env():
+    return simulate("tiny", JointPolicy(make_policy("base_stock", {})), periods=2)
+
+
+@pytest.fixture
+def shadowed(tiny_heuristic_artifact, registry_of):
+    """A registry whose store role has a shadow candidate (so both tables get rows)."""
+    reg = registry_of(tiny_heuristic_artifact, tiny_heuristic_artifact)
+    Registry(reg).set_candidate("store", "v2", mode="shadow")
+    return reg
+
+
+def fill(reg, db, env, n=3, prefix="a"):
+    svc = DecisionService(reg, audit=f"sqlite:///{db}")
+    for i in range(n):
+        svc.decide(request_from_state(env.compiled, env.state, 0, 1 + i % 2, f"{prefix}{i}"))  # stores
+    svc.close()
+
+
+@pytest.fixture
+def small(shadowed, env, tmp_path):
+    db = tmp_path / "small.db"
+    fill(shadowed, db, env, n=3)
+    return db
+
+
+def _flips(v):
+    """Every value ``v`` becomes when one byte of its stored form is changed (bit 0 flipped)."""
+    if isinstance(v, int):
+        s = str(v)
+        for i in range(len(s)):
+            yield int(s[:i] + chr(ord(s[i]) ^ 1) + s[i + 1 :])  # a digit stays a digit
+        return
+    b = v.encode()
+    for i in range(len(b)):
+        t = b[:i] + bytes([b[i] ^ 1]) + b[i + 1 :]
+        try:
+            yield t.decode()
+        except UnicodeDecodeError:
+            yield t  # stored as a blob
+
+
+def test_tamper__every_byte_of_every_column_fails_verify_and_is_never_replayed(shadowed, env, tmp_path):
+    """One byte at a time, in every column of every row of both tables (two rows each, ~5,000 bytes):
+    `verify` fails on each, and a replay (`get`) of any decision either refuses (AuditIntegrityError)
+    or returns the original body."""
+    small = tmp_path / "two.db"
+    fill(shadowed, small, env, n=2)
+    con = sqlite3.connect(small, isolation_level=None)
+    # thousands of one-row updates: small pages, no WAL, no fsync (the store's 64 KiB WAL pages would
+    # write a gigabyte); the content is the same
+    con.execute("PRAGMA journal_mode=DELETE")
+    con.execute("PRAGMA page_size=4096")
+    con.execute("VACUUM")
+    con.execute("PRAGMA journal_mode=MEMORY")
+    con.execute("PRAGMA synchronous=OFF")
+    store = open_store(str(small), readonly=True)
+    assert store.verify()["ok"]
+    rids = [r["request_id"] for r in store.rows("decisions")]
+    orig = {rid: store.get(rid) for rid in rids}
+    tried = skipped = 0
+    for table in TABLES:
+        cols = [c[1] for c in con.execute(f"PRAGMA table_info({table})")]
+        rows = con.execute(f"SELECT * FROM {table} ORDER BY seq").fetchall()
+        assert len(rows) >= 2
+        for row in rows:
+            seq = row[0]
+            for col, v in zip(cols, row, strict=True):
+                assert v is not None, (table, col)  # every column is written (row_hash included)
+                for bad in _flips(v):
+                    key = bad if col == "seq" else seq
+                    try:
+                        con.execute(f"UPDATE {table} SET {col} = ? WHERE seq = ?", (bad, seq))
+                    except sqlite3.IntegrityError:  # a seq or request_id another row has
+                        skipped += 1
+                        continue
+                    tried += 1
+                    rep = store.verify()
+                    assert not rep["ok"], (table, col, seq, bad)
+                    for rid in rids:
+                        try:
+                            got = store.get(rid)
+                        except AuditIntegrityError:
+                            continue
+                        assert got in (orig[rid], None), (table, col, seq, rid)
+                        if table == "decisions" and rid == row[cols.index("request_id")]:
+                            assert col == "request_id" and got is None  # the row is no longer found by it
+                    if table == "decisions" and col == "request_id" and isinstance(bad, str):
+                        with pytest.raises(AuditIntegrityError):
+                            store.get(bad)
+                    con.execute(f"UPDATE {table} SET {col} = ? WHERE seq = ?", (v, key))
+    assert store.verify()["ok"]
+    assert tried > 4_000 and skipped < tried / 100
+    store.close()
+
+
+def _anchor_file(db, tmp_path):
+    store = open_store(str(db), readonly=True)
+    rep = store.verify()
+    store.close()
+    a = make_anchor({t: {"records": rep[t]["records"], "head": rep[t]["head"]} for t in TABLES}, KEY.encode())
+    f = tmp_path / "anchor.json"
+    f.write_text(json.dumps(a))
+    return f
+
+
+@pytest.mark.parametrize("which", ["first", "middle", "last"])
+@pytest.mark.parametrize("table", TABLES)
+def test_tamper__deleted_rows_fail_verify_the_newest_against_an_anchor(
+    small, tmp_path, monkeypatch, which, table
+):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    anchor = _anchor_file(small, tmp_path)
+    con = sqlite3.connect(small)
+    seqs = [s for (s,) in con.execute(f"SELECT seq FROM {table} ORDER BY seq")]
+    gone = {"first": seqs[0], "middle": seqs[len(seqs) // 2], "last": seqs[-1]}[which]
+    con.execute(f"DELETE FROM {table} WHERE seq = ?", (gone,))
+    con.commit()
+    con.close()
+    store = open_store(str(small), readonly=True)
+    plain = store.verify()
+    anchored = store.verify(anchor=read_anchor(anchor, KEY.encode()))
+    store.close()
+    assert not anchored["ok"] and anchored[table]["broken"] is not None
+    if which == "last":  # a chain cannot tell its own end was cut: the anchor does
+        assert plain["ok"] and "fewer than the" in anchored[table]["broken"]["why"]
+    else:
+        assert not plain["ok"]
+    res = runner.invoke(app, ["audit", "verify", str(small), "--anchor", str(anchor)])
+    assert res.exit_code == 1 and "broken" in res.output
+
+
+def test_tamper__anchor_command_and_verify(small, tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    res = runner.invoke(app, ["audit", "anchor", str(small)])
+    assert res.exit_code == 2 and KEY_ENV in res.output
+    monkeypatch.setenv(KEY_ENV, KEY)
+    res = runner.invoke(app, ["audit", "anchor", str(small)])
+    assert res.exit_code == 0, res.output
+    a = json.loads(res.stdout)
+    assert a["decisions"]["records"] == 3 and a["shadow_decisions"]["records"] == 3 and len(a["mac"]) == 64
+    f = tmp_path / "a.json"
+    f.write_text(res.stdout)
+    res = runner.invoke(app, ["audit", "verify", str(small), "--anchor", str(f)])
+    assert res.exit_code == 0 and "anchor of" in res.output and "ok" in res.output, res.output
+    # a forged anchor (fewer rows counted) or another key does not verify
+    forged = dict(a, decisions={"records": 2, "head": a["decisions"]["head"]})
+    f.write_text(json.dumps(forged))
+    res = runner.invoke(app, ["audit", "verify", str(small), "--anchor", str(f)])
+    assert res.exit_code == 1 and "MAC does not verify" in " ".join(res.output.split())
+    f.write_text(json.dumps(a))
+    monkeypatch.setenv(KEY_ENV, "another key")
+    res = runner.invoke(app, ["audit", "verify", str(small), "--anchor", str(f)])
+    assert res.exit_code == 1
+    # a tampered store is not anchored
+    monkeypatch.setenv(KEY_ENV, KEY)
+    con = sqlite3.connect(small)
+    con.execute("UPDATE decisions SET period = period + 1 WHERE seq = 2")
+    con.commit()
+    res = runner.invoke(app, ["audit", "anchor", str(small)])
+    assert res.exit_code == 1 and "no anchor written" in res.output
+
+
+def test_tamper__the_server_anchors_beside_the_store_and_refuses_a_cut_store(
+    shadowed, env, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    db = tmp_path / "srv.db"
+    fill(shadowed, db, env, n=3)
+    f = anchor_path(db)
+    a = read_anchor(f, KEY.encode())  # written on close (and every few seconds while serving)
+    assert a["decisions"]["records"] == 3
+    res = runner.invoke(app, ["audit", "verify", str(db), "--anchor", str(f)])
+    assert res.exit_code == 0, res.output
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM decisions WHERE seq = (SELECT MAX(seq) FROM decisions)")
+    con.commit()
+    con.close()
+    with pytest.raises(AuditIntegrityError, match="fewer than the 3"):
+        DecisionService(shadowed, audit=f"sqlite:///{db}")
+    res = runner.invoke(app, ["serve", str(shadowed), "--audit", f"sqlite:///{db}"])
+    assert res.exit_code == 2 and "serving" not in res.output.replace("refusing to serve", "")
+    assert len(res.output.strip().splitlines()) == 1 and "fewer than the 3" in res.output
+
+
+def _legacy(db, schema):
+    """Turn a restock.audit/3 store into what `schema` wrote: no row_hash columns, (/1) whole bodies."""
+    con = sqlite3.connect(db)
+    for t in TABLES:
+        con.execute(f"ALTER TABLE {t} DROP COLUMN row_hash")
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (schema,))
+    if schema == "restock.audit/1":
+        for seq, head, rec in con.execute("SELECT seq, response, record FROM decisions").fetchall():
+            con.execute("UPDATE decisions SET response = ? WHERE seq = ?", (full_response(head, rec), seq))
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("schema", ["restock.audit/1", "restock.audit/2"])
+def test_tamper__legacy_stores_verify_by_their_rules_and_migrate(shadowed, env, tmp_path, schema):
+    db = tmp_path / "old.db"
+    fill(shadowed, db, env, n=3)
+    _legacy(db, schema)
+    res = runner.invoke(app, ["audit", "verify", str(db)])  # read-only: not migrated
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0 and f"3 of them written under {schema}, verified by its rules" in out, out
+    assert open_store(str(db), readonly=True).schema == schema
+    before = open_store(str(db), readonly=True)
+    bodies = {r["request_id"]: before.get(r["request_id"]) for r in before.rows()}
+    before.close()
+
+    fill(shadowed, db, env, n=2, prefix="new")  # a writer migrates, then row-chains what it adds
+    store = open_store(str(db), readonly=True)
+    assert store.schema == "restock.audit/3" and store.legacy_schema == schema
+    rep = store.verify()
+    assert rep["ok"] and rep["decisions"]["records"] == 5 and rep["decisions"]["legacy_rows"] == 3
+    assert {rid: store.get(rid) for rid in bodies} == bodies  # old rows read as before
+    store.close()
+    con = sqlite3.connect(db)
+    con.execute("UPDATE decisions SET node = 'x' || node WHERE request_id = 'new1'")
+    con.commit()
+    store = open_store(str(db), readonly=True)
+    rep = store.verify()
+    assert not rep["ok"] and rep["decisions"]["broken"]["request_id"] == "new1"
+    with pytest.raises(AuditIntegrityError):
+        store.get("new1")
+    store.close()
+
+
+def test_tamper__server_refuses_to_replay_a_tampered_row(shadowed, env, tmp_path):
+    """The issue's attack: one byte of a stored response's orders changed. POST replay (from the
+    recent-id cache and, after a restart, through the store) and GET answer 503, counted in /metrics."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import FastPathApp, create_app
+
+    db = tmp_path / "srv.db"
+    body = request_from_state(env.compiled, env.state, 0, 0, "victim")
+    with TestClient(FastPathApp(create_app(shadowed, audit=f"sqlite:///{db}"))) as c:
+        first = c.post("/v1/decisions", json=body)
+        assert first.status_code == 200
+        orders = first.json()["orders"]
+        sku, q = next(iter(orders.items()))
+        con = sqlite3.connect(db)
+        head = con.execute("SELECT response FROM decisions WHERE request_id = 'victim'").fetchone()[0]
+        needle = f'"{sku}":{q}'
+        assert needle in head
+        con.execute(
+            "UPDATE decisions SET response = ? WHERE request_id = 'victim'",
+            (head.replace(needle, f'"{sku}":{q + 5}'),),
+        )
+        con.commit()
+        r = c.post("/v1/decisions", json=body)
+        assert r.status_code == 503 and "fails audit verification" in r.json()["detail"]
+        r = c.get("/v1/decisions/victim")
+        assert r.status_code == 503 and str(q + 5) not in r.text
+        m = c.get("/metrics").text
+        assert 'restock_audit_alarms_total{where="replay"} 1' in m
+        assert 'restock_audit_alarms_total{where="get"} 1' in m
+    with TestClient(FastPathApp(create_app(shadowed, audit=f"sqlite:///{db}"))) as c:
+        c.app.app.state.service["recent"].clear()  # not in the cache: the committer's lookup refuses it
+        r = c.post("/v1/decisions", json=body)
+        assert r.status_code == 503 and "fails audit verification" in r.json()["detail"]
+        assert 'restock_audit_alarms_total{where="replay"} 1' in c.get("/metrics").text
+    res = runner.invoke(app, ["audit", "verify", str(db)])
+    assert res.exit_code == 1 and "row_hash does not match" in " ".join(res.output.split())
+
+
+def test_tamper__in_process_replays_refuse_too(small, shadowed, env):
+    con = sqlite3.connect(small)
+    con.execute("UPDATE decisions SET request = request || ' ' WHERE seq = 1")
+    con.commit()
+    svc = DecisionService(shadowed, audit=f"sqlite:///{small}")
+    try:
+        with pytest.raises(AuditIntegrityError):
+            svc.decide(request_from_state(env.compiled, env.state, 0, 0, "a0"))
+        with pytest.raises(AuditIntegrityError):
+            svc.get("a0")
+        assert svc.get("a1") is not None
+        assert 'restock_audit_alarms_total{where="replay"} 1' in svc.metrics.render()
+    finally:
+        svc.close()
