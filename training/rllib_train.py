@@ -99,7 +99,15 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
 
     config = (
         PPOConfig()
-        .environment(RLlibInventoryEnv, env_config=env_config, disable_env_checking=True)
+        .environment(
+            RLlibInventoryEnv,
+            env_config=env_config,
+            disable_env_checking=True,
+            # levels are categorical: nothing to unsquash or clip (the env clips to the masks), and
+            # RLlib's connector would deep-copy every agent's action each step to find that out
+            normalize_actions=False,
+            clip_actions=False,
+        )
         .env_runners(
             num_env_runners=exp.rllib.num_env_runners,
             num_envs_per_env_runner=1,  # one RLlib env holds exp.num_envs kernel environments
