@@ -145,14 +145,15 @@ def run_roles(run_dir: str, compiled: Compiled) -> tuple[dict[str, str], str]:
     """What plays each role of ``compiled`` when the run directory is evaluated, and the baseline name.
 
     Returns ({role: "learned" or "<baseline> heuristic"} for the roles with nodes in the scenario, the
-    baseline policy). Raises ValueError (naming the file) when the run claims a role whose weights
-    (``policies/<role>.pt`` and ``.json``) are missing, e.g. a run killed before its first save, or when
-    no role would be played by learned weights at all.
+    baseline policy). Raises ValueError (naming the file) when the run claims a role (its experiment's
+    ``roles`` in config.yaml, or ``roles`` in run.json) whose weights (``policies/<role>.pt`` and
+    ``.json``) are missing, e.g. a run killed before its first save, or when no role would be played by
+    learned weights at all. A role the run never claimed is played by its baseline heuristic.
     """
     import json
     from pathlib import Path
 
-    import yaml
+    from envs.safeyaml import load_yaml_file
 
     d = Path(run_dir)
     if not d.is_dir():
@@ -168,27 +169,35 @@ def run_roles(run_dir: str, compiled: Compiled) -> tuple[dict[str, str], str]:
         raise ValueError(f"--policies: {run_file} cannot be read: {exc}") from None
     if not isinstance(run, dict):
         raise ValueError(f"--policies: {run_file} is not a run description (a JSON object)")
-    claimed = run.get("roles")
-    if claimed is None:  # an unfinished run: the roles its experiment trains (config.yaml, written first)
+    # the roles the run claims: those its experiment trains (config.yaml, written when the run starts)
+    # and those run.json lists when it finished; a role in either must have its weights
+    claimed: set[str] = set()
+    sources = []
+    listed = run.get("roles")
+    if listed is not None:
+        sources.append((run_file, listed))
+    cfg_file = d / "config.yaml"
+    if cfg_file.exists():
         try:
-            cfg = yaml.safe_load((d / "config.yaml").read_text())
-            claimed = cfg["experiment"]["roles"]
-        except (OSError, yaml.YAMLError, KeyError, TypeError):
-            claimed = None
+            sources.append((cfg_file, load_yaml_file(cfg_file, "run config")["experiment"]["roles"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"--policies: {cfg_file} does not name the run's roles ({exc})") from None
+    for src, roles_ in sources:
+        if not isinstance(roles_, list) or not all(r in ("store", "dc") for r in roles_):
+            raise ValueError(f"--policies: {src} lists unknown roles {roles_!r}")
+        claimed.update(roles_)
     pol_dir = d / "policies"
-    if claimed is None:
-        claimed = sorted(p.stem for p in pol_dir.glob("*.pt"))
-    if not isinstance(claimed, list) or not all(r in ("store", "dc") for r in claimed):
-        raise ValueError(f"--policies: {run_file} lists unknown roles {claimed!r}")
+    if not sources:  # neither file says: whatever weights are there
+        claimed = {p.stem for p in pol_dir.glob("*.pt")}
     status = run.get("status", "unknown")
-    for role in claimed:
+    for role in sorted(claimed, reverse=True):  # store first
         for ext in ("pt", "json"):
             f = pol_dir / f"{role}.{ext}"
             if not f.is_file():
                 raise ValueError(
                     f"--policies: {run_dir} claims the {role} role but {f} is missing (run status "
-                    f"{status!r}: stopped before its first save?); refusing to evaluate the baseline "
-                    "under the run's name"
+                    f"{status!r}; a run stopped before its first save has no weights); refusing to "
+                    "evaluate the baseline under the run's name"
                 )
     baseline = str((run.get("baseline") or {}).get("policy", "base_stock"))
     roles: dict[str, str] = {}

@@ -407,7 +407,19 @@ def train(
         str | None, typer.Option(help="Join an existing Ray cluster (HOST:PORT) instead of a local Ray.")
     ] = None,
     num_env_runners: Annotated[
-        int | None, typer.Option(help="RLlib rollout workers (scale out on a cluster).")
+        int | None, typer.Option(min=0, help="RLlib rollout workers (scale out on a cluster).")
+    ] = None,
+    num_learners: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="RLlib learner workers (0, the default: one learner in this process; N >= 2: N remote "
+            "learners splitting each batch, gradients averaged). rllib trainer only.",
+        ),
+    ] = None,
+    num_gpus_per_learner: Annotated[
+        float | None,
+        typer.Option(min=0, help="GPUs per RLlib learner (0, the default: CPU). rllib trainer only."),
     ] = None,
     threads: Annotated[
         int | None,
@@ -450,6 +462,16 @@ def train(
         exp.rllib.ray_address = ray_address or exp.rllib.ray_address
         if num_env_runners is not None:
             exp.rllib.num_env_runners = num_env_runners
+    if num_learners is not None:
+        exp.rllib.num_learners = num_learners
+    if num_gpus_per_learner is not None:
+        exp.rllib.num_gpus_per_learner = num_gpus_per_learner
+    from training.train import check_for_trainer
+
+    try:
+        check_for_trainer(exp, trainer)
+    except ValueError as exc:
+        fail(str(exc))
     c = load_or_fail(scenario, **exp.scenario_overrides)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -1094,6 +1116,7 @@ def _demo_train(out: Path, params: Path, steps: int, minutes: float) -> Path | N
     exp.update(name="demo", steps=int(steps), minutes=float(minutes), baseline="base_stock")
     exp["checkpoint_every"] = max(int(steps) // 2, 200)
     exp.setdefault("rllib", {})["train_batch_size"] = 400
+    exp.get("ppo", {}).pop("rollout_steps", None)  # the batch is given in env steps instead
     exp["baseline_params"] = str(params.resolve())
     exp_file = out / "demo_experiment.yaml"
     exp_file.write_text(yaml.safe_dump(exp, sort_keys=False))

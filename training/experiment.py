@@ -50,8 +50,14 @@ class ShieldSpec(Strict):
 
 class RLlibSpec(Strict):
     num_env_runners: Int = Field(default=0, ge=0, le=1_024)
-    train_batch_size: PositiveInt = 2000  # agent... env steps per iteration
+    # env steps (periods x environments) per training iteration; default ppo.rollout_steps x num_envs x
+    # max(1, num_env_runners), as many as one SB3 update; never more than `steps`
+    train_batch_size: PositiveInt | None = None
     ray_address: str | None = None
+    num_learners: int = Field(default=0, ge=0, le=256)  # 0: one learner in the driver process
+    num_gpus_per_learner: float = Field(default=0.0, ge=0, le=8)
+    # Ray runtime_env for the driver's job (merged with restock's env_vars), e.g. {"working_dir": "."}
+    runtime_env: dict[str, Any] | None = None
 
 
 class ExperimentConfig(Strict):
@@ -73,7 +79,7 @@ class ExperimentConfig(Strict):
     eval_episodes: PositiveInt = 8
     # keep the weights with the lowest greedy cost on the held-out evaluation paths (seed 10000 + seed;
     # never the paths `restock eval` uses) as policies/<role>.pt, the behaviour-cloned start included;
-    # SB3 trainer. False: the last weights.
+    # both trainers (RLlib: the trained roles' weights jointly). False: the last weights.
     keep_best: bool = True
     bc_episodes: Int = Field(default=16, ge=0)  # behaviour-cloning warm start from the baseline (0 = off)
     bc_epochs: Int = Field(default=8, ge=0)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from agents.base import role_nodes
-from agents.learned import save_role
+from agents.learned import load_role, save_role
 from agents.networks import PerSkuNet
 from envs.compile import Compiled
 from training.common import Baseline, Monitor, net_config, observation_stats, write_json_atomic
@@ -69,13 +69,55 @@ def _g(d: dict, path: str, default=None):
     return d
 
 
+def effective_batch(exp: ExperimentConfig) -> int:
+    """Env steps per training iteration: ``rllib.train_batch_size``, else ``ppo.rollout_steps`` per
+    environment (as one SB3 update), capped by the run's ``steps`` so a short run is not one big batch."""
+    batch = exp.rllib.train_batch_size or exp.ppo.rollout_steps * exp.num_envs * max(
+        1, exp.rllib.num_env_runners
+    )
+    return int(min(batch, exp.steps)) if exp.steps else int(batch)
+
+
+def check_experiment(exp: ExperimentConfig) -> None:
+    """Refuse experiment settings the RLlib trainer cannot honour (ValueError naming the field)."""
+    ppo_set = exp.ppo.model_fields_set
+    if exp.rllib.train_batch_size is not None and "rollout_steps" in ppo_set:
+        implied = exp.ppo.rollout_steps * exp.num_envs * max(1, exp.rllib.num_env_runners)
+        if implied != exp.rllib.train_batch_size:
+            raise ValueError(
+                f"ppo.rollout_steps ({exp.ppo.rollout_steps}) and rllib.train_batch_size "
+                f"({exp.rllib.train_batch_size}) disagree for the rllib trainer: rollout_steps x num_envs x "
+                f"max(1, num_env_runners) = {implied}; give one of them"
+            )
+    if exp.ppo.target_kl is not None and exp.rllib.num_learners > 1:
+        raise ValueError(
+            "ppo.target_kl: early stopping on the KL needs a single learner (each of "
+            f"rllib.num_learners = {exp.rllib.num_learners} would stop on its own shard); "
+            "set ppo.target_kl: null in the experiment file, or use --num-learners 0 or 1"
+        )
+    if exp.rllib.num_gpus_per_learner > 0 and not exp.rllib.ray_address:
+        import torch
+
+        need = exp.rllib.num_gpus_per_learner * max(1, exp.rllib.num_learners)
+        have = torch.cuda.device_count()
+        if have < need:
+            raise ValueError(
+                f"rllib.num_gpus_per_learner: {need:g} GPU(s) asked for, {have} visible to this machine's "
+                "torch (join a cluster that has them with --ray-address)"
+            )
+
+
 def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, net_cfgs: dict, shield: bool):
+    if exp.rllib.train_batch_size is None:
+        exp = exp.model_copy(deep=True)
+        exp.rllib.train_batch_size = effective_batch(exp)
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     from training.rllib_callbacks import InventoryMetrics
     from training.rllib_env import RLlibInventoryEnv
+    from training.rllib_learner import RestockPPOLearner
     from training.rllib_module import PerSkuRLModule
     from training.rllib_runner import InventoryEnvRunner
 
@@ -145,16 +187,49 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
             grad_clip=ppo.max_grad_norm,
             use_kl_loss=False,
         )
-        .learners(num_learners=0)
+        .learners(
+            num_learners=exp.rllib.num_learners,
+            num_gpus_per_learner=exp.rllib.num_gpus_per_learner,
+            learner_class=RestockPPOLearner,
+            learner_config_dict={"target_kl": ppo.target_kl},
+        )
         .callbacks(InventoryMetrics)
         .debugging(seed=exp.seed, log_level="ERROR")
     )
+    if exp.rllib.num_learners > 1:  # RLlib's batch size is per learner: split the iteration's batch
+        n = exp.rllib.num_learners
+        config.training(train_batch_size_per_learner=-(-config.train_batch_size_per_learner // n))
     return config
 
 
-def _learner_nets(algo, roles: list[str]) -> dict[str, PerSkuNet]:
-    learner = algo.learner_group._learner  # the local learner (num_learners=0)
-    return {r: learner.module[f"{r}_policy"].net for r in roles}
+def learner_nets(algo, net_cfgs: dict) -> dict[str, PerSkuNet]:
+    """CPU copies of the learner's per-role networks, read through RLlib's public
+    ``LearnerGroup.get_weights`` (works with the local learner and with remote ones)."""
+    import torch
+
+    weights = algo.learner_group.get_weights(module_ids=[f"{r}_policy" for r in net_cfgs])
+    nets = {}
+    for r, cfg in net_cfgs.items():
+        sd = {
+            k[4:]: torch.as_tensor(np.asarray(v))
+            for k, v in weights[f"{r}_policy"].items()
+            if k[:4] == "net."
+        }
+        net = PerSkuNet(cfg)
+        net.load_state_dict(sd)
+        nets[r] = net.eval()
+    return nets
+
+
+def set_learner_nets(algo, nets: dict[str, PerSkuNet]) -> None:
+    """Write per-role networks into every learner (public ``set_weights``), then into the env runners."""
+    algo.learner_group.set_weights(
+        {
+            f"{r}_policy": {f"net.{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+            for r, net in nets.items()
+        }
+    )
+    force_sync_env_runner_weights(algo)
 
 
 def force_sync_env_runner_weights(algo) -> None:
@@ -170,12 +245,12 @@ def force_sync_env_runner_weights(algo) -> None:
 
 
 def _warm_start(
-    algo, compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory, log, monitor
+    algo, compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory, log, monitor, net_cfgs
 ) -> None:
     """Behaviour cloning of the baseline into the learner's networks, then a synchronous weight push."""
     from training.bc import bc_budget, collect, pretrain
 
-    nets = _learner_nets(algo, exp.roles)
+    nets = learner_nets(algo, net_cfgs)
     scale = baseline.reward_scale / (1.0 - exp.ppo.gamma) if exp.ppo.gamma < 1 else baseline.reward_scale
     for role, net in nets.items():
         data = collect(
@@ -191,10 +266,10 @@ def _warm_start(
         budget = bc_budget(exp, len(role_nodes(compiled, role)))  # proportionate to the run
         res = pretrain(net, data, epochs=exp.bc_epochs, seed=exp.seed, log=log, **budget)
         monitor.log(0, {f"charts/bc_accuracy/{role}": res["accuracy"]})
-    force_sync_env_runner_weights(algo)
+    set_learner_nets(algo, nets)
 
 
-def save_checkpoint(algo, run_dir: Path, roles: list[str], env_steps: int) -> Path:
+def save_checkpoint(algo, run_dir: Path, net_cfgs: dict, env_steps: int) -> Path:
     root = run_dir / "checkpoints"
     root.mkdir(exist_ok=True)
     final = root / f"{env_steps:012d}"
@@ -204,10 +279,96 @@ def save_checkpoint(algo, run_dir: Path, roles: list[str], env_steps: int) -> Pa
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for r, net in _learner_nets(algo, roles).items():
+    for r, net in learner_nets(algo, net_cfgs).items():
         save_role(run_dir, r, net)
     write_json_atomic(root / "latest.json", {"path": final.name, "env_steps": env_steps, "trainer": "rllib"})
     return final
+
+
+# RLlib's per-module learner results that restock names like the SB3 trainer's (losses/...)
+LOSS_TAGS = (
+    ("policy_loss", "policy_loss"),
+    ("vf_loss", "value_loss"),
+    ("entropy", "entropy"),  # the mean entropy of the current policy (positive), as on the SB3 path
+    ("approx_kl", "approx_kl"),  # training.rllib_learner: SB3's estimator, not RLlib's mean_kl_loss
+    ("clip_fraction", "clipfrac"),
+    ("vf_explained_var", "explained_variance"),
+)
+ENV_TAGS = (
+    ("episodic_cost", "charts/episodic_cost"),
+    ("fill_rate", "inventory/fill_rate"),
+    ("holding_cost", "inventory/holding_cost"),
+    ("stockout_cost", "inventory/stockout_cost"),
+    ("intervention_rate", "safety/intervention_rate"),
+    ("violations", "safety/violations"),
+)
+
+
+def _numeric_leaves(d: Any, prefix: str):
+    if isinstance(d, dict):
+        for k, v in d.items():
+            if str(k).startswith(("agent_", "num_agent_steps")):
+                continue  # one entry per agent (thousands on large scenarios): the module totals remain
+            yield from _numeric_leaves(v, f"{prefix}/{k}")
+    elif isinstance(d, (int, float, np.integer, np.floating)) and not isinstance(d, bool):
+        yield prefix, float(d)
+
+
+def result_scalars(result: dict, roles: list[str]) -> dict[str, float]:
+    """One iteration's TensorBoard scalars: restock's tags (charts/, inventory/, safety/, losses/) and
+    every numeric learner and env-runner result of RLlib's own under ``rllib/`` (``rllib/learners/...``,
+    ``rllib/env_runners/...``: returns, episode lengths, throughput, learning rates, gradient norms)."""
+    scal: dict[str, float] = {}
+    for key, tag in ENV_TAGS:
+        v = _g(result, f"env_runners/{key}")
+        if v is not None:
+            scal[tag] = float(v)
+    for role in roles:
+        for key, tag in LOSS_TAGS:
+            v = _g(result, f"learners/{role}_policy/{key}")
+            if v is not None:
+                scal[f"losses/{tag}" + ("" if len(roles) == 1 else f"/{role}")] = float(v)
+    for part in ("learners", "env_runners"):
+        scal.update(_numeric_leaves(result.get(part, {}), f"rllib/{part}"))
+    return {k: v for k, v in scal.items() if np.isfinite(v)}
+
+
+def make_eval(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory):
+    """Greedy evaluation of the trained roles' networks (the other roles: the baseline) on the held-out
+    paths the SB3 trainer uses (seed 10_000 + exp.seed, ``eval_episodes``), common random numbers."""
+    from agents.base import JointPolicy
+    from agents.learned import TorchPolicy
+    from eval.rollout import rollout
+
+    def run(nets: dict[str, PerSkuNet]) -> dict:
+        pols = dict(baseline.joint().policies)
+        for role, net in nets.items():
+            pols[role] = TorchPolicy(net)
+        res = rollout(
+            compiled,
+            JointPolicy(pols),
+            episodes=exp.eval_episodes,
+            seed=10_000 + exp.seed,
+            shield=shield_factory(compiled) if shield_factory else None,
+            trace_sku=None,
+        )
+        cost = res.cost.sum(axis=(1, 2))
+        return {"episodic_cost": float(cost.mean()), "episodic_cost_std": float(cost.std())}
+
+    return run
+
+
+def _read_best(run_dir: Path, roles: list[str]) -> dict | None:
+    p = Path(run_dir) / "best" / f"{roles[0]}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _write_best(run_dir: Path, nets: dict[str, PerSkuNet], best: dict) -> None:
+    best_dir = Path(run_dir) / "best"
+    for role, net in nets.items():
+        save_role(best_dir, role, net)
+    for role in nets:  # one record per role, as the SB3 trainer writes (the same joint selection)
+        write_json_atomic(best_dir / f"{role}.json", best)
 
 
 def train_rllib(
@@ -231,12 +392,19 @@ def train_rllib(
     address = exp.rllib.ray_address
     own_ray = not ray.is_initialized()
     if own_ray:
-        runtime_env = {"env_vars": {"PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")}}
+        runtime_env = dict(exp.rllib.runtime_env or {})
+        runtime_env["env_vars"] = {
+            **runtime_env.get("env_vars", {}),
+            "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0"),
+        }
         if address:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         else:
+            # logical CPUs: at least one per env runner and remote learner, so a small machine still
+            # schedules them (they time-share its cores) instead of waiting forever
+            need = exp.rllib.num_env_runners + (exp.rllib.num_learners if exp.rllib.num_learners > 1 else 0)
             ray.init(
-                num_cpus=os.cpu_count() or 2,
+                num_cpus=max(os.cpu_count() or 2, need + 1),
                 include_dashboard=False,
                 runtime_env=runtime_env,
                 log_to_driver=False,
@@ -259,13 +427,29 @@ def train_rllib(
         else:
             algo = config.build_algo()
             if exp.bc_episodes and exp.bc_epochs:
-                _warm_start(algo, compiled, exp, baseline, shield_factory, log, monitor)
+                _warm_start(algo, compiled, exp, baseline, shield_factory, log, monitor, net_cfgs)
         target = exp.steps or 10**12
         steps = 0
         last_ckpt = 0
         n_ckpt = 0
         it = 0
         stopped_for_time = False
+        evaluate = make_eval(compiled, exp, baseline, shield_factory)
+        best = _read_best(run_dir, exp.roles)  # survives --resume
+        last_eval = -1
+
+        def eval_and_keep(at: int) -> None:
+            nonlocal best, last_eval
+            last_eval = at
+            nets = learner_nets(algo, net_cfgs)
+            res = evaluate(nets)
+            monitor.log(at, {f"eval/{k}": v for k, v in res.items()})
+            if exp.keep_best and (best is None or res["episodic_cost"] < best["eval_cost"]):
+                best = {"env_steps": at, "eval_cost": res["episodic_cost"]}
+                _write_best(run_dir, nets, best)
+
+        if exp.keep_best and best is None:
+            eval_and_keep(0)  # the starting (behaviour-cloned) policy competes
         while steps < target:
             r = algo.train()
             it += 1
@@ -274,35 +458,15 @@ def train_rllib(
             scal: dict[str, Any] = {
                 "charts/SPS": _g(r, "env_runners/num_env_steps_sampled", 0) * exp.num_envs / max(dt, 1e-9)
             }
-            for key, tag in (
-                ("episodic_cost", "charts/episodic_cost"),
-                ("fill_rate", "inventory/fill_rate"),
-                ("holding_cost", "inventory/holding_cost"),
-                ("stockout_cost", "inventory/stockout_cost"),
-                ("intervention_rate", "safety/intervention_rate"),
-                ("violations", "safety/violations"),
-            ):
-                v = _g(r, f"env_runners/{key}")
-                if v is not None:
-                    scal[tag] = float(v)
-            for role in exp.roles:
-                mid = f"{role}_policy"
-                for key, tag in (
-                    ("policy_loss", "policy_loss"),
-                    ("vf_loss", "value_loss"),
-                    ("entropy", "entropy"),
-                    ("mean_kl_loss", "approx_kl"),
-                    ("vf_explained_var", "explained_variance"),
-                ):
-                    v = _g(r, f"learners/{mid}/{key}")
-                    if v is not None:
-                        scal[f"losses/{tag}" + ("" if len(exp.roles) == 1 else f"/{role}")] = float(v)
+            scal.update(result_scalars(r, exp.roles))
             monitor.log(steps, {k: v for k, v in scal.items() if v is not None and np.isfinite(v)})
             if on_progress:
                 on_progress({"env_steps": steps, "role": "+".join(exp.roles), **scal})
+            if steps - max(last_eval, 0) >= exp.eval_every:
+                eval_and_keep(steps)
             if steps - last_ckpt >= exp.checkpoint_every:
                 last_ckpt = steps
-                save_checkpoint(algo, run_dir, exp.roles, steps)
+                save_checkpoint(algo, run_dir, net_cfgs, steps)
                 n_ckpt += 1
                 if stop_after_checkpoints is not None and n_ckpt >= stop_after_checkpoints:
                     algo.stop()
@@ -310,14 +474,27 @@ def train_rllib(
             if deadline is not None and time.perf_counter() > deadline:
                 stopped_for_time = True
                 break
-        save_checkpoint(algo, run_dir, exp.roles, steps)
+        if exp.keep_best and last_eval != steps:
+            eval_and_keep(steps)  # the last weights compete too
+        save_checkpoint(algo, run_dir, net_cfgs, steps)
         algo.stop()
-        return {
+        summary: dict[str, Any] = {
             "roles": {r: {"env_steps": steps} for r in exp.roles},
             "iterations": it,
             "stopped_for_time": stopped_for_time,
+            "learners": {"num_learners": exp.rllib.num_learners, "remote": not algo.learner_group.is_local},
             "seconds": time.perf_counter() - t_start,
         }
+        if exp.keep_best and best is not None:
+            # the deployed weights: the best greedy joint policy on the held-out evaluation paths
+            for role in exp.roles:
+                save_role(run_dir, role, load_role(run_dir / "best", role))
+                summary["roles"][role]["selected"] = dict(best)
+            log(
+                f"{'+'.join(exp.roles)}: kept the weights from env step {best['env_steps']:,} (held-out "
+                f"greedy cost {best['eval_cost']:,.1f} per episode)"
+            )
+        return summary
     finally:
         if own_ray:
             ray.shutdown()

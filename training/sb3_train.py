@@ -304,16 +304,17 @@ class TrainCallback(BaseCallback):
         scal.update(safety_scalars({k: v[None] if np.ndim(v) else v for k, v in self._shield_acc.items()}))
         self._shield_acc = {}
         lv = self.model.logger.name_to_value
-        for src, dst in (
-            ("train/policy_gradient_loss", "losses/policy_loss"),
-            ("train/value_loss", "losses/value_loss"),
-            ("train/entropy_loss", "losses/entropy"),
-            ("train/approx_kl", "losses/approx_kl"),
-            ("train/clip_fraction", "losses/clipfrac"),
-            ("train/explained_variance", "losses/explained_variance"),
+        for src, dst, sign in (
+            ("train/policy_gradient_loss", "losses/policy_loss", 1.0),
+            ("train/value_loss", "losses/value_loss", 1.0),
+            # SB3 logs the entropy *loss*, -mean(entropy); losses/entropy is the entropy (as on RLlib's path)
+            ("train/entropy_loss", "losses/entropy", -1.0),
+            ("train/approx_kl", "losses/approx_kl", 1.0),
+            ("train/clip_fraction", "losses/clipfrac", 1.0),
+            ("train/explained_variance", "losses/explained_variance", 1.0),
         ):
             if src in lv:
-                scal[dst] = float(lv[src])
+                scal[dst] = sign * float(lv[src])
         self.monitor.log(steps, {f"{k}" if "/" in k else k: v for k, v in scal.items()})
         if self.on_progress:
             self.on_progress({"env_steps": steps, "role": self.role, **scal})

@@ -23,6 +23,59 @@ def shield_factory_for(exp: ExperimentConfig):
     return lambda compiled: Shield(compiled, mode="enforce")
 
 
+def _check_sb3(exp: ExperimentConfig) -> None:
+    """Refuse RLlib-only settings given to the SB3 trainer (ValueError naming the field)."""
+    if exp.network.centralised_critic:
+        raise ValueError("network.centralised_critic: the sb3 trainer has no centralised critic (use rllib)")
+    r = exp.rllib
+    for name, bad in (
+        ("ray_address", r.ray_address),
+        ("num_env_runners", r.num_env_runners),
+        ("num_learners", r.num_learners),
+        ("num_gpus_per_learner", r.num_gpus_per_learner),
+        ("runtime_env", r.runtime_env),
+    ):
+        if bad:
+            raise ValueError(
+                f"rllib.{name}: an RLlib setting; the sb3 trainer runs in one process (use rllib)"
+            )
+
+
+def check_for_trainer(exp: ExperimentConfig, trainer: str) -> None:
+    """Every experiment field is honoured by the chosen trainer or refused here, before any work, with a
+    ValueError naming the field (``restock train`` exits 2 with it)."""
+    if trainer == "sb3":
+        _check_sb3(exp)
+    elif trainer == "rllib":
+        from training.rllib_train import check_experiment
+
+        check_experiment(exp)
+    elif trainer == "dcl":
+        _check_dcl(exp)
+    else:
+        raise ValueError(f"--trainer must be sb3, rllib or dcl, not {trainer!r}")
+
+
+def _check_dcl(exp: ExperimentConfig) -> None:
+    """Refuse settings the dcl trainer does not use (its own knobs live under ``dcl:``)."""
+    _check_sb3(exp)
+    if exp.ppo.model_fields_set:
+        raise ValueError(
+            f"ppo.{sorted(exp.ppo.model_fields_set)[0]}: a PPO setting; dcl is configured under dcl:"
+        )
+    moved = {
+        "steps": "dcl.iterations (and minutes)",
+        "num_envs": "dcl.sample_envs",
+        "bc_episodes": "dcl.sample_envs / dcl.sample_periods (the states the heuristic visits)",
+        "bc_epochs": "dcl.bc_epochs",
+        "checkpoint_every": "(every iteration is checkpointed)",
+        "eval_every": "dcl.eval_every_iterations",
+    }
+    for name, instead in moved.items():
+        if name in exp.model_fields_set:
+            raise ValueError(f"{name}: not used by the dcl trainer; use {instead}")
+
+
 def train(
     compiled: Compiled,
     exp: ExperimentConfig,
@@ -34,6 +87,7 @@ def train(
     stop_after_checkpoints: int | None = None,
 ) -> Path:
     """Train, write the run directory and return it."""
+    check_for_trainer(exp, trainer)
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "checkpoints" / "latest.json").exists():
@@ -100,8 +154,23 @@ def train(
                 stop_after_checkpoints=stop_after_checkpoints,
                 log=log,
             )
+        elif trainer == "dcl":
+            from training.dcl_train import train_dcl
+
+            summary = train_dcl(
+                compiled,
+                exp,
+                run_dir,
+                baseline,
+                monitor,
+                shield_factory=shield_factory,
+                resume=Path(resume) if resume else None,
+                on_progress=on_progress,
+                stop_after_checkpoints=stop_after_checkpoints,
+                log=log,
+            )
         else:
-            raise ValueError(f"--trainer must be sb3 or rllib, not {trainer!r}")
+            raise ValueError(f"--trainer must be sb3, rllib or dcl, not {trainer!r}")
     except BaseException:
         run_info["status"] = "failed"
         write_json_atomic(run_dir / "run.json", run_info)

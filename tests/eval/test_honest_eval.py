@@ -85,6 +85,17 @@ def test_eval__a_claimed_role_without_weights_is_refused(tmp_path):
         parse_policies(str(run), c)
 
 
+def test_eval__a_role_the_experiment_trains_but_never_saved_is_refused(tmp_path):
+    """config.yaml (the experiment) trains store and dc; run.json lists the saved store only."""
+    run = make_run(tmp_path, saved=("store",), claimed=("store", "dc"))
+    info = json.loads((run / "run.json").read_text())
+    info.update(roles=["store"], status="stopped")
+    (run / "run.json").write_text(json.dumps(info))
+    res = _eval(run, tmp_path / "out")
+    assert res.exit_code == 2, res.output
+    assert str(run / "policies" / "dc.pt") in "".join(res.output.split())
+
+
 def test_eval__a_run_with_no_learned_role_is_refused(tmp_path):
     run = make_run(tmp_path, saved=(), claimed=())
     with pytest.raises(ValueError, match=r"no learned weights .*store\.pt"):

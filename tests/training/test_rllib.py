@@ -44,16 +44,70 @@ def _run_dir(tmp_path: Path) -> Path:
     return runs[-1]
 
 
+def _metrics(run: Path) -> list[tuple[int, str, float]]:
+    rows = []
+    for line in (run / "metrics.csv").read_text().splitlines()[1:]:
+        s, tag, v = line.split(",")
+        rows.append((int(s), tag, float(v)))
+    return rows
+
+
+def _write_exp(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "exp.yaml"
+    p.write_text(text)
+    return p
+
+
+FAST = """name: fast
+num_envs: 4
+bc_episodes: 2
+bc_epochs: 1
+eval_episodes: 2
+checkpoint_every: 100000
+ppo:
+  minibatch_size: 64
+  n_epochs: 2
+"""
+
+
 @pytest.mark.slow
-def test_rllib__local_run_writes_weights_that_evaluate(tmp_path):
-    r = _run_train([], tmp_path)
+def test_rllib__local_run_evaluates_keeps_best_and_logs_rllib_metrics(tmp_path):
+    """One learner in the driver (N = 0): held-out greedy evaluation every eval_every env steps (the
+    behaviour-cloned start included), the best weights deployed, RLlib's metrics under rllib/, the real
+    approx_kl and a positive entropy."""
+    exp = _write_exp(tmp_path, FAST + "eval_every: 128\n")
+    r = _run_train(["--config", str(exp), "--steps", "384"], tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     run = _run_dir(tmp_path)
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "done" and info["trainer"] == "rllib"
+    assert info["summary"]["learners"] == {"num_learners": 0, "remote": False}
     assert (run / "policies" / "store.pt").exists() and (run / "checkpoints" / "latest.json").exists()
-    tags = {line.split(",")[1] for line in (run / "metrics.csv").read_text().splitlines()[1:]}
+    rows = _metrics(run)
+    tags = {t for _, t, _ in rows}
     assert {"charts/SPS", "charts/episodic_cost", "inventory/fill_rate", "losses/policy_loss"} <= tags
+    # RLlib's own learner and env-runner results, under rllib/
+    assert "rllib/env_runners/episode_return_mean" in tags
+    assert "rllib/learners/store_policy/entropy" in tags and "rllib/learners/store_policy/vf_loss" in tags
+    assert not any("/agent_" in t for t in tags)  # per-agent entries are left out
+    # entropy is the entropy (positive); approx_kl is measured (RLlib's mean_kl_loss is 0 here)
+    ent = [v for _, t, v in rows if t == "losses/entropy"]
+    kl = [v for _, t, v in rows if t == "losses/approx_kl"]
+    assert ent and all(v > 0 for v in ent)
+    assert kl and all(v > 0 for v in kl)
+    assert all(v == 0 for _, t, v in rows if t == "rllib/learners/store_policy/mean_kl_loss")
+    # keep_best: evaluations at 0 (the behaviour-cloned start), every 128 steps and at the end
+    evals = [(s, v) for s, t, v in rows if t == "eval/episodic_cost"]
+    steps = [s for s, _ in evals]
+    assert steps[0] == 0 and len(evals) >= 3 and steps == sorted(steps)
+    sel = info["summary"]["roles"]["store"]["selected"]
+    assert sel["eval_cost"] == pytest.approx(min(v for _, v in evals))
+    assert sel["env_steps"] == min(evals, key=lambda e: e[1])[0]
+    import torch
+
+    deployed = torch.load(run / "policies" / "store.pt", weights_only=True)
+    best = torch.load(run / "best" / "policies" / "store.pt", weights_only=True)
+    assert deployed.keys() == best.keys() and all(torch.equal(deployed[k], best[k]) for k in best)
     from agents.learned import load_learned_policy
     from envs.compile import compile_scenario
     from envs.config import load_scenario
@@ -62,6 +116,122 @@ def test_rllib__local_run_writes_weights_that_evaluate(tmp_path):
     c = compile_scenario(load_scenario("tiny"))
     res = rollout(c, load_learned_policy(run, c), episodes=2, seed=3)
     assert res.cost.sum() > 0
+
+
+@pytest.mark.slow
+def test_rllib__two_remote_learners(tmp_path):
+    """--num-learners 2: two learner actors (weights read back through LearnerGroup.get_weights)."""
+    no_kl = FAST.replace("  n_epochs: 2\n", "  n_epochs: 2\n  target_kl: null\n")
+    exp = _write_exp(tmp_path, no_kl + "keep_best: false\neval_every: 1000000\n")
+    r = _run_train(["--config", str(exp), "--steps", "256", "--num-learners", "2"], tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    run = _run_dir(tmp_path)
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "done"
+    assert info["summary"]["learners"] == {"num_learners": 2, "remote": True}
+    assert any(t == "losses/policy_loss" for _, t, _ in _metrics(run))
+    from agents.learned import load_role
+
+    assert load_role(run, "store") is not None
+
+
+def test_rllib__approx_kl_is_sb3s_kl_estimator():
+    """approx_kl estimates KL(old || new) from actions sampled by the old policy (and is 0 when equal)."""
+    import torch
+
+    from training.rllib_learner import approx_kl
+
+    g = torch.Generator().manual_seed(0)
+    old = torch.log_softmax(torch.randn(6, generator=g), -1)
+    new = torch.log_softmax(old + 0.4 * torch.randn(6, generator=g), -1)
+    a = torch.multinomial(old.exp(), 400_000, replacement=True, generator=g)
+    exact = float((old.exp() * (old - new)).sum())
+    assert exact > 0.01
+    assert float(approx_kl(new[a], old[a])) == pytest.approx(exact, rel=0.03)
+    assert float(approx_kl(old[a], old[a])) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("args", "yaml_text", "field"),
+    [
+        (["--trainer", "rllib", "--num-learners", "2"], None, "ppo.target_kl"),
+        (["--trainer", "sb3", "--num-learners", "2"], None, "rllib.num_learners"),
+        (["--trainer", "sb3", "--num-env-runners", "2"], None, "rllib.num_env_runners"),
+        (
+            ["--trainer", "rllib"],
+            "ppo:\n  rollout_steps: 16\nrllib:\n  train_batch_size: 100\n",
+            "rollout_steps",
+        ),
+        (["--trainer", "sb3"], "network:\n  centralised_critic: true\n", "network.centralised_critic"),
+        (["--trainer", "rllib", "--num-gpus-per-learner", "1"], None, "num_gpus_per_learner"),
+    ],
+)
+def test_train__fields_a_trainer_cannot_honour_exit_2_naming_them(
+    tmp_path, monkeypatch, args, yaml_text, field
+):
+    from typer.testing import CliRunner
+
+    from restock.cli import app
+
+    monkeypatch.setenv("PYTHONHASHSEED", "0")  # no re-exec of the test process
+    import torch
+
+    if "--num-gpus-per-learner" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    extra = []
+    if yaml_text is not None:
+        extra = ["--config", str(_write_exp(tmp_path, yaml_text))]
+    out = tmp_path / "runs"
+    r = CliRunner().invoke(app, ["train", "tiny", "--steps", "64", "--out", str(out), *args, *extra])
+    assert r.exit_code == 2, r.output
+    assert field in r.output
+    assert not out.exists() or not any(out.iterdir())  # refused before any run directory
+
+
+@pytest.mark.slow
+def test_rllib__target_kl_stops_the_iteration_like_sb3(tmp_path):
+    """With a tiny target_kl the first minibatch steps (its policy is the sampling one) and the KL after it
+    stops the rest of the iteration: one optimiser step instead of epochs x minibatches."""
+    import ray
+
+    from envs.compile import compile_scenario
+    from envs.config import load_scenario
+    from training.common import net_config, observation_stats, prepare_baseline
+    from training.experiment import load_experiment
+    from training.rllib_train import _quiet, build_config
+
+    _quiet()
+    c = compile_scenario(load_scenario("tiny"))
+    steps = {}
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        for target in (1e-6, None):
+            exp = load_experiment(None, steps=128, bc_episodes=0)
+            exp.num_envs = 4
+            exp.ppo.learning_rate = 1e-2
+            exp.ppo.n_epochs = 3
+            exp.ppo.minibatch_size = 32
+            exp.ppo.target_kl = target
+            exp.rllib.train_batch_size = 128
+            base = prepare_baseline(c, exp, tmp_path, log=lambda s: None)
+            cfgs = {"store": net_config(c, "store", exp, observation_stats(c, "store", base))}
+            algo = build_config(c, exp, base, cfgs, shield=False).build_algo()
+            try:
+                res = algo.train()
+
+                def adam_steps(learner):
+                    st = learner.get_optimizer("store_policy").state_dict()["state"]
+                    return int(max(float(s["step"]) for s in st.values()))
+
+                steps[target] = [r.get() for r in algo.learner_group.foreach_learner(adam_steps)][0]
+                if target is not None:
+                    assert res["learners"]["store_policy"]["kl_early_stopped"] == 1.0
+            finally:
+                algo.stop()
+    finally:
+        ray.shutdown()
+    assert steps[1e-6] == 1
+    assert steps[None] >= 6
 
 
 def _free_port() -> int:

@@ -93,7 +93,11 @@ def test_sb3__train_writes_a_run_that_evaluates(tiny, tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    assert run.name in json.loads(r.output)
+    # store trained, tiny's DC played by the run's baseline: labelled so (issue 12, item 4)
+    keys = list(json.loads(r.output))
+    assert any(
+        k.startswith(f"{run.name} [store learned; dc: ") and k.endswith(" heuristic]") for k in keys
+    ), keys
 
 
 def test_sb3__crash_after_first_checkpoint_then_resume_matches(tiny, tmp_path):
