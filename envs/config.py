@@ -832,6 +832,10 @@ def load_scenario(scenario: str | os.PathLike | dict | ScenarioConfig, **overrid
             raise ConfigError(str(exc)) from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of scenario fields")
+        if "source" in data:  # set by the loader (where the scenario came from), never by the file
+            raise ConfigError(
+                f"{path}: invalid scenario (1 problem)\n  - unknown key 'source' (not part of the schema)"
+            )
         # relative replay paths resolve against the scenario file's folder
         rp = data.get("demand", {}).get("replay", {}) if isinstance(data.get("demand"), dict) else {}
         if isinstance(rp, dict) and isinstance(rp.get("path"), str) and not Path(rp["path"]).is_absolute():

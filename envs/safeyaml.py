@@ -6,7 +6,8 @@ strict UTF-8, and parses it with a safe loader that refuses, before anything lar
 - nesting deeper than `MAX_DEPTH` collections (no RecursionError on 100,000 ``[``),
 - more than `MAX_ALIASES` alias uses, recursive aliases, or a document whose aliases expand to more
   than `MAX_NODES` values (the "billion laughs" pattern),
-- duplicate keys in a mapping (YAML would silently keep the last one), named by their field path.
+- duplicate keys in a mapping (YAML would silently keep the last one), named by their field path,
+- keys that are not strings (``1:``, ``null:``, ``on:``, a list as a key).
 
 Every refusal is a `YamlInputError` (a ``ValueError``) whose message names the file, the field path
 where one is known, and the line.
@@ -45,6 +46,7 @@ MAX_NODES = 1_000_000  # values in the document once every alias is expanded
 MAX_SCALAR_CHARS = 100_000  # one scalar (a name, a number)
 
 _MERGE = "tag:yaml.org,2002:merge"
+_STR = "tag:yaml.org,2002:str"
 
 
 class YamlInputError(ValueError):
@@ -165,6 +167,12 @@ class _BoundedComposer(yaml.composer.Composer):
         while not self.check_event(MappingEndEvent):
             key = self.compose_node(node, None)
             label = key.value if isinstance(key, ScalarNode) else "<key>"
+            if not isinstance(key, ScalarNode):
+                self._path.append(label)
+                self._refuse("a key must be a plain string, not a list or a mapping", key)
+            if key.tag not in (_STR, _MERGE):  # 1, null, yes/no/on/off, 2024-01-01 as keys
+                self._path.append(label)
+                self._refuse(f"key {label!r} is not a string (quote it if it is meant as one)", key)
             if isinstance(key, ScalarNode) and key.tag != _MERGE:
                 ident = (key.tag, key.value)
                 if ident in seen:
