@@ -511,9 +511,8 @@ def _experiment_cases(tmp: Path) -> list[tuple[str, str | bytes, list[str]]]:
         ("shield", "on"),
     ]:
         data = _set({"name": "bad"}, f"{section}.{key}" if section else key, 1)
-        cases.append(
-            (f"unknown {section}.{key}", _text(data), [f"unknown key '{key}'", section or "unknown"])
-        )
+        msg = f"unknown key '{key}'"
+        cases.append((f"unknown {section}.{key}", _text(data), [f"{section}: {msg}" if section else msg]))
     cases += [
         ("exp non-utf8", b"name: caf\xe9\n", ["not UTF-8"]),
         ("exp nested", "ppo: " + "[" * 100_000, ["nest"]),
