@@ -75,6 +75,12 @@ def test_sb3__train_writes_a_run_that_evaluates(tiny, tmp_path):
         if line.split(",")[1] == "safety/intervention_rate"
     ]
     assert rates and all(0.0 <= r <= 1.0 for r in rates)  # a share of node-SKU decisions, as in eval
+    ent = [
+        float(line.split(",")[2])
+        for line in (run / "metrics.csv").read_text().splitlines()[1:]
+        if line.split(",")[1] == "losses/entropy"
+    ]
+    assert ent and all(e > 0 for e in ent)  # the entropy itself (SB3 logs its negative as entropy_loss)
     pol = load_learned_policy(run, tiny)
     res = rollout(tiny, pol, episodes=3, seed=7)
     assert np.isfinite(res.cost).all() and res.kpi[:, tiny.M :, 8].sum() > 0  # the learned stores order
