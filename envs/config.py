@@ -9,6 +9,12 @@ already-built `ScenarioConfig`, and applies keyword overrides (``horizon=20``,
 Per-SKU and per-store attributes accept a number, a list (one value per SKU or store) or a
 distribution (``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``, ``{lognormal: [median, sigma]}``,
 ``{choice: [a, b, ...]}``) drawn once from the scenario's ``seed`` when the scenario is compiled.
+
+Input is bounded before anything is allocated: files go through `envs.safeyaml` (a regular UTF-8
+file of at most 1 MiB, nesting depth, aliases, duplicate and non-string keys); numbers must be finite
+and within ``MAX_MAGNITUDE``; integer fields take whole numbers only (never rounded, never booleans);
+sizes are capped (`LIMITS`) and the memory the sizes imply is estimated (`estimate_memory`) and
+refused, with the product that dominates it, above ``RESTOCK_MAX_SCENARIO_GIB`` (default 4).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from envs.safeyaml import YamlInputError, load_yaml_file
+from envs.safeyaml import MAX_FILE_BYTES, YamlInputError, load_yaml_file
 
 __all__ = [
     "ConfigError",
@@ -69,7 +75,7 @@ MAX_COVER = 10_000.0  # periods of forecast demand (order-up-to tops, initial st
 MAX_MEMORY_GIB = 4.0
 
 LIMITS = {
-    "file_bytes": "envs.safeyaml.MAX_FILE_BYTES",
+    "file_bytes": MAX_FILE_BYTES,
     "magnitude": MAX_MAGNITUDE,
     "horizon": MAX_HORIZON,
     "skus": MAX_SKUS,
@@ -462,9 +468,8 @@ class ActionSpec(Strict):
     mapping: Literal["quantity", "order_up_to"] = "quantity"
     levels: Int = Field(default=11, ge=2, le=256)
     lots_per_level: PositiveUnits = 1  # quantity: level l orders l * lots_per_level * lot_size
-    max_cover: PositiveFloat = Field(
-        default=4.0, le=MAX_COVER
-    )  # order_up_to: top level = max_cover periods of forecast demand
+    # order_up_to: top level = max_cover periods of forecast demand
+    max_cover: PositiveFloat = Field(default=4.0, le=MAX_COVER)
 
 
 class ActionsSpec(Strict):
@@ -473,13 +478,11 @@ class ActionsSpec(Strict):
 
 
 class InitialSpec(Strict):
-    store_cover: NonNegativeFloat = Field(
-        default=2.0, le=MAX_COVER
-    )  # on hand at reset, in periods of forecast demand
+    # on hand at reset, in periods of forecast demand
+    store_cover: NonNegativeFloat = Field(default=2.0, le=MAX_COVER)
     dc_cover: NonNegativeFloat = Field(default=4.0, le=MAX_COVER)
-    pipeline_cover: NonNegativeFloat = Field(
-        default=0.0, le=MAX_COVER
-    )  # each pipeline slot starts with this many periods of demand
+    # each pipeline slot starts with this many periods of demand
+    pipeline_cover: NonNegativeFloat = Field(default=0.0, le=MAX_COVER)
 
 
 class ScenarioConfig(Strict):
