@@ -253,21 +253,53 @@ def read_regular_file(path: str | os.PathLike, what: str, max_bytes: int = MAX_F
     return data
 
 
-def decode_utf8(data: bytes, source: str) -> str:
-    """Strict UTF-8 (a leading byte-order mark is dropped); the error names the line and column."""
+def decode_utf8(data: bytes, source: str, yaml_paths: bool = False) -> str:
+    """Strict UTF-8 (a leading byte-order mark is dropped); the error names the line and column, and
+    with ``yaml_paths`` the field whose value holds the first bad byte (when the rest parses)."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         head = data[: exc.start]
         line = head.count(b"\n") + 1
         col = exc.start - (head.rfind(b"\n") + 1) + 1
+        where = ""
+        if yaml_paths:
+            text = data.decode("utf-8-sig", errors="replace")
+            path = _path_at(text, len(head.decode("utf-8-sig")))
+            where = f" in {path}" if path else " (not inside a field's value)"
         raise YamlInputError(
-            f"{source}: not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, column {col} "
+            f"{source}: not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, column {col}{where} "
             f"(byte offset {exc.start}); save the file as UTF-8"
         ) from None
+
+
+def _path_at(text: str, index: int) -> str | None:
+    """Field path of the innermost value whose text spans character ``index`` (None if none does)."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+    except Exception:  # the rest of the file does not parse either: the line and column must do
+        return None
+    finally:
+        loader.dispose()
+    best, stack = None, [(root, [])]
+    while stack:
+        node, path = stack.pop()
+        if node is None or not node.start_mark.index <= index < max(
+            node.end_mark.index, node.start_mark.index + 1
+        ):
+            continue
+        best = path
+        if isinstance(node, MappingNode):
+            for k, v in node.value:
+                label = k.value if isinstance(k, ScalarNode) else "<key>"
+                stack += [(k, [*path, label]), (v, [*path, label])]
+        elif isinstance(node, SequenceNode):
+            stack += [(v, [*path, i]) for i, v in enumerate(node.value)]
+    return _fmt_path(best) if best else None
 
 
 def load_yaml_file(path: str | os.PathLike, what: str = "YAML file") -> Any:
     """Read, decode and parse a bounded YAML file (see the module docstring)."""
     data = read_regular_file(path, what)
-    return load_yaml_text(decode_utf8(data, str(path)), str(path))
+    return load_yaml_text(decode_utf8(data, str(path), yaml_paths=True), str(path))

@@ -162,6 +162,11 @@ def _structural_cases(tmp: Path) -> list[tuple[str, str | bytes, list[str]]]:
     )
     cases: list[tuple[str, str | bytes, list[str]]] = [
         ("non-utf8 bytes", base.encode() + b"# caf\xe9 \xff\xfe\n", ["not UTF-8", "line"]),
+        (
+            "non-utf8 in a value",
+            _sub(base, "name: tiny", "name: caf\udce9", 1).encode("utf-8", "surrogateescape"),
+            ["not UTF-8", "line 1, column 10 in name"],
+        ),
         ("utf-16 file", base.encode("utf-16"), ["not UTF-8"]),
         ("100k nested [", "name: x\nskus: " + "[" * 100_000, ["nest"]),
         (
