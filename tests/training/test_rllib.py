@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -234,48 +235,110 @@ def test_rllib__target_kl_stops_the_iteration_like_sb3(tmp_path):
     assert steps[None] >= 6
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def _free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (held open together so none is handed out twice)."""
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
 
 
-@pytest.mark.slow
-def test_rllib__joins_a_ray_head_started_here(tmp_path):
-    """Start a head on 127.0.0.1, train through --ray-address, then stop only that head's processes."""
-    port = _free_port()
-    raytmp = Path("/tmp") / f"rs-ray-{os.getpid()}"  # short: Ray's socket paths are limited to 107 chars
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    start = subprocess.run(
-        [
-            str(VENV_BIN / "ray"),
-            "start",
-            "--head",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            f"--temp-dir={raytmp}",
-            "--disable-usage-stats",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
+def _ray_start(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "ray"), "start", *args], capture_output=True, text=True, env=env, timeout=180
     )
-    assert start.returncode == 0, start.stderr[-2000:]
+
+
+def _node_args(tmp: Path) -> list[str]:
+    """Per-node ports chosen free (two nodes share this machine, and other Ray instances may run)."""
+    p = _free_ports(7)
+    return [
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=1",
+        f"--temp-dir={tmp}",
+        f"--node-manager-port={p[0]}",
+        f"--object-manager-port={p[1]}",
+        f"--dashboard-agent-listen-port={p[2]}",
+        f"--dashboard-agent-grpc-port={p[3]}",
+        f"--metrics-export-port={p[4]}",
+        f"--runtime-env-agent-port={p[5]}",
+        f"--min-worker-port={20000 + (p[6] % 20000)}",
+        f"--max-worker-port={20000 + (p[6] % 20000) + 199}",
+        "--disable-usage-stats",
+    ]
+
+
+@pytest.mark.heavy
+def test_rllib__trains_on_a_two_node_ray_cluster_started_here(tmp_path):
+    """A real cluster on 127.0.0.1: `ray start --head` and one worker node (`ray start --address`), each
+    with 1 CPU, token authentication on (RAY_AUTH_MODE=token, a fresh RAY_AUTH_TOKEN for the nodes and
+    the driver), then
+
+        restock train tiny --trainer rllib --ray-address 127.0.0.1:PORT --num-env-runners 2 --steps 256
+
+    Two env runners of 1 CPU each fit only on two nodes, so the run needs the worker node (and its
+    logs show an env runner). Every process started here is stopped afterwards, even on failure
+    (never `ray stop`, which would stop every Ray instance on the machine).
+
+    Run: .venv/bin/python -m pytest -m heavy tests/training/test_rllib.py -k two_node_ray_cluster
+    """
+    import secrets
+
+    root = Path("/tmp") / f"rs-ray-{os.getpid()}"  # short: Ray's socket paths are limited to 107 chars
+    head_tmp, worker_tmp = root / "h", root / "w"
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **auth}
+    (port,) = _free_ports(1)
     try:
+        head = _ray_start(
+            ["--head", f"--port={port}", "--include-dashboard=false", *_node_args(head_tmp)], env
+        )
+        assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
+        worker = _ray_start([f"--address=127.0.0.1:{port}", *_node_args(worker_tmp)], env)
+        assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
+        # the driver without the token is refused by the cluster
+        no_token = subprocess.run(
+            [sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{port}')"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(root / "none")},
+        )
+        assert no_token.returncode != 0
         r = _run_train(
-            ["--ray-address", f"127.0.0.1:{port}"], tmp_path, extra_env={"RAY_AUTH_MODE": "disabled"}
+            [
+                "--ray-address",
+                f"127.0.0.1:{port}",
+                "--num-env-runners",
+                "2",
+                "--steps",
+                "256",
+                "--config",
+                str(_write_exp(tmp_path, FAST + "eval_every: 1000000\n")),
+            ],
+            tmp_path,
+            extra_env=auth,
+            timeout=900,
         )
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
         run = _run_dir(tmp_path)
         assert json.loads((run / "run.json").read_text())["status"] == "done"
-        assert "ray_address" in (run / "config.yaml").read_text()
+        cfg = (run / "config.yaml").read_text()
+        assert f"ray_address: 127.0.0.1:{port}" in cfg and "num_env_runners: 2" in cfg
+        worker_logs = [p for p in worker_tmp.rglob("logs/worker-*") if p.is_file()]
+        assert any("EnvRunner" in p.read_text(errors="replace") for p in worker_logs), "no env runner there"
     finally:
-        # stop only this head (never `ray stop`, which would kill every Ray instance on the machine)
-        _kill_tree(_pids_mentioning(str(raytmp)))
+        _kill_tree(_pids_mentioning(str(root)))
+        deadline = time.monotonic() + 20  # killed processes take a moment to leave /proc
+        while (left := _pids_mentioning(str(root))) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        shutil.rmtree(root, ignore_errors=True)
+    assert not left, f"processes left running: {left}"
 
 
 def _pids_mentioning(text: str) -> set[int]:
