@@ -177,6 +177,17 @@ def _tables(kind: int, lam_top: float, dispersion: float, cv: float):
 
 
 def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
+    """Compile a validated scenario; a `ConfigError` names the scenario's file and the field path."""
+    try:
+        return _compile(cfg)
+    except C.ConfigError as exc:
+        src = cfg.source
+        if src and not str(exc).startswith(src):
+            raise C.ConfigError(f"{src}: {exc}") from None
+        raise
+
+
+def _compile(cfg: C.ScenarioConfig) -> Compiled:
     rng = np.random.default_rng(cfg.seed)
     K, T = cfg.skus.count, cfg.horizon
     net = cfg.network
