@@ -165,7 +165,7 @@ def simulate(
     policy: Annotated[
         str, typer.Option(help="Policy: zero or random (tuned heuristics: see `restock eval`).")
     ] = "zero",
-    episodes: Annotated[int, typer.Option(min=1, help="Sample paths to simulate.")] = 10,
+    episodes: Annotated[int, typer.Option(min=1, max=100_000, help="Sample paths to simulate.")] = 10,
     seed: Annotated[int, typer.Option(help="Demand seed (paths 0..episodes-1 of this seed).")] = 0,
     horizon: Annotated[int | None, typer.Option(help="Override the scenario's horizon.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the KPIs as JSON.")] = False,
@@ -292,7 +292,7 @@ def eval_cmd(
         Path | None, typer.Option(help="Parameter file from `restock tune` (tuned knobs).")
     ] = None,
     episodes: Annotated[
-        int, typer.Option(min=2, help="Sample paths (every policy gets the same ones).")
+        int, typer.Option(min=2, max=100_000, help="Sample paths (every policy gets the same ones).")
     ] = 20,
     seed: Annotated[int, typer.Option(help="Demand seed of the evaluation paths.")] = 0,
     out: Annotated[Path, typer.Option(help="Report folder (report.md, kpis.json, kpis.csv, plots).")] = Path(
