@@ -600,3 +600,10 @@ def test_finite_products_for_the_largest_allowed_costs():
     c = compile_scenario(cfg)
     s = summarise(episode_kpis(rollout(c, RandomPolicy(0), episodes=2, seed=0), c))
     assert math.isfinite(s["total_cost"]["mean"]) and s["total_cost"]["mean"] > 0
+
+
+def test_episode_counts_are_bounded():
+    for args in (["simulate", "tiny"], ["eval", "tiny", "--policies", "zero"]):
+        code, out, cpu = _invoke([*args, "--episodes", str(10**9)])
+        assert code == 2 and "Traceback" not in out and "100000" in out.replace(",", ""), out
+        assert cpu < CPU_LIMIT_S
