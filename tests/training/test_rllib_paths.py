@@ -130,6 +130,27 @@ def test_env__agents_are_environment_node_pairs():
         assert env.observation_spaces[a].contains(o)
 
 
+def test_env__global_state_per_environment():
+    """The centralised critic's state of environment e is built from that environment alone."""
+    env = RLlibInventoryEnv(_cfg(num_envs=2, central_critic=True))
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        obs, *_ = env.step({a: np.ones(env.K, np.int64) for a in env.possible_agents})
+    s, p, c = env.env.state, env.compiled.params, env.compiled
+    for e in range(2):
+        owed_out = np.zeros_like(s.owed[e])
+        for ch in range(c.N):
+            if p.parent[ch] >= 0:
+                owed_out[p.parent[ch]] += s.owed[e, ch]
+        back = np.where(p.is_store[:, None] == 1, s.backlog[e], owed_out)
+        feats = np.stack([s.on_hand[e], s.transit[e], back, s.owed[e]], axis=-1) / p.scale[..., None]
+        want = np.concatenate([feats.ravel(), [s.t[e] / p.horizon]]).astype(np.float32)
+        for a in env.possible_agents:
+            if a.endswith(f"_e{e}"):
+                np.testing.assert_array_equal(obs[a]["global_state"], want)
+                assert env.observation_spaces[a].contains(obs[a])
+
+
 def test_block_categorical__matches_rllib_multicategorical():
     from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
 
