@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from agents.single_node_dp import NotCovered, solve, spec_from_scenario
 
 
@@ -76,3 +78,47 @@ def exact_optimum(compiled, tol: float = 1e-9) -> dict:
             f"the optimal policy orders up to the top level ({top} units) in some states: more levels might lower the cost"
         )
     return out
+
+
+def exact_policy_cost(compiled, joint, node: int = 0) -> tuple[float, float]:
+    """Exact long-run average cost bracket (lo, hi) of a stationary policy of a one-store scenario.
+
+    The policy is asked for its order at every exact state (`agents.single_node_dp`'s states, put into
+    a kernel environment one per state), and the resulting table is evaluated by relative value
+    iteration. Valid only for policies that are functions of the exact state: heuristics that read the
+    inventory position and on hand, and learned networks whose other features carry no weight (the
+    dcl trainer's, `training.dcl_train.STATE_FEATURES`); `ValueError` for a network that reads others.
+    """
+    from agents.single_node_dp import _state_space, evaluate_table
+    from envs.array_env import ArrayEnv
+
+    spec = spec_from_scenario(compiled)
+    for p in joint.policies.values():
+        net = getattr(p, "net", None)
+        if net is not None and not _reads_only_state(net, compiled.W):
+            raise ValueError(
+                "the learned policy reads features outside the exact state (last period's flows, time): "
+                "its exact cost is not defined on the DP's states"
+            )
+    coords, _, _, _ = _state_space(spec)
+    from training.dcl_train import StateTable
+
+    table = StateTable(compiled)
+    env = ArrayEnv(compiled, num_envs=coords.shape[0], seed=0, features=True)
+    env.reset()
+    table.write(env, np.arange(coords.shape[0]))
+    env._observe(env.params, env.state, env.work, env.obs, env.mask, env.ub)
+    joint.bind(compiled)
+    q = joint.propose(env).qty[:, node, 0].astype(np.int64)
+    return evaluate_table(spec, lambda _c: q)
+
+
+def _reads_only_state(net, W: int) -> bool:
+    from envs.types import NODE_FEATURES, sku_feature_names
+
+    keep = {"on_hand", "backlog", "pipeline_total", "inventory_position"} | {
+        f"pipeline_{j}" for j in range(1, W)
+    }
+    names = sku_feature_names(W) + list(NODE_FEATURES)
+    std = net.feat_std.detach().numpy()
+    return all(std[i] >= 1e8 for i, n in enumerate(names) if n not in keep)

@@ -82,6 +82,10 @@ def prepare_baseline(
     shield like everything the agents will do."""
     name = exp.baseline
     knobs: dict = {}
+    if exp.baseline_params and "{scenario}" in exp.baseline_params:  # one experiment file for a family
+        exp = exp.model_copy(
+            update={"baseline_params": exp.baseline_params.replace("{scenario}", compiled.config.name)}
+        )
     if name not in ("zero",):
         data = None
         if exp.baseline_params and not Path(exp.baseline_params).exists():

@@ -48,6 +48,29 @@ class ShieldSpec(Strict):
     penalty: Float = Field(default=0.0, ge=0)  # subtracted from the reward per changed SKU decision
 
 
+class DCLSpec(Strict):
+    """``--trainer dcl`` (training/dcl_train.py): approximate policy iteration with rollout labels."""
+
+    iterations: PositiveInt = 8  # policy-iteration steps after the behaviour-cloned start
+    states: PositiveInt = 4000  # sampled states labelled per iteration
+    rollouts: PositiveInt = 32  # common-random-number paths per (sampled state, candidate order)
+    # x per iteration: labels sharpen as the policy settles
+    rollouts_growth: float = Field(default=1.5, ge=1.0)
+    max_rollouts: PositiveInt = 256
+    horizon: PositiveInt = 60  # periods simulated after each candidate order
+    window: int = Field(default=4, ge=0)  # candidates: the policy's order +- window units (0 = all allowed)
+    # a label replaces the current order only when it is better by this many standard errors
+    confidence: float = Field(default=2.0, ge=0)
+    sample_envs: PositiveInt = 64  # environments simulated to sample visited states
+    sample_periods: PositiveInt = 200  # periods per environment after the burn-in
+    burn_in: int = Field(default=100, ge=0)
+    epochs: PositiveInt = 300  # full-batch Adam steps per fit
+    bc_epochs: PositiveInt = 600  # for the behaviour-cloned start
+    learning_rate: PositiveFloat = 3e-3
+    chunk: PositiveInt = 400_000  # rollouts simulated together (memory: ~200 bytes each)
+    eval_every_iterations: PositiveInt = 1
+
+
 class RLlibSpec(Strict):
     num_env_runners: Int = Field(default=0, ge=0, le=1_024)
     # env steps (periods x environments) per training iteration; default ppo.rollout_steps x num_envs x
@@ -64,7 +87,7 @@ class ExperimentConfig(Strict):
     """One training experiment; every field has a default so a file only states what it changes."""
 
     name: str = "default"
-    trainer: Literal["sb3", "rllib"] | None = None  # the CLI flag wins when given
+    trainer: Literal["sb3", "rllib", "dcl"] | None = None  # the CLI flag wins when given
     roles: list[Literal["store", "dc"]] = Field(default_factory=lambda: ["store"])  # trained roles
     steps: PositiveInt | None = None  # env steps (periods x environments) per trained role
     minutes: PositiveFloat | None = None  # wall-clock budget (whole run)
@@ -87,6 +110,7 @@ class ExperimentConfig(Strict):
     ppo: PPOSpec = Field(default_factory=PPOSpec)
     shield: ShieldSpec = Field(default_factory=ShieldSpec)
     rllib: RLlibSpec = Field(default_factory=RLlibSpec)
+    dcl: DCLSpec = Field(default_factory=DCLSpec)
     scenario_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
