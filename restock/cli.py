@@ -612,6 +612,91 @@ def sweep(
 
 # ------------------------------------------------------------------------------------------------
 @app.command()
+def sweep(
+    scenario: Annotated[str, typer.Argument(help="Shipped scenario name or path to a YAML file.")],
+    search: Annotated[
+        Path,
+        typer.Option(
+            help="Search file (YAML): dotted experiment fields, each with one of choice/grid: [..], "
+            "uniform/loguniform/randint: [low, high], e.g. 'ppo.learning_rate: {loguniform: [1e-4, 1e-3]}'."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Sweep folder: sweep.csv, sweep.md, best, trials/, tune/.")],
+    config: Annotated[
+        str | None,
+        typer.Option(help="Experiment YAML every trial starts from (configs/experiments/NAME.yaml)."),
+    ] = None,
+    trainer: Annotated[str, typer.Option(help="sb3 or rllib: the trainer every trial runs.")] = "sb3",
+    seeds: Annotated[
+        int, typer.Option(min=1, help="Training seeds per configuration (the experiment's seed, +1, ...).")
+    ] = 1,
+    samples: Annotated[int, typer.Option(min=1, help="Configurations drawn from the search space.")] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="asha: stop weak trials early on their training cost (Ray Tune ASHA).")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Run the trials on an existing Ray cluster (HOST:PORT); --out must be shared."),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Env steps per trial (overrides the experiment's).")
+    ] = None,
+    minutes: Annotated[float | None, typer.Option(min=0.01, help="Wall-clock budget per trial.")] = None,
+    episodes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Held-out evaluation episodes per trial (default: eval_episodes)."),
+    ] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(min=1, help="Trials running at once (default: as many as CPUs allow).")
+    ] = None,
+) -> None:
+    """Hyperparameter search and multi-seed runs on Ray Tune: every trial is a `restock train` run, scored
+    by its held-out greedy cost; writes sweep.csv, sweep.md and links the best trial's run directory as
+    OUT/best (usable by `restock eval` and `restock export`)."""
+    from envs.config import ConfigError
+    from training.sweep import run_sweep
+
+    if trainer == "rllib" and os.environ.get("PYTHONHASHSEED") is None:
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "restock.cli", *sys.argv[1:]],
+            {**os.environ, "PYTHONHASHSEED": "0"},
+        )
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        fail("restock sweep needs torch, a trainer and Ray Tune: pip install 'restock[sb3,rllib]'")
+    load_or_fail(scenario)  # exit 2 naming the field before Ray starts
+    try:
+        res = run_sweep(
+            scenario,
+            config,
+            search,
+            out,
+            trainer=trainer,
+            seeds=seeds,
+            samples=samples,
+            scheduler=scheduler,
+            ray_address=ray_address,
+            steps=steps,
+            minutes=minutes,
+            episodes=episodes,
+            max_concurrent=max_concurrent,
+        )
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc))
+    done = sum(r["status"] == "done" for r in res["rows"])
+    console.print(f"[green]{done}/{len(res['rows'])} trials finished[/]: {out}/sweep.md, {out}/sweep.csv")
+    if res["best"] is None:
+        fail("no trial finished", code=1)
+    b = res["best"]
+    console.print(f"best: {out}/best -> {b['run_dir']} (held-out cost {b['eval_cost']:,.1f} per episode)")
+    console.print(f"evaluate: restock eval {scenario} --policies base_stock,{out}/best")
+
+
+# ------------------------------------------------------------------------------------------------
+@app.command()
 def bench(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     only: Annotated[
