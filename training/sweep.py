@@ -170,8 +170,9 @@ def _trial(config: dict, *, scenario: str, base: dict, trainer: str, out_root: s
     last = {"train_cost": float("nan"), "env_steps": 0}
 
     def progress(d: dict) -> None:
-        if "charts/episodic_cost" in d:
-            last.update(train_cost=float(d["charts/episodic_cost"]), env_steps=int(d["env_steps"]))
+        last["env_steps"] = int(d["env_steps"])
+        if "charts/episodic_cost" in d:  # an iteration that ended episodes: ASHA's metric
+            last["train_cost"] = float(d["charts/episodic_cost"])
             tune.report(dict(last))
 
     run_dir = train(compiled, exp, trainer, out_root=out_root, on_progress=progress, log=lambda s: None)
