@@ -235,6 +235,12 @@ def run_spec(run_dir: str, compiled: Compiled) -> tuple[PolicySpec, str | None]:
         from agents.learned import load_learned_policy
     except ImportError as exc:  # pragma: no cover
         raise ValueError(f"cannot load learned policy {run_dir}: {exc}") from None
+    try:  # load once now: weights that do not fit this scenario are an input error, not a crash later
+        load_learned_policy(run_dir, compiled)
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        raise ValueError(
+            f"--policies: cannot use the run {run_dir} on {compiled.config.name!r}: {exc}"
+        ) from None
     base = Path(run_dir).name
     name = run_label(base, roles)
     fallback = [f"{r} by the {v}" for r, v in roles.items() if v != "learned"]

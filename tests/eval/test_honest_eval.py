@@ -137,3 +137,22 @@ def test_run_label__formats():
     assert run_label("r", {"dc": "learned", "store": "base_stock heuristic"}) == (
         "r [dc learned; store: base_stock heuristic]"
     )
+
+
+def test_eval__weights_that_do_not_fit_the_scenario_exit_2(tmp_path):
+    run = make_run(tmp_path, saved=("store",), claimed=("store",))  # tiny: 9 store levels
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            "default",
+            "--policies",
+            f"base_stock,{run}",
+            "--episodes",
+            "2",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert res.exit_code == 2, res.output
+    assert "9 levels" in " ".join(res.output.split()) and "Traceback" not in res.output
