@@ -89,7 +89,7 @@ def exact_policy_cost(compiled, joint, node: int = 0) -> tuple[float, float]:
     inventory position and on hand, and learned networks whose other features carry no weight (the
     dcl trainer's, `training.dcl_train.STATE_FEATURES`); `ValueError` for a network that reads others.
     """
-    from agents.single_node_dp import _state_space, evaluate_table
+    from agents.single_node_dp import StateTable, _state_space, evaluate_table
     from envs.array_env import ArrayEnv
 
     spec = spec_from_scenario(compiled)
@@ -101,8 +101,6 @@ def exact_policy_cost(compiled, joint, node: int = 0) -> tuple[float, float]:
                 "its exact cost is not defined on the DP's states"
             )
     coords, _, _, _ = _state_space(spec)
-    from training.dcl_train import StateTable
-
     table = StateTable(compiled)
     env = ArrayEnv(compiled, num_envs=coords.shape[0], seed=0, features=True)
     env.reset()

@@ -41,6 +41,7 @@ from envs.types import MODE_QUANTITY
 
 __all__ = [
     "DPOptimalPolicy",
+    "StateTable",
     "NotCovered",
     "spec_from_scenario",
     "simulator_pmf",
@@ -744,3 +745,52 @@ class DPOptimalPolicy:
         q = np.where(deep, spec.max_position - ip, q)
         out[:, :, 0] = q[:, None]
         return out
+
+
+class StateTable:
+    """The finite state set of a single-node scenario and vectorised state -> index lookups."""
+
+    def __init__(self, compiled):
+        try:
+            self.spec = spec_from_scenario(compiled)
+        except NotCovered as exc:
+            raise ValueError(
+                f"this needs one decision per period (one store, one SKU, fixed lead time): {exc}"
+            ) from None
+        self.coords, self.lookup, self.R, self.smax = _state_space(self.spec)
+        self.S, self.D = self.coords.shape
+        self.xmin = self.spec.x_min
+
+    def index(self, env) -> np.ndarray:
+        """State index [E] of every environment (-1 outside the table)."""
+        s = env.state
+        x = s.on_hand[:, 0, 0].astype(np.int64) - s.backlog[:, 0, 0]
+        code = x - self.xmin
+        ok = (code >= 0) & (code < self.R)
+        W = s.pipe.shape[2]
+        t = s.t.astype(np.int64)
+        same_t = bool((t == t[0]).all())
+        mult = 1
+        for i in range(1, self.D):
+            mult *= self.R
+            if same_t:
+                pi = s.pipe[:, 0, (int(t[0]) + i) % W, 0].astype(np.int64)
+            else:
+                pi = s.pipe[np.arange(env.E), 0, (t + i) % W, 0].astype(np.int64)
+            ok &= pi < self.R
+            code = code + pi * mult
+        return np.where(ok, self.lookup[np.where(ok, code, 0)], -1)
+
+    def write(self, env, idx: np.ndarray) -> None:
+        """Put environment e in state idx[e] (period t as it is; the pipeline by arrival period)."""
+        s = env.state
+        c = self.coords[idx]
+        x = c[:, 0]
+        s.on_hand[:, 0, 0] = np.maximum(x, 0)
+        s.backlog[:, 0, 0] = np.maximum(-x, 0)
+        s.pipe[:, 0, :, 0] = 0
+        W = s.pipe.shape[2]
+        t = s.t.astype(np.int64)
+        for i in range(1, self.D):
+            s.pipe[np.arange(env.E), 0, (t + i) % W, 0] = c[:, i]
+        s.transit[:, 0, 0] = c[:, 1:].sum(axis=1)

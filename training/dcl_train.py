@@ -44,7 +44,7 @@ import torch
 from agents.base import JointPolicy, role_nodes
 from agents.learned import TorchPolicy, load_role, save_role
 from agents.networks import PerSkuNet
-from agents.single_node_dp import NotCovered, _state_space, spec_from_scenario
+from agents.single_node_dp import StateTable
 from envs.array_env import ArrayEnv, compile_any
 from envs.compile import Compiled
 from envs.types import N_COST, NODE_FEATURES, sku_feature_names
@@ -61,55 +61,6 @@ from training.experiment import ExperimentConfig
 # features the policy may read: the exact state of the one node (everything else gets scale 1e9)
 STATE_FEATURES = ("on_hand", "backlog", "pipeline_total", "inventory_position")
 HUGE = 1e9
-
-
-class StateTable:
-    """The finite state set of a single-node scenario and vectorised state -> index lookups."""
-
-    def __init__(self, compiled: Compiled):
-        try:
-            self.spec = spec_from_scenario(compiled)
-        except NotCovered as exc:
-            raise ValueError(
-                f"--trainer dcl needs one decision per period (one store, one SKU, fixed lead time): {exc}"
-            ) from None
-        self.coords, self.lookup, self.R, self.smax = _state_space(self.spec)
-        self.S, self.D = self.coords.shape
-        self.xmin = self.spec.x_min
-
-    def index(self, env: ArrayEnv) -> np.ndarray:
-        """State index [E] of every environment (-1 outside the table)."""
-        s = env.state
-        x = s.on_hand[:, 0, 0].astype(np.int64) - s.backlog[:, 0, 0]
-        code = x - self.xmin
-        ok = (code >= 0) & (code < self.R)
-        W = s.pipe.shape[2]
-        t = s.t.astype(np.int64)
-        same_t = bool((t == t[0]).all())
-        mult = 1
-        for i in range(1, self.D):
-            mult *= self.R
-            if same_t:
-                pi = s.pipe[:, 0, (int(t[0]) + i) % W, 0].astype(np.int64)
-            else:
-                pi = s.pipe[np.arange(env.E), 0, (t + i) % W, 0].astype(np.int64)
-            ok &= pi < self.R
-            code = code + pi * mult
-        return np.where(ok, self.lookup[np.where(ok, code, 0)], -1)
-
-    def write(self, env: ArrayEnv, idx: np.ndarray) -> None:
-        """Put environment e in state idx[e] (period t as it is; the pipeline by arrival period)."""
-        s = env.state
-        c = self.coords[idx]
-        x = c[:, 0]
-        s.on_hand[:, 0, 0] = np.maximum(x, 0)
-        s.backlog[:, 0, 0] = np.maximum(-x, 0)
-        s.pipe[:, 0, :, 0] = 0
-        W = s.pipe.shape[2]
-        t = s.t.astype(np.int64)
-        for i in range(1, self.D):
-            s.pipe[np.arange(env.E), 0, (t + i) % W, 0] = c[:, i]
-        s.transit[:, 0, 0] = c[:, 1:].sum(axis=1)
 
 
 def _state_feature_std(net: PerSkuNet, W: int) -> None:
@@ -289,7 +240,10 @@ def train_dcl(
     deadline = t_start + 60 * exp.minutes if exp.minutes else None
     role = "store"
     node = int(role_nodes(compiled, role)[0])
-    table = StateTable(compiled)
+    try:
+        table = StateTable(compiled)
+    except ValueError as exc:
+        raise ValueError(f"--trainer dcl: {exc}") from None
     tabs = _Tables(compiled, table, node)
     log(f"dcl: {table.S:,} exact states (lead time {table.spec.lead_time}, top level {table.smax} units)")
     stats = observation_stats(compiled, role, baseline)
