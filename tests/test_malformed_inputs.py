@@ -500,7 +500,11 @@ EXPERIMENT_FIELDS = [
     ("rllib.num_env_runners", [-1, 1.5, True, 10**6]),
     ("network.hidden", [[64, 0], [64, 1.5], [True], [10**9]]),
     ("trainer", ["tensorflow", 3]),
-    ("roles", [["warehouse"], "store"]),
+    ("roles", [["warehouse"], "store", []]),
+    ("keep_best", [0, "yes"]),
+    ("shield.enabled", [1]),
+    ("rllib.num_learners", [True, 1.5]),
+    ("rllib.num_gpus_per_learner", [NAN, True]),
 ]
 
 

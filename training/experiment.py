@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from envs.config import ConfigError, Float, Int, PositiveFloat, PositiveInt, format_validation_error
 from envs.safeyaml import YamlInputError, load_yaml_file
@@ -16,7 +16,8 @@ MAX_LAYERS = 16
 
 
 class Strict(BaseModel):
-    # NaN and infinities refused, integers strictly whole numbers (envs.config's Int), numbers bounded
+    # NaN and infinities refused; integers strictly whole numbers and numbers bounded (envs.config's Int
+    # and Float); booleans only true/false
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
@@ -26,7 +27,7 @@ Layers = list[Annotated[PositiveInt, Field(le=MAX_LAYER)]]
 class NetworkSpec(Strict):
     hidden: Layers = Field(default_factory=lambda: [64, 64], max_length=MAX_LAYERS)
     value_hidden: Layers = Field(default_factory=lambda: [64], max_length=MAX_LAYERS)
-    centralised_critic: bool = False  # value head also sees env.state() (RLlib path)
+    centralised_critic: StrictBool = False  # value head also sees env.state() (RLlib path)
 
 
 class PPOSpec(Strict):
@@ -44,7 +45,7 @@ class PPOSpec(Strict):
 
 
 class ShieldSpec(Strict):
-    enabled: bool = True
+    enabled: StrictBool = True
     penalty: Float = Field(default=0.0, ge=0)  # subtracted from the reward per changed SKU decision
 
 
@@ -55,15 +56,15 @@ class DCLSpec(Strict):
     states: PositiveInt = 4000  # sampled states labelled per iteration
     rollouts: PositiveInt = 32  # common-random-number paths per (sampled state, candidate order)
     # x per iteration: labels sharpen as the policy settles
-    rollouts_growth: float = Field(default=1.5, ge=1.0)
+    rollouts_growth: Float = Field(default=1.5, ge=1.0)
     max_rollouts: PositiveInt = 256
     horizon: PositiveInt = 60  # periods simulated after each candidate order
-    window: int = Field(default=4, ge=0)  # candidates: the policy's order +- window units (0 = all allowed)
+    window: Int = Field(default=4, ge=0)  # candidates: the policy's order +- window units (0 = all allowed)
     # a label replaces the current order only when it is better by this many standard errors
-    confidence: float = Field(default=2.0, ge=0)
+    confidence: Float = Field(default=2.0, ge=0)
     sample_envs: PositiveInt = 64  # environments simulated to sample visited states
     sample_periods: PositiveInt = 200  # periods per environment after the burn-in
-    burn_in: int = Field(default=100, ge=0)
+    burn_in: Int = Field(default=100, ge=0)
     epochs: PositiveInt = 300  # full-batch Adam steps per fit
     bc_epochs: PositiveInt = 600  # for the behaviour-cloned start
     learning_rate: PositiveFloat = 3e-3
@@ -77,8 +78,8 @@ class RLlibSpec(Strict):
     # max(1, num_env_runners), as many as one SB3 update; never more than `steps`
     train_batch_size: PositiveInt | None = None
     ray_address: str | None = None
-    num_learners: int = Field(default=0, ge=0, le=256)  # 0: one learner in the driver process
-    num_gpus_per_learner: float = Field(default=0.0, ge=0, le=8)
+    num_learners: Int = Field(default=0, ge=0, le=256)  # 0: one learner in the driver process
+    num_gpus_per_learner: Float = Field(default=0.0, ge=0, le=8)
     # Ray runtime_env for the driver's job (merged with restock's env_vars), e.g. {"working_dir": "."}
     runtime_env: dict[str, Any] | None = None
 
@@ -88,7 +89,7 @@ class ExperimentConfig(Strict):
 
     name: str = "default"
     trainer: Literal["sb3", "rllib", "dcl"] | None = None  # the CLI flag wins when given
-    roles: list[Literal["store", "dc"]] = Field(default_factory=lambda: ["store"])  # trained roles
+    roles: list[Literal["store", "dc"]] = Field(default_factory=lambda: ["store"], min_length=1)  # trained
     steps: PositiveInt | None = None  # env steps (periods x environments) per trained role
     minutes: PositiveFloat | None = None  # wall-clock budget (whole run)
     seed: Int = 0
@@ -103,7 +104,7 @@ class ExperimentConfig(Strict):
     # keep the weights with the lowest greedy cost on the held-out evaluation paths (seed 10000 + seed;
     # never the paths `restock eval` uses) as policies/<role>.pt, the behaviour-cloned start included;
     # both trainers (RLlib: the trained roles' weights jointly). False: the last weights.
-    keep_best: bool = True
+    keep_best: StrictBool = True
     bc_episodes: Int = Field(default=16, ge=0)  # behaviour-cloning warm start from the baseline (0 = off)
     bc_epochs: Int = Field(default=8, ge=0)
     network: NetworkSpec = Field(default_factory=NetworkSpec)
