@@ -33,6 +33,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -459,7 +460,7 @@ Disruption = Annotated[SupplierOutage | LeadTimeSpike | CapacityCut, Field(discr
 class RewardSpec(Strict):
     network_weight: Float = Field(default=0.0, ge=0, le=1)  # 0 = own cost only, 1 = network mean
     scale: PositiveFloat = 1.0  # reward = -cost / scale
-    include_revenue: bool = False  # reward = (revenue - cost) / scale
+    include_revenue: StrictBool = False  # reward = (revenue - cost) / scale
 
 
 class ActionSpec(Strict):

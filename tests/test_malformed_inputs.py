@@ -83,6 +83,7 @@ BAD = {
     "nonneg": [-1.0, NAN, INF, True, 1e308],
     "levels": [1, 257, 2.5, True, NAN, "many"],
     "posunits": [0, 1.5, True, 10**10, NAN],
+    "bool": [0, 1, "yes", NAN],
 }
 
 SCENARIO_FIELDS = [
@@ -112,6 +113,7 @@ SCENARIO_FIELDS = [
     ("action.dc.max_cover", "posfloat"),
     ("initial.store_cover", "nonneg"),
     ("reward.scale", "posfloat"),
+    ("reward.include_revenue", "bool"),
 ]
 
 
