@@ -632,7 +632,9 @@ def scenario_dir() -> Path:
 
 
 def shipped_scenarios() -> list[str]:
-    return sorted(p.stem for p in scenario_dir().glob("*.yaml"))
+    """Names of the shipped scenarios; those in sub-folders (families) as ``folder/name``."""
+    root = scenario_dir()
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
 
 
 _FORMS = {

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -410,8 +411,15 @@ def _checkpoint(run_dir: Path, role: str, net: PerSkuNet, it: int, env_steps: in
 def _write_cloned_run(run_dir: Path) -> None:
     """``cloned/`` is a run directory of its own (the warm start), so `restock eval` can compare with it."""
     info = json.loads((run_dir / "run.json").read_text())
-    info = {**info, "status": "done", "experiment": f"{info.get('experiment')} (behaviour-cloned start)"}
+    info = {
+        **info,
+        "status": "done",
+        "roles": ["store"],
+        "experiment": f"{info.get('experiment')} (behaviour-cloned start)",
+    }
     write_json_atomic(run_dir / "cloned" / "run.json", info)
+    if (run_dir / "config.yaml").exists():
+        shutil.copyfile(run_dir / "config.yaml", run_dir / "cloned" / "config.yaml")
 
 
 def _make_eval(compiled, role, baseline: Baseline, exp: ExperimentConfig, shield_factory):
