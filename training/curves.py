@@ -22,26 +22,39 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     return dict(series)
 
 
+def _figure(w: float = 8, h: float = 4.5):
+    """A figure that draws with Agg without switching matplotlib's global backend (notebooks keep theirs)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
+
+
 def plot_learning_curve(
     run_dir: str | Path, out: str | Path | None = None, title: str | None = None
 ) -> Path | None:
-    """Episodic cost during training (and greedy evaluations) against env steps; dashed: the baseline."""
-    import matplotlib
+    """Episodic cost during training (and greedy evaluations) against env steps; dashed: the baseline.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Every point has a marker, so a run with one logged point still shows it."""
     run_dir = Path(run_dir)
     m = read_metrics(run_dir)
-    if not m.get("charts/episodic_cost"):
+    train, held = m.get("charts/episodic_cost", []), m.get("eval/episodic_cost", [])
+    if not train and not held:
         return None
     run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    xs, ys = zip(*m["charts/episodic_cost"], strict=True)
-    ax.plot(xs, ys, lw=1.0, alpha=0.6, label="training episodes (sampled actions)")
-    if m.get("eval/episodic_cost"):
-        ex, ey = zip(*m["eval/episodic_cost"], strict=True)
-        ax.plot(ex, ey, "o-", lw=1.5, ms=3, label="greedy policy, held-out paths")
+    fig, ax = _figure()
+    ys: list[float] = []
+    if train:
+        xs, ys_t = zip(*train, strict=True)
+        ys = list(ys_t)
+        ax.plot(xs, ys, ".-", lw=1.0, ms=4, alpha=0.6, label="training episodes (sampled actions)")
+    ey: list[float] = []
+    if held:
+        ex, ey_t = zip(*held, strict=True)
+        ey = list(ey_t)
+        ax.plot(ex, ey, "o-", lw=1.5, ms=4, label="greedy policy, held-out paths")
     base = run.get("baseline", {})
     horizon = run.get("horizon")
     base_cost = base.get("cost_per_period", 0) * horizon if base.get("cost_per_period") and horizon else None
@@ -50,20 +63,68 @@ def plot_learning_curve(
             base_cost, color="k", ls="--", lw=1, label=f"baseline {base.get('policy')} (training conditions)"
         )
     ax.set_xlabel("env steps (periods x environments)")
-    ax.set_ylabel("cost per episode")
+    ax.set_ylabel("cost per episode (money units)")
     ax.set_title(title or f"{run.get('scenario', '')}: {run.get('trainer', '')} learning curve")
-    lo = min(ys[len(ys) // 4 :] or ys)
-    hi = max(ys[len(ys) // 4 :] or ys)
-    if m.get("eval/episodic_cost"):
-        lo = min(lo, min(ey))
-        hi = max(hi, max(ey))
-    if base_cost:
-        lo, hi = min(lo, base_cost), max(hi, base_cost)
-    pad = 0.1 * (hi - lo + 1e-9)
+    vals = (ys[len(ys) // 4 :] or ys) + ey + ([base_cost] if base_cost else [])
+    lo, hi = min(vals), max(vals)
+    pad = 0.1 * (hi - lo) if hi > lo else max(abs(hi) * 0.01, 1.0)
     ax.set_ylim(lo - pad, hi + pad)
     ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(out) if out else run_dir / "learning_curve.png"
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
+
+
+def plot_seeds(
+    run_dirs: list[str | Path],
+    out: str | Path,
+    tag: str = "eval/episodic_cost",
+    title: str = "",
+    reference: dict[str, float] | None = None,
+    per: float = 1.0,
+) -> Path:
+    """Mean and 95% t-band over training seeds of one tag (held-out greedy cost by default).
+
+    The runs' logged steps differ, so each run is interpolated onto the union of steps within its own
+    range; points where fewer than two runs have data are not banded. ``reference``: horizontal lines
+    (e.g. an exact optimum); ``per`` divides every value (e.g. the horizon, for cost per period).
+    """
+    import numpy as np
+    from scipy import stats
+
+    series = []
+    for d in run_dirs:
+        pts = read_metrics(d).get(tag, [])
+        if pts:
+            x, y = zip(*sorted(pts), strict=True)
+            series.append((np.asarray(x, float), np.asarray(y, float) / per))
+    if not series:
+        raise ValueError(f"no run has {tag} in its metrics.csv")
+    grid = np.unique(np.concatenate([x for x, _ in series]))
+    Y = np.full((len(series), grid.size), np.nan)
+    for i, (x, y) in enumerate(series):
+        inside = (grid >= x[0]) & (grid <= x[-1])
+        Y[i, inside] = np.interp(grid[inside], x, y)
+    n = np.sum(~np.isnan(Y), axis=0)
+    mean = np.nanmean(Y, axis=0)
+    sd = np.zeros(grid.size)
+    for j in np.flatnonzero(n > 1):
+        sd[j] = np.std(Y[~np.isnan(Y[:, j]), j], ddof=1)
+    half = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(np.maximum(n, 1)), 0.0)
+    fig, ax = _figure()
+    for x, y in series:
+        ax.plot(x, y, ".", ms=3, alpha=0.35, color="tab:blue")
+    ax.plot(grid, mean, "o-", ms=3, lw=1.5, color="tab:blue", label=f"mean of {len(series)} training seeds")
+    ax.fill_between(
+        grid, mean - half, mean + half, alpha=0.2, color="tab:blue", label="95% t-band over seeds"
+    )
+    for name, v in (reference or {}).items():
+        ax.axhline(v, ls="--", lw=1, color="k" if "optim" in name else "tab:red", label=name)
+    ax.set_xlabel("env steps (simulated periods)")
+    ax.set_ylabel("held-out greedy cost" + (" per period" if per != 1 else " per episode"))
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return Path(out)

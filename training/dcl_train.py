@@ -356,7 +356,7 @@ def train_dcl(
         dt = time.perf_counter() - t_it
         scal = {
             "charts/SPS": starts.size * cfg.horizon / max(dt, 1e-9),
-            "charts/episodic_cost": pol_cost * compiled.horizon,
+            "dcl/policy_cost_per_period_training_paths": pol_cost,
             "losses/policy_loss": fit["loss"],
             "dcl/label_accuracy": fit["accuracy"],
             "dcl/labels_changed": changed,
