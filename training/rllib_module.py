@@ -120,6 +120,18 @@ class PerSkuRLModule(TorchRLModule, ValueFunctionAPI):
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return {Columns.ACTION_DIST_INPUTS: self._logits(batch[Columns.OBS])}
 
+    # RLlib 2.60's env runners call these with gradients on; acting needs none (the learner
+    # recomputes logits in `_forward_train`), and without a graph the pass is several times faster
+    @override(RLModule)
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        with torch.no_grad():
+            return self._forward(batch, **kwargs)
+
+    @override(RLModule)
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        with torch.no_grad():
+            return self._forward(batch, **kwargs)
+
     def logits_and_values(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked logits [B, K*L] and values [B] from one pass of the shared per-SKU body."""
         net = self.net
