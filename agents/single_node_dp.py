@@ -559,13 +559,13 @@ def capped_base_stock_table(S: int, cap: int):
 
 
 def best_base_stock(
-    spec: SingleNodeSpec, cap: int | None = None
+    spec: SingleNodeSpec, cap: int | None = None, S_range=None
 ) -> tuple[int, float, list[tuple[int, float]]]:
-    """Complete enumeration of base-stock levels S = 0..Smax (optionally with an order cap)."""
+    """Enumeration of base-stock levels S = 0..Smax, or S_range (optionally with an order cap)."""
     smax = spec.max_position
     model = _Model(spec)
     rows = []
-    for S in range(smax + 1):
+    for S in range(smax + 1) if S_range is None else S_range:
         q = np.maximum(S - model.coords.sum(axis=1), 0)
         if cap is not None:
             q = np.minimum(q, cap)
