@@ -43,9 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from serving import schema as _schema
 from serving.artifact import ArtifactError
@@ -331,6 +334,20 @@ def create_app(
         redoc_url=None,
     )
     app.add_middleware(BodyLimit, max_body=max_body, body_timeout=body_timeout)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """As FastAPI answers, except that a 405's Allow lists the methods of every route on the path
+        (Starlette names only the first route's)."""
+        if exc.status_code != 405:
+            return await http_exception_handler(request, exc)
+        methods: set[str] = set()
+        for r in app.router.routes:
+            if getattr(r, "methods", None) and r.matches(request.scope)[0] != Match.NONE:
+                methods |= r.methods
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=405, headers={"Allow": ", ".join(sorted(methods))}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -670,12 +687,15 @@ class FastPathApp:
         return await self.app(scope, receive, send)
 
 
-def timed_protocol(header_timeout: float = HEADER_TIMEOUT):
+def timed_protocol(header_timeout: float = HEADER_TIMEOUT) -> Any:
     """uvicorn's httptools protocol with a deadline on request headers: a connection that has not sent
     a complete request head ``header_timeout`` seconds after it opened (or after it started sending
     the next request on a kept-alive connection) is closed. uvicorn bounds idle keep-alive time
     (``timeout_keep_alive``) but not a head that trickles in."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # no httptools (the serve extra has it): uvicorn's h11, without the deadline
+        return "auto"
 
     class HeaderTimeoutProtocol(HttpToolsProtocol):
         _head_timer = None

@@ -266,6 +266,8 @@ def test_hardening__every_status_code_is_documented(client):
     }
     for (path, method), codes in want.items():
         assert codes <= set(spec["paths"][path][method]["responses"]), (path, method)
+    r = client.options("/v1/admin/roles/store/candidate")  # Allow names every route's methods
+    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"POST", "DELETE"}
     cand = spec["paths"]["/v1/admin/roles/{role}/candidate"]["post"]
     assert "fraction" in json.dumps(cand["requestBody"])
     assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
