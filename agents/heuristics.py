@@ -175,12 +175,20 @@ def _knob(knobs: dict, role: str, key: str, default: float) -> np.ndarray:
 
 
 def _per_node(compiled, knobs: dict, key: str, default: float, E: int) -> np.ndarray:
-    """A knob as [E, N, 1]: role values broadcast to the role's nodes; arrays give one value per env."""
+    """A knob as [E, N, 1]: role values broadcast to the role's nodes; arrays give one value per env.
+
+    Knobs are keyed by role (``"store"``, ``"dc"``) and, optionally, by node id (``compiled.agent_ids``,
+    e.g. ``"dc_1"``): a node's own entry overrides its role's for the keys it has (`restock tune
+    --per-node`)."""
     N, M = compiled.N, compiled.M
     out = np.empty((E, N, 1))
     for role, sl in (("dc", slice(0, M)), ("store", slice(M, N))):
         v = _knob(knobs, role, key, default)
         out[:, sl, 0] = v.reshape(-1, 1) if v.ndim else v
+    for n, node in enumerate(compiled.agent_ids):
+        if key in knobs.get(node, {}):
+            v = np.asarray(knobs[node][key], dtype=float)
+            out[:, n, 0] = v.reshape(-1) if v.ndim else v
     return out
 
 

@@ -6,14 +6,35 @@ The search is a coordinate search: for each knob in turn, a 1-D grid around the 
 in one batch, the best value is kept, and the grid shrinks each round. The tuned knobs are then
 re-evaluated on held-out paths (a different seed) to report an honest cost with its 95% interval.
 
+Adaptive precision (``max_episodes``): each grid is a race. It starts on ``episodes`` common paths;
+candidates that behave identically on every path so far (knob values that give the same integer
+levels) count once, candidates whose paired 95% interval against the leader lies above zero are
+dropped, and while a contender remains the paths double (new paths only, the same ones for every
+candidate left) up to ``max_episodes``, or until the paired interval is narrower than ``indifference``
+(a fraction of the leader's cost: a difference that small does not matter). The comparison of the
+chosen value with the runner-up (paired mean difference per period, its 95% interval, paths) is kept
+per grid; the last grid with two distinct candidates is the result's ``final_comparison``.
+
+Objective: total cost per period by default. When the scenario's reward includes revenue
+(``reward.include_revenue``) the tuner minimises cost - revenue (minus the profit), as the reward does;
+with ``discount`` (``restock tune --discounted`` passes the scenario's ``discount``) period t's amount
+is weighted by discount**t. The objective is reported per period (the weighted sum divided by the sum
+of the weights), so it reads in the same units as the cost; ``cost_per_period`` stays the plain
+undiscounted cost per period that ``restock eval`` reports.
+
+Per-node knobs (``per_node``): one set of knobs per node (keyed by node id, e.g. ``dc_1``; see
+`agents.heuristics._per_node`) instead of one per role; for small networks (serial_3).
+
 Parameter files (``restock tune --out FILE``) are JSON: ``{"format": "restock.params/1", "scenario",
-"config_hash", "policies": {name: {"knobs": {role: {knob: value}}, "cost_per_period": {"mean",
-"ci95"}, ...}}}``; tuning another policy into the same file adds to it.
+"config_hash", "policies": {name: {"knobs": {role or node id: {knob: value}}, "cost_per_period": {"mean",
+"ci95"}, "objective": {...}, "final_comparison": {...}, ...}}}``; tuning another policy into the same
+file adds to it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,7 +82,7 @@ class TuneResult:
     config_hash: str
     knobs: dict[str, dict[str, float]]
     cost_per_period: dict[str, Any]  # held-out evaluation: mean and ci95
-    train_cost_per_period: float
+    train_cost_per_period: float | None  # plain cost only (else see objective)
     episodes: int
     eval_episodes: int
     seed: int
@@ -69,13 +90,21 @@ class TuneResult:
     seconds: float
     evaluations: int
     history: list[dict] = field(default_factory=list)
+    objective: dict[str, Any] = field(default_factory=dict)
+    final_comparison: dict[str, Any] | None = None
+    max_episodes: int | None = None
+    per_node: bool = False
 
     def to_json(self) -> dict:
         return {
             "knobs": self.knobs,
             "cost_per_period": self.cost_per_period,
             "train_cost_per_period": self.train_cost_per_period,
+            "objective": self.objective,
+            "final_comparison": self.final_comparison,
             "episodes": self.episodes,
+            "max_episodes": self.max_episodes,
+            "per_node": self.per_node,
             "eval_episodes": self.eval_episodes,
             "seed": self.seed,
             "eval_seed": self.eval_seed,
@@ -89,6 +118,67 @@ def _roles(compiled: Compiled) -> list[str]:
     return (["store"] if compiled.S else []) + (["dc"] if compiled.M else [])
 
 
+def _units(compiled: Compiled, per_node: bool) -> list[str]:
+    """What the knobs are keyed by: roles, or node ids (stores first, then DCs downstream-up)."""
+    if not per_node:
+        return _roles(compiled)
+    ids = list(compiled.agent_ids)
+    return ids[compiled.M :] + ids[: compiled.M][::-1]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the tuner minimises per path: sum_t w_t (cost_t - revenue_t if revenue) / sum_t w_t."""
+
+    revenue: bool = False
+    discount: float | None = None  # None or 1: undiscounted
+
+    @classmethod
+    def for_scenario(cls, compiled: Compiled, revenue: bool | None = None, discount: float | None = None):
+        rev = bool(compiled.params.include_revenue) if revenue is None else bool(revenue)
+        return cls(revenue=rev, discount=None if discount is None or discount >= 1.0 else float(discount))
+
+    @property
+    def plain(self) -> bool:
+        return not self.revenue and self.discount is None
+
+    def weights(self, horizon: int) -> np.ndarray:
+        if self.discount is None:
+            return np.ones(horizon)
+        return self.discount ** np.arange(horizon, dtype=float)
+
+    def describe(self) -> str:
+        what = (
+            "cost - revenue (minus the profit; the scenario's reward includes revenue)"
+            if self.revenue
+            else "cost"
+        )
+        if self.discount is None:
+            return f"{what} per period, undiscounted"
+        return (
+            f"{what}, discounted by {self.discount} a period (per period: weighted sum / sum of the weights)"
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "criterion": self.describe(),
+            "revenue": self.revenue,
+            "discount": self.discount,
+        }
+
+
+def _filled(cands: list[dict], unit: str, key: str, default: float) -> np.ndarray:
+    """One value per candidate for a knob: its own, else (node ids) its role's, else the default."""
+    role = "dc" if unit.startswith("dc_") else "store" if unit.startswith("store_") else None
+    out = []
+    for c in cands:
+        if key in c.get(unit, {}):
+            out.append(c[unit][key])
+        else:
+            out.append(c.get(role, {}).get(key, default) if role else default)
+    return np.asarray(out, float)
+
+
 def evaluate_candidates(
     compiled: Compiled,
     name: str,
@@ -97,8 +187,12 @@ def evaluate_candidates(
     seed: int,
     shield=None,
     progress: Callable[[int], None] | None = None,
+    objective: Objective | None = None,
 ) -> np.ndarray:
-    """Total cost [G, P] of G knob settings on the same P paths, all in one batched simulation."""
+    """Total cost [G, P] of G knob settings on the same P paths, all in one batched simulation.
+
+    With an ``objective`` that is not plain cost, returns (total cost [G, P], objective per period
+    [G, P])."""
     G, P = len(candidates), len(paths)
     E = G * P
     # ``shield`` is a factory (compiled -> shield): each batch needs its own, sized to the batch
@@ -109,18 +203,118 @@ def evaluate_candidates(
         shield=shield(compiled) if callable(shield) and not hasattr(shield, "decide") else shield,
     )
     env.reset(paths=np.tile(paths, G))
+    defaults = make_policy(name).knob_defaults
     knobs: dict[str, dict[str, np.ndarray]] = {}
-    for role in {r for c in candidates for r in c}:
-        for key in {k for c in candidates for k in c.get(role, {})}:
-            vals = [c.get(role, {}).get(key, make_policy(name).knob_defaults[key]) for c in candidates]
-            knobs.setdefault(role, {})[key] = np.repeat(np.asarray(vals, float), P)
+    for unit in {u for c in candidates for u in c}:
+        for key in {k for c in candidates for k in c.get(unit, {})}:
+            vals = _filled(candidates, unit, key, defaults[key])
+            knobs.setdefault(unit, {})[key] = np.repeat(vals, P)
     joint = JointPolicy(make_policy(name, knobs))
     joint.bind(compiled)
-    for _ in range(compiled.horizon):
+    plain = objective is None or objective.plain
+    if not plain:
+        w = objective.weights(compiled.horizon)
+        acc = env.episode_cost.sum(axis=(1, 2)).copy()  # anything charged at reset: period 0
+    for t in range(compiled.horizon):
         env.step_qty(joint.propose(env).qty)
+        if not plain:
+            amount = env.out.cost.sum(axis=(1, 2))
+            if objective.revenue:
+                amount = amount - env.out.revenue.sum(axis=1)
+            acc += w[t] * amount
         if progress:
             progress(1)
-    return env.episode_cost.sum(axis=(1, 2)).reshape(G, P)
+    total = env.episode_cost.sum(axis=(1, 2)).reshape(G, P)
+    if plain:
+        return total
+    return total, (acc / w.sum()).reshape(G, P)
+
+
+def _objective_per_period(compiled, name, cands, paths, seed, shield, progress, objective) -> np.ndarray:
+    if objective.plain:
+        return evaluate_candidates(compiled, name, cands, paths, seed, shield, progress) / compiled.horizon
+    return evaluate_candidates(compiled, name, cands, paths, seed, shield, progress, objective)[1]
+
+
+def paired_ci(diff: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, lo, hi) of a paired difference sample (t interval)."""
+    from scipy import stats
+
+    n = len(diff)
+    m = float(diff.mean())
+    if n < 2:
+        return m, -math.inf, math.inf
+    h = float(stats.t.ppf(0.5 + level / 2, n - 1) * diff.std(ddof=1) / math.sqrt(n))
+    return m, m - h, m + h
+
+
+def race(
+    evaluate: Callable[[list[int], np.ndarray], np.ndarray],
+    G: int,
+    episodes: int,
+    max_episodes: int | None,
+    indifference: float = 0.0,
+) -> tuple[int, dict | None, int, int]:
+    """Pick the best of G candidates by paired comparisons on common paths, adding paths while needed.
+
+    ``evaluate(idx, paths)`` gives the objective per period [len(idx), len(paths)]. Returns (best
+    index, comparison with the runner-up or None when every candidate behaved alike, paths used by
+    the best, candidate evaluations)."""
+    P = episodes
+    cap = episodes if max_episodes is None else max(episodes, int(max_episodes))
+    rows: dict[int, np.ndarray] = {}
+    first = evaluate(list(range(G)), np.arange(P, dtype=np.int64))
+    evals = G
+    # candidates that behave identically on every path (same integer levels) count once: the first
+    alive: list[int] = []
+    for g in range(G):
+        if not any(np.array_equal(first[g], first[a]) for a in alive):
+            alive.append(g)
+        rows[g] = first[g]
+    dropped: list[int] = []
+    while True:
+        means = {g: rows[g].mean() for g in alive}
+        best = min(alive, key=lambda g: (means[g], g))
+        contenders, widths = [], []
+        for g in alive:
+            if g == best:
+                continue
+            m, lo, hi = paired_ci(rows[g] - rows[best])
+            widths.append(hi - lo)
+            if lo > 0:
+                dropped.append(g)
+            else:
+                contenders.append(g)
+        alive = [best] + contenders
+        scale = max(abs(means[best]), 1e-12)
+        if not contenders or P >= cap or (indifference > 0 and max(widths) / 2 <= indifference * scale):
+            break
+        newP = min(2 * P, cap)
+        more = evaluate(alive, np.arange(P, newP, dtype=np.int64))
+        evals += len(alive)
+        for i, g in enumerate(alive):
+            rows[g] = np.concatenate([rows[g], more[i]])
+        P = newP
+    others = [g for g in alive + dropped if g != best]
+    if not others:
+        return best, None, P, evals
+
+    def gap(g):
+        n = min(len(rows[g]), len(rows[best]))
+        return (rows[g][:n] - rows[best][:n]).mean()
+
+    runner = min(others, key=gap)
+    n = min(len(rows[runner]), len(rows[best]))
+    m, lo, hi = paired_ci(rows[runner][:n] - rows[best][:n])
+    comp = {
+        "runner_up_minus_best": m,
+        "ci95": [lo, hi],
+        "paths": n,
+        "separated": bool(lo > 0),
+        "best_per_period": float(rows[best][:n].mean()),
+        "runner_up": runner,
+    }
+    return best, comp, P, evals
 
 
 def tune(
@@ -134,70 +328,103 @@ def tune(
     grid: int = 5,
     shield=None,
     progress: Callable[[int], None] | None = None,
+    max_episodes: int | None = None,
+    indifference: float = 0.0,
+    per_node: bool = False,
+    revenue: bool | None = None,
+    discount: float | None = None,
 ) -> TuneResult:
-    """Coordinate search over the policy's knobs per role; returns the tuned knobs and held-out cost."""
+    """Coordinate search over the policy's knobs per role (or node); returns the tuned knobs and held-out
+    cost.
+
+    ``max_episodes`` > ``episodes`` turns each grid into a race that doubles the common paths while the
+    leader is not separated from a contender (see the module docstring); ``revenue`` None follows the
+    scenario's ``reward.include_revenue``; ``discount`` < 1 discounts the objective."""
     if name not in TUNABLE:
         raise ValueError(f"policy {name!r} has nothing to tune (tunable: {', '.join(TUNABLE)})")
     cls = policy_classes()[name]
     t0 = time.perf_counter()
-    roles = _roles(compiled)
-    x = {r: dict(cls.knob_defaults) for r in roles}
-    step = {k: (hi - lo) / 8.0 for k, (lo, hi) in cls.knob_bounds.items()}
-    paths = np.arange(episodes, dtype=np.int64)
+    obj = Objective.for_scenario(compiled, revenue, discount)
     history: list[dict] = []
     evals = 0
     best_cost = float("inf")
+    final = None
     offsets = np.linspace(-1.0, 1.0, grid)
-    for _rnd in range(rounds):
-        for role in roles:
-            for key, (lo, hi) in cls.knob_bounds.items():
-                vals = np.unique(np.clip(x[role][key] + offsets * step[key] * (grid // 2), lo, hi))
-                cands = []
-                for v in vals:
-                    c = {r: dict(d) for r, d in x.items()}
-                    c[role][key] = float(v)
-                    cands.append(c)
-                costs = evaluate_candidates(
-                    compiled, name, cands, paths, seed, shield=shield, progress=progress
-                )
-                evals += len(cands)
-                means = costs.mean(axis=1)
-                j = int(np.argmin(means))
-                x = cands[j]
-                best_cost = float(means[j])
-                history.append(
-                    {
-                        "role": role,
+    # per node: first per role, then each node's knobs refined from its role's (a coordinate search
+    # started at the defaults per node can stall where the per-role one does not)
+    x: dict[str, dict[str, float]] = {r: dict(cls.knob_defaults) for r in _roles(compiled)}
+    for stage_nodes in [False] + ([True] if per_node else []):
+        units = _units(compiled, stage_nodes)
+        if stage_nodes:
+            x = {u: dict(x["dc" if u.startswith("dc_") else "store"]) for u in units}
+        step = {k: (hi - lo) / 8.0 for k, (lo, hi) in cls.knob_bounds.items()}
+        for _rnd in range(rounds):
+            for unit in units:
+                for key, (lo, hi) in cls.knob_bounds.items():
+                    vals = np.unique(np.clip(x[unit][key] + offsets * step[key] * (grid // 2), lo, hi))
+                    cands = []
+                    for v in vals:
+                        c = {r: dict(d) for r, d in x.items()}
+                        c[unit][key] = float(v)
+                        cands.append(c)
+
+                    def run(idx, paths, cands=cands):
+                        return _objective_per_period(
+                            compiled, name, [cands[i] for i in idx], paths, seed, shield, progress, obj
+                        )
+
+                    j, comp, used, n = race(run, len(cands), episodes, max_episodes, indifference)
+                    evals += n
+                    x = cands[j]
+                    entry = {
+                        "node" if stage_nodes else "role": unit,
                         "knob": key,
                         "values": vals.tolist(),
-                        "cost_per_period": (means / compiled.horizon).tolist(),
                         "chosen": float(vals[j]),
+                        "paths": used,
                     }
-                )
-        step = {k: v / 2.0 for k, v in step.items()}
+                    if comp is not None:
+                        best_cost = comp["best_per_period"]
+                        comp = {
+                            "knob": f"{unit}.{key}",
+                            "best": float(vals[j]),
+                            "runner_up": float(vals[comp.pop("runner_up")]),
+                            **comp,
+                        }
+                        entry["comparison"] = comp
+                        final = comp
+                    history.append(entry)
+            step = {k: v / 2.0 for k, v in step.items()}
+    if final is None:  # every grid behaved alike: the incumbent's objective on the first paths
+        best_cost = float(
+            _objective_per_period(
+                compiled, name, [x], np.arange(episodes, dtype=np.int64), seed, shield, None, obj
+            )[0].mean()
+        )
     # honest figure: the tuned knobs on held-out paths
     from eval.kpis import mean_ci
 
-    held = (
-        evaluate_candidates(
-            compiled,
-            name,
-            [x],
-            np.arange(eval_episodes, dtype=np.int64),
-            eval_seed,
-            shield=shield,
-            progress=progress,
-        )[0]
-        / compiled.horizon
-    )
-    ci = mean_ci(held)
+    held_paths = np.arange(eval_episodes, dtype=np.int64)
+    if obj.plain:
+        held_cost = evaluate_candidates(compiled, name, [x], held_paths, eval_seed, shield, progress)[0]
+        held_obj = held_cost / compiled.horizon
+    else:
+        tot, per = evaluate_candidates(compiled, name, [x], held_paths, eval_seed, shield, progress, obj)
+        held_cost, held_obj = tot[0], per[0]
+    ci = mean_ci(held_cost / compiled.horizon)
+    oci = mean_ci(held_obj)
+    objective = {
+        **obj.to_json(),
+        "tuning_per_period": best_cost,
+        "held_out_per_period": {"mean": oci["mean"], "ci95": oci["ci95"]},
+    }
     return TuneResult(
         policy=name,
         scenario=compiled.config.name,
         config_hash=compiled.config_hash,
         knobs=x,
         cost_per_period={"mean": ci["mean"], "ci95": ci["ci95"]},
-        train_cost_per_period=best_cost / compiled.horizon,
+        train_cost_per_period=best_cost if obj.plain else None,
         episodes=episodes,
         eval_episodes=eval_episodes,
         seed=seed,
@@ -205,15 +432,30 @@ def tune(
         seconds=time.perf_counter() - t0,
         evaluations=evals,
         history=history,
+        objective=objective,
+        final_comparison=final,
+        max_episodes=max_episodes,
+        per_node=per_node,
     )
 
 
 def tune_work(
-    compiled: Compiled, name: str, episodes: int, eval_episodes: int, rounds: int, grid: int
+    compiled: Compiled,
+    name: str,
+    episodes: int,
+    eval_episodes: int,
+    rounds: int,
+    grid: int,
+    max_episodes: int | None = None,
+    per_node: bool = False,
 ) -> int:
-    """Periods simulated by `tune` (for progress bars): batches x horizon."""
+    """Periods simulated by `tune` (for progress bars): batches x horizon (races: at most)."""
     cls = policy_classes()[name]
-    n_batches = rounds * len(_roles(compiled)) * len(cls.knob_bounds) + 1
+    doublings = 0
+    if max_episodes and max_episodes > episodes:
+        doublings = math.ceil(math.log2(max_episodes / episodes))
+    units = len(_roles(compiled)) + (len(_units(compiled, True)) if per_node else 0)
+    n_batches = rounds * units * len(cls.knob_bounds) * (1 + doublings) + 1
     return n_batches * compiled.horizon
 
 

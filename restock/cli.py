@@ -232,6 +232,26 @@ def tune(
     rounds: Annotated[
         int, typer.Option(min=1, help="Coordinate-search rounds (the grid halves each round).")
     ] = 4,
+    max_episodes: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            help="Adaptive precision: double the common paths of a grid (racing) while the best two "
+            "candidates' paired 95% interval includes zero, up to this many (= --episodes: no racing).",
+        ),
+    ] = 256,
+    per_node: Annotated[
+        bool,
+        typer.Option("--per-node", help="One set of knobs per node (small networks) instead of per role."),
+    ] = False,
+    discounted: Annotated[
+        bool,
+        typer.Option(
+            "--discounted",
+            help="Minimise the cost discounted by the scenario's `discount` (default: undiscounted cost "
+            "per period, what `restock eval` reports).",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     no_shield: Annotated[
         bool,
@@ -243,8 +263,10 @@ def tune(
 ) -> None:
     """Tune a heuristic's knobs by simulation on common random numbers and save them.
 
-    Every candidate runs on the same sample paths in one batched simulation; the tuned knobs are then
-    evaluated on held-out paths, and that cost (mean and 95% interval per period) is reported.
+    Every candidate runs on the same sample paths in one batched simulation; each grid is a race that
+    adds paths while the leader and runner-up are not separated; the tuned knobs are then evaluated on
+    held-out paths, and that cost (mean and 95% interval per period) is reported. The objective is the
+    cost, minus the revenue when the scenario's reward includes revenue, discounted with --discounted.
     """
     from agents.tuning import TUNABLE, save_params, tune_work
     from agents.tuning import tune as run_tune
@@ -252,7 +274,9 @@ def tune(
     if policy not in TUNABLE:
         fail(f"--policy: {policy!r} cannot be tuned (choose from {', '.join(TUNABLE)})")
     c = load_or_fail(scenario)
-    prog, task = progress_bar(tune_work(c, policy, episodes, eval_episodes, rounds, 5), f"tuning {policy}")
+    max_episodes = max(max_episodes, episodes)
+    work = tune_work(c, policy, episodes, eval_episodes, rounds, 5, max_episodes, per_node)
+    prog, task = progress_bar(work, f"tuning {policy}")
     with prog:
         res = run_tune(
             c,
@@ -264,13 +288,37 @@ def tune(
             rounds=rounds,
             shield=None if no_shield else _shield_factory(False),
             progress=lambda n: prog.advance(task, n),
+            max_episodes=max_episodes,
+            per_node=per_node,
+            discount=c.config.discount if discounted else None,
         )
+        prog.update(task, completed=work)
     save_params(out, res)
     if json_out:
         print(json.dumps({"policy": policy, **res.to_json()}, indent=2))
         return
     m, (lo, hi) = res.cost_per_period["mean"], res.cost_per_period["ci95"]
     console.print(f"[bold]{policy}[/] on [bold]{c.config.name}[/]: knobs {json.dumps(res.knobs)}")
+    crit = res.objective["criterion"]
+    if not discounted and c.config.discount < 1:
+        crit += f" (the scenario's discount {c.config.discount} is not applied: --discounted applies it)"
+    console.print(f"objective: {crit}")
+    if res.objective["revenue"] or res.objective["discount"] is not None:
+        held = res.objective["held_out_per_period"]
+        olo, ohi = held["ci95"]
+        console.print(
+            f"objective per period on held-out paths: {held['mean']:,.3f} (95% CI {olo:,.3f} .. {ohi:,.3f})"
+        )
+    fc = res.final_comparison
+    if fc is None:
+        console.print("final comparison: every candidate of the last grids behaved alike")
+    else:
+        clo, chi = fc["ci95"]
+        console.print(
+            f"final comparison ({fc['knob']} {fc['best']:.4g} vs runner-up {fc['runner_up']:.4g}, "
+            f"{fc['paths']} common paths): runner-up - best = {fc['runner_up_minus_best']:+.4f} a period "
+            f"(paired 95% CI {clo:+.4f} .. {chi:+.4f}; {'separated' if fc['separated'] else 'not separated'})"
+        )
     console.print(
         f"cost per period on {eval_episodes} held-out paths: [bold]{m:,.3f}[/] (95% CI {lo:,.3f} .. {hi:,.3f}); "
         f"tuning took {res.seconds:.1f} s over {res.evaluations} candidate evaluations"
