@@ -80,10 +80,11 @@ def start_server(
 ):
     """`restock serve` in a child process (returns the Popen); see `wait_ready`. Its stderr goes to a
     temporary file (``proc.log``), never to a pipe nobody drains."""
-    cmd = [sys.executable, "-m", "restock.cli", "serve", str(registry), "--port", str(port)]
+    # absolute paths: the child runs in the repository root, the caller may be anywhere
+    cmd = [sys.executable, "-m", "restock.cli", "serve", str(Path(registry).resolve()), "--port", str(port)]
     cmd += ["--durability", durability]
     if audit:
-        cmd += ["--audit", audit]
+        cmd += ["--audit", audit if "://" in audit else str(Path(audit).resolve())]
     log = tempfile.NamedTemporaryFile(prefix="restock-serve-", suffix=".log", delete=False)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=log, env=env, cwd=str(Path(__file__).resolve().parents[1])
