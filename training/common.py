@@ -231,3 +231,28 @@ def safety_scalars(info: dict) -> dict[str, float]:
         for j, c in enumerate(names[: inter.shape[1]]):
             out[f"safety/intervention_rate/{c}"] = float(inter[:, j].sum() / dec)
     return out
+
+
+def make_eval(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory):
+    """Greedy evaluation of the trained roles' networks (the other roles: the baseline) on the held-out
+    paths the SB3 trainer uses (seed 10_000 + exp.seed, ``eval_episodes``), common random numbers."""
+    from agents.base import JointPolicy
+    from agents.learned import TorchPolicy
+    from eval.rollout import rollout
+
+    def run(nets: dict) -> dict:
+        pols = dict(baseline.joint().policies)
+        for role, net in nets.items():
+            pols[role] = TorchPolicy(net)
+        res = rollout(
+            compiled,
+            JointPolicy(pols),
+            episodes=exp.eval_episodes,
+            seed=10_000 + exp.seed,
+            shield=shield_factory(compiled) if shield_factory else None,
+            trace_sku=None,
+        )
+        cost = res.cost.sum(axis=(1, 2))
+        return {"episodic_cost": float(cost.mean()), "episodic_cost_std": float(cost.std())}
+
+    return run

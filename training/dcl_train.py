@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from agents.base import JointPolicy, role_nodes
-from agents.learned import TorchPolicy, load_role, save_role
+from agents.learned import load_role, save_role
 from agents.networks import PerSkuNet
 from agents.single_node_dp import StateTable
 from envs.array_env import ArrayEnv, compile_any
@@ -52,6 +52,7 @@ from envs.types import N_COST, NODE_FEATURES, sku_feature_names
 from training.common import (
     Baseline,
     Monitor,
+    make_eval,
     net_config,
     observation_stats,
     seed_everything,
@@ -279,14 +280,14 @@ def train_dcl(
     save_role(run_dir / "cloned", role, net)
     _write_cloned_run(run_dir)
 
-    evaluate = _make_eval(compiled, role, baseline, exp, shield_factory)
+    held_out = make_eval(compiled, exp, baseline, shield_factory)
     best: dict[str, Any] | None = None
     env_steps = 0
     summary: dict[str, Any] = {"roles": {}, "iterations": []}
 
     def consider(step: int, it: int) -> None:
         nonlocal best
-        res = evaluate(net)
+        res = held_out({role: net})
         monitor.log(step, {f"eval/{k}": v for k, v in res.items()})
         if best is None or res["episodic_cost"] < best["eval_cost"]:
             best = {"env_steps": step, "iteration": it, "eval_cost": res["episodic_cost"]}
@@ -420,24 +421,3 @@ def _write_cloned_run(run_dir: Path) -> None:
     write_json_atomic(run_dir / "cloned" / "run.json", info)
     if (run_dir / "config.yaml").exists():
         shutil.copyfile(run_dir / "config.yaml", run_dir / "cloned" / "config.yaml")
-
-
-def _make_eval(compiled, role, baseline: Baseline, exp: ExperimentConfig, shield_factory):
-    """Greedy evaluation on held-out paths (seed 10_000 + exp.seed), as the other trainers do."""
-    from eval.rollout import rollout
-
-    def run(net: PerSkuNet) -> dict:
-        pols = dict(baseline.joint().policies)
-        pols[role] = TorchPolicy(net)
-        res = rollout(
-            compiled,
-            JointPolicy(pols),
-            episodes=exp.eval_episodes,
-            seed=10_000 + exp.seed,
-            shield=shield_factory(compiled) if shield_factory else None,
-            trace_sku=None,
-        )
-        cost = res.cost.sum(axis=(1, 2))
-        return {"episodic_cost": float(cost.mean()), "episodic_cost_std": float(cost.std())}
-
-    return run

@@ -34,7 +34,7 @@ from agents.base import role_nodes
 from agents.learned import load_role, save_role
 from agents.networks import PerSkuNet
 from envs.compile import Compiled
-from training.common import Baseline, Monitor, net_config, observation_stats, write_json_atomic
+from training.common import Baseline, Monitor, make_eval, net_config, observation_stats, write_json_atomic
 from training.experiment import ExperimentConfig
 
 
@@ -331,31 +331,6 @@ def result_scalars(result: dict, roles: list[str]) -> dict[str, float]:
     for part in ("learners", "env_runners"):
         scal.update(_numeric_leaves(result.get(part, {}), f"rllib/{part}"))
     return {k: v for k, v in scal.items() if np.isfinite(v)}
-
-
-def make_eval(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory):
-    """Greedy evaluation of the trained roles' networks (the other roles: the baseline) on the held-out
-    paths the SB3 trainer uses (seed 10_000 + exp.seed, ``eval_episodes``), common random numbers."""
-    from agents.base import JointPolicy
-    from agents.learned import TorchPolicy
-    from eval.rollout import rollout
-
-    def run(nets: dict[str, PerSkuNet]) -> dict:
-        pols = dict(baseline.joint().policies)
-        for role, net in nets.items():
-            pols[role] = TorchPolicy(net)
-        res = rollout(
-            compiled,
-            JointPolicy(pols),
-            episodes=exp.eval_episodes,
-            seed=10_000 + exp.seed,
-            shield=shield_factory(compiled) if shield_factory else None,
-            trace_sku=None,
-        )
-        cost = res.cost.sum(axis=(1, 2))
-        return {"episodic_cost": float(cost.mean()), "episodic_cost_std": float(cost.std())}
-
-    return run
 
 
 def _read_best(run_dir: Path, roles: list[str]) -> dict | None:
