@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from collections.abc import Callable
@@ -11,6 +12,13 @@ from typing import Any
 from envs.compile import Compiled
 from training.common import Monitor, new_run_dir, prepare_baseline, save_resolved_config, write_json_atomic
 from training.experiment import ExperimentConfig
+
+# trainer name -> (module, function); all take the same arguments and write the same run directory
+TRAINERS = {
+    "sb3": ("training.sb3_train", "train_sb3"),
+    "rllib": ("training.rllib_train", "train_rllib"),
+    "dcl": ("training.dcl_train", "train_dcl"),
+}
 
 
 def shield_factory_for(exp: ExperimentConfig):
@@ -124,53 +132,22 @@ def train(
         run_info["resumed"] = old.get("resumed", 0) + 1
     write_json_atomic(run_dir / "run.json", run_info)
     try:
-        if trainer == "sb3":
-            from training.sb3_train import train_sb3
-
-            summary = train_sb3(
-                compiled,
-                exp,
-                run_dir,
-                baseline,
-                monitor,
-                shield_factory=shield_factory,
-                resume=Path(resume) if resume else None,
-                on_progress=on_progress,
-                stop_after_checkpoints=stop_after_checkpoints,
-                log=log,
-            )
-        elif trainer == "rllib":
-            from training.rllib_train import train_rllib
-
-            summary = train_rllib(
-                compiled,
-                exp,
-                run_dir,
-                baseline,
-                monitor,
-                shield_factory=shield_factory,
-                resume=Path(resume) if resume else None,
-                on_progress=on_progress,
-                stop_after_checkpoints=stop_after_checkpoints,
-                log=log,
-            )
-        elif trainer == "dcl":
-            from training.dcl_train import train_dcl
-
-            summary = train_dcl(
-                compiled,
-                exp,
-                run_dir,
-                baseline,
-                monitor,
-                shield_factory=shield_factory,
-                resume=Path(resume) if resume else None,
-                on_progress=on_progress,
-                stop_after_checkpoints=stop_after_checkpoints,
-                log=log,
-            )
-        else:
+        if trainer not in TRAINERS:
             raise ValueError(f"--trainer must be sb3, rllib or dcl, not {trainer!r}")
+        module, name = TRAINERS[trainer]
+        run_trainer = getattr(importlib.import_module(module), name)  # each imports its own stack lazily
+        summary = run_trainer(
+            compiled,
+            exp,
+            run_dir,
+            baseline,
+            monitor,
+            shield_factory=shield_factory,
+            resume=Path(resume) if resume else None,
+            on_progress=on_progress,
+            stop_after_checkpoints=stop_after_checkpoints,
+            log=log,
+        )
     except BaseException:
         run_info["status"] = "failed"
         write_json_atomic(run_dir / "run.json", run_info)
