@@ -698,6 +698,27 @@ def spec_from_scenario(compiled, backlog_tail: float = 1e-12) -> SingleNodeSpec:
     return spec
 
 
+def state_index(s, lookup: np.ndarray, R: int, D: int, x_min: int) -> np.ndarray:
+    """Index [E] of each environment's exact state (x, pipeline by arrival period) in a DP table, -1 outside."""
+    E = s.on_hand.shape[0]
+    x = s.on_hand[:, 0, 0].astype(np.int64) - s.backlog[:, 0, 0]
+    code = x - x_min
+    ok = (code >= 0) & (code < R)
+    W = s.pipe.shape[2]
+    t = s.t.astype(np.int64)
+    same_t = bool((t == t[0]).all())
+    mult = 1
+    for i in range(1, D):
+        mult *= R
+        if same_t:  # one period for all: a slice, not a gather
+            pi = s.pipe[:, 0, (int(t[0]) + i) % W, 0].astype(np.int64)
+        else:
+            pi = s.pipe[np.arange(E), 0, (t + i) % W, 0].astype(np.int64)
+        ok &= pi < R
+        code = code + pi * mult
+    return np.where(ok, lookup[np.where(ok, code, 0)], -1)
+
+
 class DPOptimalPolicy:
     """The DP's optimal order for the current exact state (`restock eval ... --policies dp_optimal`).
 
@@ -728,18 +749,8 @@ class DPOptimalPolicy:
         if nodes.size == 0:
             return out
         x = s.on_hand[:, 0, 0].astype(np.int64) - s.backlog[:, 0, 0].astype(np.int64)
-        t = s.t.astype(np.int64)
-        W = s.pipe.shape[2]
-        code = x - spec.x_min
-        ok = (code >= 0) & (code < R)
         ip = x + s.transit[:, 0, 0].astype(np.int64)
-        mult = 1
-        for i in range(1, D):
-            mult *= R
-            pi = s.pipe[np.arange(E), 0, (t + i) % W, 0].astype(np.int64)
-            ok &= pi < R
-            code = code + pi * mult
-        idx = np.where(ok, sol.lookup[np.where(ok, code, 0)], -1)
+        idx = state_index(s, sol.lookup, R, D, spec.x_min)
         q = np.where(idx >= 0, sol.action[np.maximum(idx, 0)], 0)
         deep = (idx < 0) & (ip < spec.max_position)  # a backlog deeper than the table: order the most
         q = np.where(deep, spec.max_position - ip, q)
@@ -763,23 +774,7 @@ class StateTable:
 
     def index(self, env) -> np.ndarray:
         """State index [E] of every environment (-1 outside the table)."""
-        s = env.state
-        x = s.on_hand[:, 0, 0].astype(np.int64) - s.backlog[:, 0, 0]
-        code = x - self.xmin
-        ok = (code >= 0) & (code < self.R)
-        W = s.pipe.shape[2]
-        t = s.t.astype(np.int64)
-        same_t = bool((t == t[0]).all())
-        mult = 1
-        for i in range(1, self.D):
-            mult *= self.R
-            if same_t:
-                pi = s.pipe[:, 0, (int(t[0]) + i) % W, 0].astype(np.int64)
-            else:
-                pi = s.pipe[np.arange(env.E), 0, (t + i) % W, 0].astype(np.int64)
-            ok &= pi < self.R
-            code = code + pi * mult
-        return np.where(ok, self.lookup[np.where(ok, code, 0)], -1)
+        return state_index(env.state, self.lookup, self.R, self.D, self.xmin)
 
     def write(self, env, idx: np.ndarray) -> None:
         """Put environment e in state idx[e] (period t as it is; the pipeline by arrival period)."""
