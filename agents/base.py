@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-
-from envs import kernel as kn
+from restock.envs import kernel as kn
 
 Output = Literal["levels", "quantities"]
 ROLES = ("dc", "store")

@@ -93,7 +93,7 @@ class EchelonBaseStock:
     @classmethod
     def from_clark_scarf(cls, compiled) -> EchelonBaseStock:
         """The exact optimal policy of a serial scenario (`agents.optimal.serial_from_scenario`)."""
-        from agents.optimal import serial_from_scenario
+        from restock.agents.optimal import serial_from_scenario
 
         spec = serial_from_scenario(compiled)
         sol = spec.solve()
@@ -108,7 +108,7 @@ class EchelonBaseStock:
         """Check the levels against a scenario before a rollout."""
         self._check_tree(compiled.params.parent)
         if self.knobs is not None:
-            from agents.heuristics import DemandStats
+            from restock.agents.heuristics import DemandStats
 
             p = compiled.params
             st = DemandStats.from_compiled(compiled)
@@ -130,7 +130,7 @@ class EchelonBaseStock:
         """Order-up-to levels [E or 1, N, K] at periods t[E]."""
         N, K = params.hold.shape
         if self.knobs is not None:
-            from agents.heuristics import _per_node
+            from restock.agents.heuristics import _per_node
 
             P = self._lead + 1.0
             z = _per_node(self._compiled, self.knobs, "z", self.knob_defaults["z"], len(t))  # [E, N, 1]

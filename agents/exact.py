@@ -16,8 +16,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
-from agents.single_node_dp import NotCovered, solve, spec_from_scenario
+from restock.agents.single_node_dp import NotCovered, solve, spec_from_scenario
 
 
 def exact_optimum(compiled, tol: float = 1e-9) -> dict:
@@ -25,7 +24,7 @@ def exact_optimum(compiled, tol: float = 1e-9) -> dict:
     t0 = time.perf_counter()
     reasons = []
     try:
-        from agents.optimal import serial_from_scenario
+        from restock.agents.optimal import serial_from_scenario
 
         spec = serial_from_scenario(compiled)
         sol = spec.solve()
@@ -89,8 +88,8 @@ def exact_policy_cost(compiled, joint, node: int = 0) -> tuple[float, float]:
     inventory position and on hand, and learned networks whose other features carry no weight (the
     dcl trainer's, `training.dcl_train.STATE_FEATURES`); `ValueError` for a network that reads others.
     """
-    from agents.single_node_dp import StateTable, _state_space, evaluate_table
-    from envs.array_env import ArrayEnv
+    from restock.agents.single_node_dp import StateTable, _state_space, evaluate_table
+    from restock.envs.array_env import ArrayEnv
 
     spec = spec_from_scenario(compiled)
     for p in joint.policies.values():
@@ -112,7 +111,7 @@ def exact_policy_cost(compiled, joint, node: int = 0) -> tuple[float, float]:
 
 
 def _reads_only_state(net, W: int) -> bool:
-    from envs.types import NODE_FEATURES, sku_feature_names
+    from restock.envs.types import NODE_FEATURES, sku_feature_names
 
     keep = {"on_hand", "backlog", "pipeline_total", "inventory_position"} | {
         f"pipeline_{j}" for j in range(1, W)

@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from agents.base import role_nodes
-from agents.learned import load_learned_policy, load_role, read_run
-from agents.networks import MASK_MIN, PerSkuNet
-from serving.artifact import (
+from restock.agents.base import role_nodes
+from restock.agents.learned import load_learned_policy, load_role, read_run
+from restock.agents.networks import MASK_MIN, PerSkuNet
+from restock.serving.artifact import (
     ARTIFACT_FORMAT,
     ArtifactError,
     action_mapping,
@@ -106,8 +105,8 @@ def sample_observations(
 ) -> tuple[np.ndarray, np.ndarray]:
     """At least ``n`` (obs [B, D], mask [B, K*L]) rows of ``role``'s agents from shielded rollouts of
     the run's policy (sampled actions, so states off the greedy path are covered too)."""
-    from agents.shield import Shield
-    from envs.array_env import ArrayEnv
+    from restock.agents.shield import Shield
+    from restock.envs.array_env import ArrayEnv
 
     nodes = role_nodes(compiled, role)
     if num_envs is None:  # enough environments that about half an episode gives n rows
@@ -213,8 +212,8 @@ def export_run(
     allow_ties: bool = True,
 ) -> dict[str, Any]:
     """Export every trained role of a run directory to ``out_dir``; returns the manifest."""
-    from envs.compile import compile_scenario
-    from envs.config import ConfigError, load_scenario
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import ConfigError, load_scenario
 
     run_dir = Path(run_dir)
     try:

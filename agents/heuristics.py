@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 from numba import njit
+from restock.envs import kernel as kn
+from restock.envs.demand import KIND_NEGBIN, KIND_REPLAY, KIND_TRUNCNORM
+from restock.envs.rng import next_uniform, row_key
 from scipy import stats
-
-from envs import kernel as kn
-from envs.demand import KIND_NEGBIN, KIND_REPLAY, KIND_TRUNCNORM
-from envs.rng import next_uniform, row_key
 
 # ------------------------------------------------------------------------------------------------
 # level policies

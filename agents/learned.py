@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from agents.base import JointPolicy, role_nodes
-from agents.networks import NetConfig, PerSkuNet
+from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.networks import NetConfig, PerSkuNet
 
 
 class TorchPolicy:
@@ -86,7 +85,7 @@ def read_run(run_dir: str | Path) -> dict:
 
 def load_learned_policy(run_dir: str | Path, compiled, deterministic: bool = True) -> JointPolicy:
     """The run's learned roles plus its baseline heuristic for the other roles, as one JointPolicy."""
-    from agents.tuning import make_policy
+    from restock.agents.tuning import make_policy
 
     run = read_run(run_dir)
     name = Path(run_dir).name

@@ -715,7 +715,7 @@ def serial_from_scenario(compiled) -> SerialSpec:
     ValueError listing every violation otherwise. Kernel nodes are DCs first (parents first), then
     stores; ``lt_value[n]`` is the lead time of the lane into node n.
     """
-    from envs.demand import KIND_POISSON
+    from restock.envs.demand import KIND_POISSON
 
     p, dm = compiled.params, compiled.demand
     N, M, K = compiled.N, compiled.M, compiled.K

@@ -27,8 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import orjson
-
-from envs.constraints import CONSTRAINTS
+from restock.envs.constraints import CONSTRAINTS
 
 SCHEMA = "restock.decision/1"
 GENESIS = "0" * 64  # prev_hash of the first record of a chain

@@ -47,8 +47,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit, prange
-
-from agents.records import (
+from restock.agents.records import (
     CHANGED_SANITISED,
     ESC_ANOMALY,
     ESC_BREAKER,
@@ -60,9 +59,9 @@ from agents.records import (
     Sink,
     StepBatch,
 )
-from agents.verifier import Verdict, Verifier
-from envs import kernel as kn
-from envs.constraints import (
+from restock.agents.verifier import Verdict, Verifier
+from restock.envs import kernel as kn
+from restock.envs.constraints import (
     BIG,
     CI_BUDGET,
     CI_DC_AVAIL,
@@ -84,8 +83,8 @@ from envs.constraints import (
     snap_down_values,
     structural_ok_values,
 )
-from envs.jit import variant
-from envs.types import new_work
+from restock.envs.jit import variant
+from restock.envs.types import new_work
 
 SHIELD_VERSION = "1"
 MODES = ("enforce", "monitor")
@@ -719,7 +718,7 @@ class Shield:
         self._pending_ids = None
         self.config_hash = ""
         if scenario is not None:
-            from envs.array_env import compile_any
+            from restock.envs.array_env import compile_any
 
             c = compile_any(scenario)
             self._bind_params(c.params, c)
@@ -1171,13 +1170,13 @@ def shielded_parallel_env(scenario: Any = "default", shield: Shield | None = Non
     infos[agent]["cost"] then carries the shield's constraint cost, and ``infos[agent]["shield"]`` the
     node's summary when the shield keeps records.
     """
-    from envs.pz_env import parallel_env
+    from restock.envs.pz_env import parallel_env
 
     return parallel_env(scenario, shield=shield if shield is not None else Shield(), **kwargs)
 
 
 def shielded_array_env(scenario: Any = "default", shield: Shield | None = None, **kwargs: Any):
     """An `envs.ArrayEnv` behind a shield (a default enforce-mode `Shield` when none is given)."""
-    from envs.array_env import ArrayEnv
+    from restock.envs.array_env import ArrayEnv
 
     return ArrayEnv(scenario, shield=shield if shield is not None else Shield(), **kwargs)

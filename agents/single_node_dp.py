@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numba import njit
-
-from envs.kernel import level_quantity
-from envs.types import MODE_QUANTITY
+from restock.envs.kernel import level_quantity
+from restock.envs.types import MODE_QUANTITY
 
 __all__ = [
     "DPOptimalPolicy",
@@ -590,7 +589,7 @@ def simulator_pmf(compiled, node: int = 0, k: int = 0) -> np.ndarray:
     Poisson draws are exact Poisson; negative binomial and truncated normal draws mix the two grid
     tables around the mean (weights that keep the mean exact), so their law is that mixture.
     """
-    from envs.demand import KIND_POISSON
+    from restock.envs.demand import KIND_POISSON
 
     dm = compiled.demand
     s = node - compiled.M
@@ -685,7 +684,7 @@ def spec_from_scenario(compiled, backlog_tail: float = 1e-12) -> SingleNodeSpec:
         sd = math.sqrt(max((L + 1) * var, 1e-9))
         far = int(max(poisson.isf(backlog_tail, m), m + 8 * sd)) + 1
         spec.x_min = -max(far - spec.max_position, 1)
-    from envs.array_env import ArrayEnv
+    from restock.envs.array_env import ArrayEnv
 
     env = ArrayEnv(compiled, num_envs=1, features=False)
     env.reset(seed=0)

@@ -42,11 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from agents.base import JointPolicy
-from agents.heuristics import HEURISTICS, TUNABLE
-from envs.array_env import ArrayEnv
-from envs.compile import Compiled
+from restock.agents.base import JointPolicy
+from restock.agents.heuristics import HEURISTICS, TUNABLE
+from restock.envs.array_env import ArrayEnv
+from restock.envs.compile import Compiled
 
 PARAMS_FORMAT = "restock.params/1"
 
@@ -54,7 +53,7 @@ PARAMS_FORMAT = "restock.params/1"
 def policy_classes() -> dict[str, type]:
     classes = dict(HEURISTICS)
     try:
-        from agents.echelon import EchelonBaseStock
+        from restock.agents.echelon import EchelonBaseStock
 
         classes["echelon_base_stock"] = EchelonBaseStock
     except ImportError:  # pragma: no cover - optional module
@@ -402,7 +401,7 @@ def tune(
             )[0].mean()
         )
     # honest figure: the tuned knobs on held-out paths
-    from eval.kpis import mean_ci
+    from restock.eval.kpis import mean_ci
 
     held_paths = np.arange(eval_episodes, dtype=np.int64)
     if obj.plain:

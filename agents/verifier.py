@@ -30,8 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from envs.constraints import BIG, CONSTRAINTS, FLOOR_EPS, JOINT_RTOL, VIOLATION_UNITS
+from restock.envs.constraints import BIG, CONSTRAINTS, FLOOR_EPS, JOINT_RTOL, VIOLATION_UNITS
 
 C = len(CONSTRAINTS)
 STORAGE, SUPPLIER, LANE = (

@@ -1,9 +1,9 @@
 """restock's simulator: scenario schema, Numba kernel, demand samplers, PettingZoo and array envs."""
 
-from envs.array_env import ArrayEnv
-from envs.compile import Compiled, compile_scenario
-from envs.config import ConfigError, ScenarioConfig, load_scenario, shipped_scenarios
-from envs.pz_env import InventoryEnv, parallel_env, policy_id_for
+from restock.envs.array_env import ArrayEnv
+from restock.envs.compile import Compiled, compile_scenario
+from restock.envs.config import ConfigError, ScenarioConfig, load_scenario, shipped_scenarios
+from restock.envs.pz_env import InventoryEnv, parallel_env, policy_id_for
 
 ENV_NAME = "inventory_v0"
 ENV_VERSION = 0

@@ -21,20 +21,19 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
-from envs import kernel as kn
-from envs.compile import Compiled, compile_scenario
-from envs.config import ScenarioConfig, load_scenario
-from envs.constraints import (
+from restock.envs import kernel as kn
+from restock.envs.compile import Compiled, compile_scenario
+from restock.envs.config import ScenarioConfig, load_scenario
+from restock.envs.constraints import (
     CONSTRAINTS,
     N_BOUND_CONSTRAINTS,
     inventory_position,
     sku_bounds,
     storage_headroom,
 )
-from envs.demand import DemandStream
-from envs.rng import episode_key
-from envs.types import (
+from restock.envs.demand import DemandStream
+from restock.envs.rng import episode_key
+from restock.envs.types import (
     COST_NAMES,
     KPI_NAMES,
     N_COST,

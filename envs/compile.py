@@ -9,9 +9,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from envs import config as C
-from envs.demand import (
+from restock.envs import config as C
+from restock.envs.demand import (
     GRID_LAM0,
     GRID_MAX,
     GRID_RATIO,
@@ -24,7 +23,7 @@ from envs.demand import (
     build_tables,
     load_replay_csv,
 )
-from envs.types import (
+from restock.envs.types import (
     MODE_ORDER_UP_TO,
     MODE_QUANTITY,
     RATION_PRIORITY,

@@ -38,8 +38,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from envs.safeyaml import MAX_FILE_BYTES, YamlInputError, load_yaml_file
+from restock.envs.safeyaml import MAX_FILE_BYTES, YamlInputError, load_yaml_file
 
 __all__ = [
     "ConfigError",

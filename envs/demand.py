@@ -20,9 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange, uint64
-
-from envs.jit import variant
-from envs.rng import mix64, next_uniform, row_key
+from restock.envs.jit import variant
+from restock.envs.rng import mix64, next_uniform, row_key
 
 KIND_POISSON, KIND_NEGBIN, KIND_TRUNCNORM, KIND_REPLAY = 0, 1, 2, 3
 KIND_NAMES = {
@@ -530,7 +529,7 @@ def load_replay_csv(path: str | Path, store_names: list[str], sku_names: list[st
     """
     import io
 
-    from envs.safeyaml import YamlInputError, decode_utf8, read_regular_file
+    from restock.envs.safeyaml import YamlInputError, decode_utf8, read_regular_file
 
     path = Path(path)
     try:

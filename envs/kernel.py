@@ -41,11 +41,10 @@ import sys
 
 import numpy as np
 from numba import njit, prange
-
-from envs.constraints import BIG, bound_values, tightest
-from envs.jit import variant
-from envs.rng import uniform_at
-from envs.types import (
+from restock.envs.constraints import BIG, bound_values, tightest
+from restock.envs.jit import variant
+from restock.envs.rng import uniform_at
+from restock.envs.types import (
     C_FIXED,
     C_HOLD,
     C_ORDER,

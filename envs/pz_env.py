@@ -45,12 +45,11 @@ from typing import Any
 import gymnasium
 import numpy as np
 from pettingzoo import ParallelEnv
-
-from envs import kernel as kn
-from envs.array_env import ArrayEnv, compile_any
-from envs.config import ScenarioConfig
-from envs.rng import episode_key
-from envs.spaces import FlatMaskMultiDiscrete
+from restock.envs import kernel as kn
+from restock.envs.array_env import ArrayEnv, compile_any
+from restock.envs.config import ScenarioConfig
+from restock.envs.rng import episode_key
+from restock.envs.spaces import FlatMaskMultiDiscrete
 
 ENV_KWARGS = ("mode", "render_mode", "seed", "shield")
 

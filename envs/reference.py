@@ -9,9 +9,8 @@ NumPy baseline of `restock bench`.
 from __future__ import annotations
 
 import numpy as np
-
-from envs.rng import uniform_at
-from envs.types import (
+from restock.envs.rng import uniform_at
+from restock.envs.types import (
     C_FIXED,
     C_HOLD,
     C_ORDER,

@@ -15,14 +15,13 @@ import time
 from typing import Any
 
 import numpy as np
-
-from envs import kernel as kn
-from envs.array_env import ArrayEnv
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from envs.demand import sample_block
-from envs.reference import reference_step
-from envs.types import new_step_out, new_work
+from restock.envs import kernel as kn
+from restock.envs.array_env import ArrayEnv
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.envs.demand import sample_block
+from restock.envs.reference import reference_step
+from restock.envs.types import new_step_out, new_work
 
 
 def machine() -> dict[str, Any]:
@@ -116,8 +115,8 @@ def bench_demand(seconds: float = 1.0) -> dict[str, float]:
 
 
 def bench_pettingzoo(seconds: float = 2.0) -> dict[str, float]:
-    from agents.heuristics import sample_masked_levels
-    from envs.pz_env import parallel_env
+    from restock.agents.heuristics import sample_masked_levels
+    from restock.envs.pz_env import parallel_env
 
     env = parallel_env("default", mode="strict")
     obs, _ = env.reset(seed=0)
@@ -159,7 +158,7 @@ def bench_array_env(seconds: float = 1.0) -> dict[str, float]:
 
 _LARGE_CHILD = r"""
 import json, resource, sys, time, numpy as np
-from envs.array_env import ArrayEnv
+from restock.envs.array_env import ArrayEnv
 features = sys.argv[1] == "1"
 env = ArrayEnv("large", num_envs=1, features=features)
 env.reset()

@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from agents.base import JointPolicy
-from envs.compile import Compiled
-from eval.kpis import HEADLINE, episode_kpis, mean_ci, paired, summarise
-from eval.rollout import RolloutResult, rollout
+from restock.agents.base import JointPolicy
+from restock.envs.compile import Compiled
+from restock.eval.kpis import HEADLINE, episode_kpis, mean_ci, paired, summarise
+from restock.eval.rollout import RolloutResult, rollout
 
 ORACLE = "oracle"
 
@@ -59,7 +58,7 @@ class EvalResult:
 
 
 def heuristic_spec(name: str, knobs: dict | None, source: str = "") -> PolicySpec:
-    from agents.tuning import make_policy
+    from restock.agents.tuning import make_policy
 
     return PolicySpec(
         name=name,
@@ -77,7 +76,7 @@ def parse_policies(
     Tuned knobs come from ``params`` (a `agents.tuning.load_params` dict) when it has the policy;
     otherwise the policy runs with default knobs and a note says so.
     """
-    from agents.tuning import policy_classes
+    from restock.agents.tuning import policy_classes
 
     notes: list[str] = []
     specs: list[PolicySpec] = []
@@ -91,17 +90,17 @@ def parse_policies(
         if raw == ORACLE:
             specs.append(PolicySpec(name=ORACLE, build=None))
         elif raw == "clark_scarf":
-            from agents.echelon import EchelonBaseStock
+            from restock.agents.echelon import EchelonBaseStock
 
             specs.append(
                 PolicySpec(
                     name=raw,
                     build=lambda c: JointPolicy(EchelonBaseStock.from_clark_scarf(c)),
-                    source="agents.optimal (exact)",
+                    source="restock.agents.optimal (exact)",
                 )
             )
         elif raw == "dp_optimal":
-            from agents.single_node_dp import DPOptimalPolicy, NotCovered, spec_from_scenario
+            from restock.agents.single_node_dp import DPOptimalPolicy, NotCovered, spec_from_scenario
 
             try:
                 spec_from_scenario(compiled)
@@ -113,7 +112,7 @@ def parse_policies(
                 PolicySpec(
                     name=raw,
                     build=lambda c: JointPolicy(DPOptimalPolicy()),
-                    source="agents.single_node_dp (exact DP)",
+                    source="restock.agents.single_node_dp (exact DP)",
                 )
             )
         elif raw in classes:
@@ -153,7 +152,7 @@ def run_roles(run_dir: str, compiled: Compiled) -> tuple[dict[str, str], str]:
     import json
     from pathlib import Path
 
-    from envs.safeyaml import load_yaml_file
+    from restock.envs.safeyaml import load_yaml_file
 
     d = Path(run_dir)
     if not d.is_dir():
@@ -232,7 +231,7 @@ def run_spec(run_dir: str, compiled: Compiled) -> tuple[PolicySpec, str | None]:
 
     roles, _ = run_roles(run_dir, compiled)
     try:
-        from agents.learned import load_learned_policy
+        from restock.agents.learned import load_learned_policy
     except ImportError as exc:  # pragma: no cover
         raise ValueError(f"cannot load learned policy {run_dir}: {exc}") from None
     try:  # load once now: weights that do not fit this scenario are an input error, not a crash later
@@ -292,14 +291,14 @@ def evaluate(
     oracle_paths = None
     for spec in specs:
         if spec.name == ORACLE:
-            from eval.oracle import oracle_paths as solve
+            from restock.eval.oracle import oracle_paths as solve
 
             n_or = episodes if oracle_episodes is None else min(oracle_episodes, episodes)
             oracle_paths = paths[:n_or]
             results = solve(compiled, seed, oracle_paths, progress=progress)
             oracle_costs = np.array([r.cost for r in results])
             per_episode[ORACLE] = {"total_cost": oracle_costs}
-            from envs.types import COST_NAMES
+            from restock.envs.types import COST_NAMES
 
             for name in COST_NAMES:
                 per_episode[ORACLE][f"cost_{name}"] = np.array([r.parts.get(name, 0.0) for r in results])

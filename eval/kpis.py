@@ -26,10 +26,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
-
-from envs.compile import Compiled
-from envs.types import (
+from restock.envs.compile import Compiled
+from restock.envs.types import (
     COST_NAMES,
     K_DEMAND,
     K_FILLED,
@@ -39,6 +37,7 @@ from envs.types import (
     K_SALES_VALUE,
     K_STOCKOUT_SKUS,
 )
+from scipy import stats
 
 HEADLINE = (
     "total_cost",
@@ -128,7 +127,7 @@ def safety_kpis(shield: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """
     if not shield:
         return {}
-    from envs.constraints import CONSTRAINTS
+    from restock.envs.constraints import CONSTRAINTS
 
     out: dict[str, np.ndarray] = {}
     dec = np.asarray(shield.get("shield_sku_decisions", np.zeros(1)), float)

@@ -105,11 +105,10 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 import scipy.sparse as sp
-
-from envs.compile import Compiled
-from envs.demand import sample_paths
-from envs.rng import episode_key, uniform_at
-from envs.types import C_PIPE, C_STOCKOUT, COST_NAMES, N_COST
+from restock.envs.compile import Compiled
+from restock.envs.demand import sample_paths
+from restock.envs.rng import episode_key, uniform_at
+from restock.envs.types import C_PIPE, C_STOCKOUT, COST_NAMES, N_COST
 
 __all__ = ["OracleResult", "coupled", "oracle", "oracle_paths", "path_lead_times"]
 

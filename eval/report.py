@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from envs.types import COST_NAMES
-from eval.evaluate import ORACLE, EvalResult
-from eval.kpis import HEADLINE
+from restock.envs.types import COST_NAMES
+from restock.eval.evaluate import ORACLE, EvalResult
+from restock.eval.kpis import HEADLINE
 
 TABLE_KPIS = [
     "total_cost",
@@ -199,7 +198,7 @@ def roles_lines(res: EvalResult) -> list[str]:
 
 def safety_table(res: EvalResult) -> str:
     """Per policy and constraint: intervention rate, raw (proposed) and executed violations."""
-    from envs.constraints import CONSTRAINTS
+    from restock.envs.constraints import CONSTRAINTS
 
     have = [p for p, s in res.summary.items() if any(k.startswith("safety_") for k in s)]
     if not have:

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from agents.base import JointPolicy, Policy
-from envs.array_env import ArrayEnv, compile_any
-from envs.compile import Compiled
-from envs.types import K_DEMAND, K_ORDERED, N_COST, N_KPI
+from restock.agents.base import JointPolicy, Policy
+from restock.envs.array_env import ArrayEnv, compile_any
+from restock.envs.compile import Compiled
+from restock.envs.types import K_DEMAND, K_ORDERED, N_COST, N_KPI
 
 MAX_PAIRS_PER_BATCH = 2_000_000  # environments x nodes x SKUs stepped together
 

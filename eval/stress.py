@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from envs.config import ScenarioConfig, load_scenario
+from restock.envs.config import ScenarioConfig, load_scenario
 
 
 def _start(cfg: ScenarioConfig) -> int:

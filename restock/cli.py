@@ -29,8 +29,8 @@ def fail(msg: str, code: int = 2) -> None:
 
 
 def load_or_fail(scenario: str, **overrides):
-    from envs.compile import compile_scenario
-    from envs.config import ConfigError, load_scenario
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import ConfigError, load_scenario
 
     try:
         return compile_scenario(load_scenario(scenario, **overrides))
@@ -70,7 +70,7 @@ def scenarios(
     ] = None,
 ) -> None:
     """List the shipped scenarios, or validate a scenario file with --check."""
-    from envs.config import shipped_scenarios
+    from restock.envs.config import shipped_scenarios
 
     if check is not None:
         c = load_or_fail(str(check))
@@ -103,8 +103,8 @@ def optimum(
     0-8, i.i.d. demand), `clark_scarf` (serial chains with backorders, Poisson demand) and `newsvendor`
     (its one-stage case). Exits 2 naming why when no exact method covers the scenario.
     """
-    from agents.exact import exact_optimum
-    from agents.single_node_dp import NotCovered
+    from restock.agents.exact import exact_optimum
+    from restock.agents.single_node_dp import NotCovered
 
     c = load_or_fail(scenario)
     try:
@@ -171,9 +171,9 @@ def simulate(
     json_out: Annotated[bool, typer.Option("--json", help="Print the KPIs as JSON.")] = False,
 ) -> None:
     """Simulate a scenario under a simple policy and print its KPIs (mean and 95% interval)."""
-    from agents.heuristics import RandomPolicy, ZeroPolicy
-    from eval.kpis import episode_kpis, summarise
-    from eval.rollout import rollout
+    from restock.agents.heuristics import RandomPolicy, ZeroPolicy
+    from restock.eval.kpis import episode_kpis, summarise
+    from restock.eval.rollout import rollout
 
     over = {"horizon": horizon} if horizon else {}
     c = load_or_fail(scenario, **over)
@@ -268,8 +268,8 @@ def tune(
     held-out paths, and that cost (mean and 95% interval per period) is reported. The objective is the
     cost, minus the revenue when the scenario's reward includes revenue, discounted with --discounted.
     """
-    from agents.tuning import TUNABLE, save_params, tune_work
-    from agents.tuning import tune as run_tune
+    from restock.agents.tuning import TUNABLE, save_params, tune_work
+    from restock.agents.tuning import tune as run_tune
 
     if policy not in TUNABLE:
         fail(f"--policy: {policy!r} cannot be tuned (choose from {', '.join(TUNABLE)})")
@@ -366,10 +366,10 @@ def eval_cmd(
 ) -> None:
     """Evaluate policies on identical sample paths: KPIs with 95% intervals, paired differences,
     the gap to the perfect-information bound, optional stress tests, and a report with plots."""
-    from agents.tuning import load_params
-    from eval.evaluate import evaluate, parse_policies, resolve_name
-    from eval.report import markdown_table, write_report
-    from eval.stress import STRESSES, parse_stress
+    from restock.agents.tuning import load_params
+    from restock.eval.evaluate import evaluate, parse_policies, resolve_name
+    from restock.eval.report import markdown_table, write_report
+    from restock.eval.stress import STRESSES, parse_stress
 
     c = load_or_fail(scenario)
     try:
@@ -394,7 +394,7 @@ def eval_cmd(
     with prog:
         for sname, comp in runs:
             if comp is None:
-                from envs.compile import compile_scenario
+                from restock.envs.compile import compile_scenario
 
                 comp = compile_scenario(STRESSES[sname](c.config))
             prog.update(
@@ -425,7 +425,7 @@ def eval_cmd(
 def _shield_factory(no_shield: bool):
     """The shield every evaluated policy runs behind (monitor mode with --no-shield), when available."""
     try:
-        from agents.shield import Shield
+        from restock.agents.shield import Shield
     except ImportError:
         return None
     mode = "monitor" if no_shield else "enforce"
@@ -483,9 +483,9 @@ def train(
     ] = None,
 ) -> None:
     """Train store and DC agents under masks and shields; TensorBoard logs and checkpoints in the run folder."""
-    from envs.config import ConfigError
-    from training.experiment import load_experiment
-    from training.train import train as run_train
+    from restock.envs.config import ConfigError
+    from restock.training.experiment import load_experiment
+    from restock.training.train import train as run_train
 
     if trainer not in ("sb3", "rllib", "dcl"):
         fail(f"--trainer: must be sb3, rllib or dcl, not {trainer!r}")
@@ -518,7 +518,7 @@ def train(
         exp.rllib.num_learners = num_learners
     if num_gpus_per_learner is not None:
         exp.rllib.num_gpus_per_learner = num_gpus_per_learner
-    from training.train import check_for_trainer
+    from restock.training.train import check_for_trainer
 
     try:
         check_for_trainer(exp, trainer)
@@ -616,8 +616,8 @@ def sweep(
     """Hyperparameter search and multi-seed runs on Ray Tune: every trial is a `restock train` run, scored
     by its held-out greedy cost; writes sweep.csv, sweep.md and links the best trial's run directory as
     OUT/best (usable by `restock eval` and `restock export`)."""
-    from envs.config import ConfigError
-    from training.sweep import run_sweep
+    from restock.envs.config import ConfigError
+    from restock.training.sweep import run_sweep
 
     if trainer == "rllib" and os.environ.get("PYTHONHASHSEED") is None:
         os.execve(
@@ -682,7 +682,7 @@ def bench(
 
     With --training or --serving alone, only those suites run (add --only to combine them with others).
     """
-    from eval.bench import SUITES, run_all
+    from restock.eval.bench import SUITES, run_all
 
     suites = only.split(",") if only else None
     if suites:
@@ -694,12 +694,12 @@ def bench(
     res = run_all(suites, progress=lambda name: err.print(f"[dim]bench: {name}...[/]"))
     if training:
         err.print("[dim]bench: training...[/]")
-        from training.bench import run_training_bench
+        from restock.training.bench import run_training_bench
 
         res.update(run_training_bench())
     if serving:
         err.print("[dim]bench: serving...[/]")
-        from serving.bench import run_serving_bench
+        from restock.serving.bench import run_serving_bench
 
         sres = run_serving_bench(artifact=serving_artifact)
         res["targets_met"].update(sres.pop("targets_met", {}))
@@ -752,13 +752,13 @@ def export(
 ) -> None:
     """Export a trained run (one ONNX model per trained role, parity-checked) or a tuned heuristic as a
     serving artifact with a manifest (layout, action mapping, scenario, metrics, sha256 of every file)."""
-    from serving.artifact import ArtifactError, export_heuristic
+    from restock.serving.artifact import ArtifactError, export_heuristic
 
     if (run_dir is None) == (heuristic is None):
         fail("give a RUN_DIR, or --heuristic NAME (with --params and --scenario), not both")
     try:
         if heuristic is not None:
-            from agents.tuning import load_params, make_policy
+            from restock.agents.tuning import load_params, make_policy
 
             c = load_or_fail(scenario)
             knobs, source = None, {"params": None}
@@ -784,7 +784,7 @@ def export(
                 )
             m = export_heuristic(heuristic, knobs, c, out, source=source, overwrite=force)
         else:
-            from agents.export import export_run
+            from restock.agents.export import export_run
 
             m = export_run(
                 run_dir,
@@ -817,13 +817,13 @@ app.add_typer(registry_app, name="registry")
 
 
 def _registry(path: Path):
-    from serving.registry import Registry
+    from restock.serving.registry import Registry
 
     return Registry(path)
 
 
 def _registry_do(fn, *args, **kw):
-    from serving.artifact import ArtifactError
+    from restock.serving.artifact import ArtifactError
 
     try:
         return fn(*args, **kw)
@@ -949,7 +949,7 @@ def serve(
     Admin endpoints (promote, rollback, candidate) need RESTOCK_ADMIN_TOKEN set in this process's
     environment and Authorization: Bearer <token> on each call.
     """
-    from serving.registry import Registry
+    from restock.serving.registry import Registry
 
     if (registry_dir / "manifest.json").exists():
         fail(
@@ -961,18 +961,18 @@ def serve(
         )
     if durability not in ("full", "normal"):
         fail(f"--durability: full or normal, not {durability!r}")
-    from serving.app import serve as run_server
+    from restock.serving.app import serve as run_server
 
     try:
-        from serving.audit import parse_url
+        from restock.serving.audit import parse_url
 
         parse_url(audit or "sqlite:///x")
     except ValueError as exc:
         fail(f"--audit: {exc}")
-    from serving.artifact import ArtifactError
-    from serving.audit import AuditIntegrityError
-    from serving.decision import DecisionService
-    from serving.registry import RegistryError
+    from restock.serving.artifact import ArtifactError
+    from restock.serving.audit import AuditIntegrityError
+    from restock.serving.decision import DecisionService
+    from restock.serving.registry import RegistryError
 
     try:  # artifacts checked, audit store opened (and matched to its anchor) before anything listens
         svc = DecisionService(registry_dir, audit=audit, durability=durability)
@@ -1003,7 +1003,7 @@ app.add_typer(audit_app, name="audit")
 
 
 def _open_audit(db: str):
-    from serving.audit import open_store, parse_url
+    from restock.serving.audit import open_store, parse_url
 
     try:
         _, path = parse_url(db)
@@ -1018,7 +1018,7 @@ def _open_audit(db: str):
 
 
 def _audit_key() -> bytes:
-    from serving.audit import KEY_ENV, audit_key
+    from restock.serving.audit import KEY_ENV, audit_key
 
     key = audit_key()
     if key is None:
@@ -1041,7 +1041,7 @@ def audit_verify(
 ) -> None:
     """Recompute the decision hash chains; exit 1 when a row was altered, dropped or reordered (dropping
     the newest rows shows against an --anchor)."""
-    from serving.audit import AuditIntegrityError, read_anchor
+    from restock.serving.audit import AuditIntegrityError, read_anchor
 
     a = None
     if anchor is not None:
@@ -1091,7 +1091,7 @@ def audit_anchor(
 ) -> None:
     """Verify the store, then print an HMAC'd checkpoint of its chain heads (row counts and last row
     hashes; key in RESTOCK_AUDIT_KEY) for audit verify --anchor. Keep it away from the store."""
-    from serving.audit import TABLES, make_anchor
+    from restock.serving.audit import TABLES, make_anchor
 
     key = _audit_key()
     store = _open_audit(db)
@@ -1153,10 +1153,10 @@ def demo(
     exports the learned policy (ONNX, parity-checked), registers it, starts the serving shim on
     127.0.0.1, asks it for one store decision and prints it.
     """
-    from agents.tuning import load_params, save_params, tune_work
-    from agents.tuning import tune as run_tune
-    from eval.evaluate import evaluate, parse_policies
-    from eval.report import write_report
+    from restock.agents.tuning import load_params, save_params, tune_work
+    from restock.agents.tuning import tune as run_tune
+    from restock.eval.evaluate import evaluate, parse_policies
+    from restock.eval.report import write_report
 
     console.rule("[bold]restock demo: the default scenario")
     c = load_or_fail("default")
@@ -1288,21 +1288,21 @@ def _demo_serve(c, out: Path, params: Path, run_dir: Path | None) -> bool:
     import urllib.request
     import uuid
 
-    from agents.base import JointPolicy
-    from agents.shield import Shield
-    from agents.tuning import load_params, make_policy
-    from envs.array_env import ArrayEnv
-    from serving.artifact import ArtifactError, export_heuristic
-    from serving.bench import free_port, start_server, stop_server, wait_ready
-    from serving.registry import Registry
-    from serving.schema import request_from_state
+    from restock.agents.base import JointPolicy
+    from restock.agents.shield import Shield
+    from restock.agents.tuning import load_params, make_policy
+    from restock.envs.array_env import ArrayEnv
+    from restock.serving.artifact import ArtifactError, export_heuristic
+    from restock.serving.bench import free_port, start_server, stop_server, wait_ready
+    from restock.serving.registry import Registry
+    from restock.serving.schema import request_from_state
 
     console.rule("[bold]export and serve")
     art, reg = out / "artifact", out / "registry"
     knobs = load_params(params)["policies"]["base_stock"]["knobs"]
     try:
         if run_dir is not None:
-            from agents.export import export_run
+            from restock.agents.export import export_run
 
             m = export_run(run_dir, art, overwrite=True, log=lambda s: console.print(s, highlight=False))
         else:
@@ -1313,7 +1313,7 @@ def _demo_serve(c, out: Path, params: Path, run_dir: Path | None) -> bool:
     console.print(
         f"exported {m['kind']} artifact: " + ", ".join(f"{r}: {v['policy']}" for r, v in m["roles"].items())
     )
-    from serving.registry import RegistryError
+    from restock.serving.registry import RegistryError
 
     try:
         version = Registry(reg).register(art, note="restock demo")
@@ -1376,7 +1376,7 @@ def _demo_serve(c, out: Path, params: Path, run_dir: Path | None) -> bool:
 
 def _have_oracle() -> bool:
     try:
-        import eval.oracle  # noqa: F401
+        import restock.eval.oracle  # noqa: F401
     except ImportError:
         return False
     return True

@@ -47,15 +47,14 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from restock.serving import schema as _schema
+from restock.serving.artifact import ArtifactError
+from restock.serving.audit import AuditIntegrityError, GroupCommitter
+from restock.serving.decision import MAX_BATCH, DecisionService, request_digest, settle_gc
+from restock.serving.registry import MODES, RegistryError
+from restock.serving.schema import DecisionRequest, RequestInvalid, pydantic_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-
-from serving import schema as _schema
-from serving.artifact import ArtifactError
-from serving.audit import AuditIntegrityError, GroupCommitter
-from serving.decision import MAX_BATCH, DecisionService, request_digest, settle_gc
-from serving.registry import MODES, RegistryError
-from serving.schema import DecisionRequest, RequestInvalid, pydantic_errors
 
 ADMIN_TOKEN_ENV = "RESTOCK_ADMIN_TOKEN"
 _REF = "#/components/schemas/{model}"

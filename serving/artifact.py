@@ -63,7 +63,7 @@ def _listed_files(root: Path) -> list[str]:
 
 def observation_layout(compiled) -> dict[str, Any]:
     """How an agent's observation vector is laid out (`envs.kernel.observe` writes it this way)."""
-    from envs.types import NODE_FEATURES, UB_FEATURE_CAP, sku_feature_names
+    from restock.envs.types import NODE_FEATURES, UB_FEATURE_CAP, sku_feature_names
 
     names = sku_feature_names(compiled.W)
     F, G, K = len(names), len(NODE_FEATURES), compiled.K
@@ -84,7 +84,7 @@ def observation_layout(compiled) -> dict[str, Any]:
 
 def action_mapping(compiled, role: str) -> dict[str, Any]:
     """Levels and how a level becomes a quantity for the nodes of ``role`` (`envs.kernel.level_quantity`)."""
-    from envs.types import MODE_QUANTITY
+    from restock.envs.types import MODE_QUANTITY
 
     nodes = list(range(compiled.M)) if role == "dc" else list(range(compiled.M, compiled.N))
     if not nodes:
@@ -110,7 +110,7 @@ def action_mapping(compiled, role: str) -> dict[str, Any]:
 
 
 def scenario_section(compiled) -> dict[str, Any]:
-    from envs import ENV_NAME, ENV_VERSION
+    from restock.envs import ENV_NAME, ENV_VERSION
 
     return {
         "name": compiled.config.name,
@@ -135,9 +135,9 @@ def write_scenario(out_dir: Path, compiled) -> None:
 
 def load_scenario_of(artifact_dir: str | os.PathLike, manifest: dict | None = None):
     """The `Compiled` scenario embedded in an artifact, checked against the manifest's config hash."""
-    from envs import ENV_VERSION
-    from envs.compile import compile_scenario
-    from envs.config import ConfigError, load_scenario
+    from restock.envs import ENV_VERSION
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import ConfigError, load_scenario
 
     d = Path(artifact_dir)
     m = manifest or load_manifest(d)
@@ -259,7 +259,7 @@ def export_heuristic(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """A heuristic as an artifact: the manifest names the policy and its knobs for every role (no ONNX)."""
-    from agents.tuning import make_policy
+    from restock.agents.tuning import make_policy
 
     make_policy(policy, knobs)  # unknown names fail here, before anything is written
     with staging_dir(out_dir, overwrite) as tmp:

@@ -54,9 +54,8 @@ from queue import Empty, SimpleQueue
 from typing import Any, Protocol
 
 import orjson
-
-from agents.records import GENESIS, DecisionRecord, canonical_bytes
-from serving.artifact import now_iso
+from restock.agents.records import GENESIS, DecisionRecord, canonical_bytes
+from restock.serving.artifact import now_iso
 
 # /2: the ``response`` column holds the response body without its record (the ``record`` column has
 # it; `full_response` joins them), a third fewer bytes per decision. /1 stores hold whole bodies and

@@ -38,10 +38,10 @@ def free_port() -> int:
 
 def heuristic_registry(root: str | Path, scenario: str = "default", policy: str = "base_stock") -> Path:
     """A registry with one heuristic artifact (champion of every role)."""
-    from envs.compile import compile_scenario
-    from envs.config import load_scenario
-    from serving.artifact import export_heuristic
-    from serving.registry import Registry
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
+    from restock.serving.artifact import export_heuristic
+    from restock.serving.registry import Registry
 
     root = Path(root)
     c = compile_scenario(load_scenario(scenario))
@@ -56,11 +56,11 @@ def request_templates(
     scenario: str = "default", periods: int = 30, seed: int = 11, role: str = "store"
 ) -> list[dict[str, Any]]:
     """Decision requests from shielded base-stock simulations (one per node of ``role`` and period)."""
-    from agents.base import JointPolicy, role_nodes
-    from agents.shield import Shield
-    from agents.tuning import make_policy
-    from envs.array_env import ArrayEnv
-    from serving.schema import request_from_state
+    from restock.agents.base import JointPolicy, role_nodes
+    from restock.agents.shield import Shield
+    from restock.agents.tuning import make_policy
+    from restock.envs.array_env import ArrayEnv
+    from restock.serving.schema import request_from_state
 
     env = ArrayEnv(scenario, num_envs=1, seed=seed, shield=Shield())
     env.reset()
@@ -128,7 +128,15 @@ def run_loadgen(
 ):
     """The load generator in its own process; returns its JSON result."""
     out = templates_file.with_name(f"load-{prefix}.json")
-    cmd = [sys.executable, "-m", "serving.loadgen", "--port", str(port), "--templates", str(templates_file)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "restock.serving.loadgen",
+        "--port",
+        str(port),
+        "--templates",
+        str(templates_file),
+    ]
     cmd += ["--rate", str(rate), "--duration", str(duration), "--prefix", prefix, "--out", str(out)]
     cmd += ["--connections", str(connections)]
     subprocess.run(cmd, check=True, cwd=str(Path(__file__).resolve().parents[1]), timeout=duration * 4 + 120)
@@ -155,7 +163,7 @@ def bench_in_process(registry: Path, templates: list[dict], seconds: float = 5.0
     ``serving_in_process_single_committed_per_s``
         the full path for one request per call (`decide`): one transaction and fsync per decision.
     """
-    from serving.decision import DecisionService, settle_gc
+    from restock.serving.decision import DecisionService, settle_gc
 
     res: dict[str, float] = {}
     by_period: dict[int, list[dict]] = {}
@@ -218,7 +226,7 @@ def run_serving_bench(
         reg = heuristic_registry(tmp)
         served = "base_stock artifact"
     else:
-        from serving.registry import Registry
+        from restock.serving.registry import Registry
 
         reg = tmp / "registry"
         Registry(reg).register(Path(artifact), note="restock bench --serving")
@@ -246,7 +254,7 @@ def run_serving_bench(
             r = run_loadgen(port, tfile, rate=rate, duration=duration, prefix=f"run-{durability}")
         finally:
             stop_server(proc)
-        from serving.audit import open_store
+        from restock.serving.audit import open_store
 
         store = open_store(audit)
         try:

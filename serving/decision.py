@@ -37,16 +37,15 @@ from typing import Any
 
 import numpy as np
 import orjson
-
-from agents.records import ESC_ANOMALY, MemorySink, StepBatch
-from agents.shield import AnomalyConfig, Shield
-from envs import kernel as kn
-from envs.constraints import CONSTRAINTS as _CONSTRAINTS
-from envs.types import new_work
-from serving.artifact import ArtifactError, load_manifest, load_scenario_of, manifest_digest
-from serving.onnx_policy import OnnxPolicy, PolicyError
-from serving.records import RecordBuilder
-from serving.schema import (
+from restock.agents.records import ESC_ANOMALY, MemorySink, StepBatch
+from restock.agents.shield import AnomalyConfig, Shield
+from restock.envs import kernel as kn
+from restock.envs.constraints import CONSTRAINTS as _CONSTRAINTS
+from restock.envs.types import new_work
+from restock.serving.artifact import ArtifactError, load_manifest, load_scenario_of, manifest_digest
+from restock.serving.onnx_policy import OnnxPolicy, PolicyError
+from restock.serving.records import RecordBuilder
+from restock.serving.schema import (
     Constraints,
     DecisionRequest,
     NodeState,
@@ -85,7 +84,7 @@ class Bundle:
 def _heuristic(name: str, knobs: dict | None, compiled):
     """A heuristic bound to the scenario; its per-period demand statistics are memoised (exactly the
     numbers it would compute again: they depend on the period alone)."""
-    from agents.tuning import make_policy
+    from restock.agents.tuning import make_policy
 
     pol = make_policy(name, knobs or {})
     if hasattr(pol, "bind"):
@@ -168,7 +167,7 @@ class _Ctx:
 
 
 def _obs_dim(compiled) -> int:
-    from envs.types import NODE_FEATURES, sku_feature_names
+    from restock.envs.types import NODE_FEATURES, sku_feature_names
 
     return compiled.K * len(sku_feature_names(compiled.W)) + len(NODE_FEATURES)
 
@@ -585,9 +584,9 @@ class DecisionService:
     """
 
     def __init__(self, registry_dir: str | Path, audit: str | None = None, durability: str = "full"):
-        from serving.audit import open_store
-        from serving.metrics import Metrics
-        from serving.registry import Registry
+        from restock.serving.audit import open_store
+        from restock.serving.metrics import Metrics
+        from restock.serving.registry import Registry
 
         self.registry = Registry(registry_dir)
         snap = self.registry.snapshot()
@@ -628,7 +627,7 @@ class DecisionService:
                 req["constraints"] = {"parent_available": [0] * c.K}
             parsed.append(self.parse(req))
         saved = self.metrics
-        from serving.metrics import Metrics
+        from restock.serving.metrics import Metrics
 
         self.metrics = Metrics()
         try:
@@ -664,7 +663,7 @@ class DecisionService:
 
     def routes(self, role: str, agent_id: str) -> tuple[Bundle, str, Bundle | None]:
         """(bundle that executes, route name, shadow bundle or None) for a node of a role."""
-        from serving.registry import in_canary
+        from restock.serving.registry import in_canary
 
         r = self._snap.roles.get(role)
         if r is None or not r.champion:
@@ -709,7 +708,7 @@ class DecisionService:
     # ---------------------------------------------------------------- deciding
     def compute(self, parsed: list[tuple[DecisionRequest, NodeState]]) -> list[Any]:
         """Decide (not yet committed): returns audit entries for `serving.audit.AuditStore.append`."""
-        from serving.audit import Entry
+        from restock.serving.audit import Entry
 
         t0 = time.perf_counter()
         with self._lock:
@@ -760,7 +759,7 @@ class DecisionService:
         parsed = [self.parse(r) for r in requests]
         out: list[Decision | None] = [None] * len(parsed)
         todo, where, seen = [], [], {}
-        from serving.audit import AuditIntegrityError
+        from restock.serving.audit import AuditIntegrityError
 
         try:
             stored = self.store.get_many([req.request_id for req, _ in parsed])
@@ -788,7 +787,7 @@ class DecisionService:
             responses = self.store.append(self.compute(todo))
             for i, (rid, text, status) in zip(where, responses, strict=True):
                 if status == "tampered":
-                    from serving.audit import AuditIntegrityError
+                    from restock.serving.audit import AuditIntegrityError
 
                     self.metrics.alarm("replay")
                     raise AuditIntegrityError(text)
@@ -805,7 +804,7 @@ class DecisionService:
     def _stored(self, request_id: str, where: str) -> tuple[str, str] | None:
         """The store's verified row (`serving.audit.SqliteStore.get`), counting an audit alarm when it
         does not verify (`serving.audit.AuditIntegrityError` is raised on)."""
-        from serving.audit import AuditIntegrityError
+        from restock.serving.audit import AuditIntegrityError
 
         try:
             return self.store.get(request_id)

@@ -13,8 +13,7 @@ numpy, and the same helpers (`agents.records.rationale`, ``_num``, ``_iso``) for
 from __future__ import annotations
 
 import numpy as np
-
-from agents.records import (
+from restock.agents.records import (
     CHANGED_SANITISED,
     ESCALATION_REASONS,
     FALLBACKS,
@@ -23,7 +22,7 @@ from agents.records import (
     _num,
     rationale,
 )
-from envs.constraints import CONSTRAINTS
+from restock.envs.constraints import CONSTRAINTS
 
 _NC = len(CONSTRAINTS)
 _LOT_MOQ_BIT = 1 << CONSTRAINTS.index("lot_moq")
@@ -45,7 +44,7 @@ class RecordBuilder:
     """Builds the records of served decisions for one scenario (constants are computed once)."""
 
     def __init__(self, compiled):
-        from agents.records import RecordMeta
+        from restock.agents.records import RecordMeta
 
         p = compiled.params
         self.compiled = compiled

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serving.artifact import load_manifest, manifest_digest, now_iso
+from restock.serving.artifact import load_manifest, manifest_digest, now_iso
 
 REGISTRY_FORMAT = "restock.registry/1"
 ROLES = ("store", "dc")

@@ -379,7 +379,7 @@ def test_corpus__a_valid_scenario_still_passes(tmp_path):
 
 def test_shipped_files_still_load():
     """Every shipped scenario (any folder depth) and experiment passes the bounded loaders."""
-    from training.experiment import load_experiment
+    from restock.training.experiment import load_experiment
 
     shipped = sorted((ROOT / "configs" / "scenarios").rglob("*.yaml"))
     assert len(shipped) >= 6
@@ -470,7 +470,7 @@ def test_hypothesis__mutated_scenarios_exit_2(tmp_path, case):
 
 
 def _known_keys(section: str) -> set[str]:
-    from envs import config as C
+    from restock.envs import config as C
 
     model = {
         "": C.ScenarioConfig,
@@ -561,7 +561,7 @@ def test_corpus__experiment_files_exit_2_with_the_field_path(tmp_path, monkeypat
 
 
 def test_nan_discount_message_says_what_is_wrong():
-    from envs.config import ConfigError, load_scenario
+    from restock.envs.config import ConfigError, load_scenario
 
     with pytest.raises(ConfigError) as ei:
         load_scenario(_set(TINY, "discount", NAN))
@@ -570,7 +570,7 @@ def test_nan_discount_message_says_what_is_wrong():
 
 
 def test_integer_fields_are_not_rounded():
-    from envs.config import ConfigError, load_scenario
+    from restock.envs.config import ConfigError, load_scenario
 
     for path, v in [
         ("skus.lot_size", 1.5),
@@ -585,7 +585,7 @@ def test_integer_fields_are_not_rounded():
 
 
 def test_memory_refusal_names_the_product():
-    from envs.config import ConfigError, load_scenario
+    from restock.envs.config import ConfigError, load_scenario
 
     with pytest.raises(ConfigError) as ei:
         load_scenario(_set(_set(PLAIN, "skus.count", 100_000), "network.stores[0].count", 100_000))
@@ -596,11 +596,11 @@ def test_memory_refusal_names_the_product():
 
 def test_finite_products_for_the_largest_allowed_costs():
     """Costs at the magnitude limit keep every KPI finite (1e308 gave total_cost nan)."""
-    from agents.heuristics import RandomPolicy
-    from envs.compile import compile_scenario
-    from envs.config import MAX_MAGNITUDE, load_scenario
-    from eval.kpis import episode_kpis, summarise
-    from eval.rollout import rollout
+    from restock.agents.heuristics import RandomPolicy
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import MAX_MAGNITUDE, load_scenario
+    from restock.eval.kpis import episode_kpis, summarise
+    from restock.eval.rollout import rollout
 
     cfg = load_scenario(_set(_set(TINY, "skus.holding_cost", MAX_MAGNITUDE), "horizon", 5))
     c = compile_scenario(cfg)

@@ -14,13 +14,12 @@ import time
 
 import numpy as np
 import torch
-
-from agents.base import JointPolicy, role_nodes
-from agents.networks import PerSkuNet
-from envs import kernel as kn
-from envs.array_env import ArrayEnv
-from envs.compile import Compiled
-from envs.types import MODE_QUANTITY
+from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.networks import PerSkuNet
+from restock.envs import kernel as kn
+from restock.envs.array_env import ArrayEnv
+from restock.envs.compile import Compiled
+from restock.envs.types import MODE_QUANTITY
 
 
 def levels_for_quantities(env: ArrayEnv, nodes: np.ndarray, qty: np.ndarray) -> np.ndarray:

@@ -22,10 +22,10 @@ SCENARIO = "default"
 
 
 def _setup(num_envs: int):
-    from envs.compile import compile_scenario
-    from envs.config import load_scenario
-    from training.common import Baseline, net_config, observation_stats
-    from training.experiment import load_experiment
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
+    from restock.training.common import Baseline, net_config, observation_stats
+    from restock.training.experiment import load_experiment
 
     c = compile_scenario(load_scenario(SCENARIO))
     exp = load_experiment(None, num_envs=num_envs, roles=["store"])
@@ -36,13 +36,12 @@ def _setup(num_envs: int):
 
 class SB3Rollouts:
     def __init__(self, num_envs: int = 8):
+        from restock.agents.base import JointPolicy
+        from restock.agents.heuristics import BaseStockPolicy
+        from restock.training.sb3_env import RoleVecEnv
+        from restock.training.sb3_train import PerSkuMaskablePolicy
         from sb3_contrib import MaskablePPO
         from stable_baselines3.common.callbacks import BaseCallback
-
-        from agents.base import JointPolicy
-        from agents.heuristics import BaseStockPolicy
-        from training.sb3_env import RoleVecEnv
-        from training.sb3_train import PerSkuMaskablePolicy
 
         c, _, _, cfg = _setup(num_envs)
         self.num_envs = num_envs
@@ -91,8 +90,8 @@ class SB3Rollouts:
 
 class RLlibRollouts:
     def __init__(self, num_envs: int = 8):
-        from training.rllib_env import RLlibInventoryEnv, kernel_envs_per_step
-        from training.rllib_train import _quiet, build_config
+        from restock.training.rllib_env import RLlibInventoryEnv, kernel_envs_per_step
+        from restock.training.rllib_train import _quiet, build_config
 
         _quiet()
         c, exp, base, cfg = _setup(num_envs)

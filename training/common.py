@@ -13,15 +13,14 @@ from typing import Any
 
 import numpy as np
 import yaml
-
-from agents.base import JointPolicy, role_nodes
-from agents.networks import NetConfig, feature_stats
-from agents.tuning import load_params, make_policy, save_params, tune
-from envs.array_env import ArrayEnv
-from envs.compile import Compiled
-from envs.constraints import CONSTRAINTS
-from envs.types import NODE_FEATURES, sku_feature_names
-from training.experiment import ExperimentConfig
+from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.networks import NetConfig, feature_stats
+from restock.agents.tuning import load_params, make_policy, save_params, tune
+from restock.envs.array_env import ArrayEnv
+from restock.envs.compile import Compiled
+from restock.envs.constraints import CONSTRAINTS
+from restock.envs.types import NODE_FEATURES, sku_feature_names
+from restock.training.experiment import ExperimentConfig
 
 TB_TAGS = (
     "charts/episodic_cost",
@@ -236,9 +235,9 @@ def safety_scalars(info: dict) -> dict[str, float]:
 def make_eval(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory):
     """Greedy evaluation of the trained roles' networks (the other roles: the baseline) on the held-out
     paths the SB3 trainer uses (seed 10_000 + exp.seed, ``eval_episodes``), common random numbers."""
-    from agents.base import JointPolicy
-    from agents.learned import TorchPolicy
-    from eval.rollout import rollout
+    from restock.agents.base import JointPolicy
+    from restock.agents.learned import TorchPolicy
+    from restock.eval.rollout import rollout
 
     def run(nets: dict) -> dict:
         pols = dict(baseline.joint().policies)

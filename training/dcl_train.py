@@ -41,15 +41,14 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from agents.base import JointPolicy, role_nodes
-from agents.learned import load_role, save_role
-from agents.networks import PerSkuNet
-from agents.single_node_dp import StateTable
-from envs.array_env import ArrayEnv, compile_any
-from envs.compile import Compiled
-from envs.types import N_COST, NODE_FEATURES, sku_feature_names
-from training.common import (
+from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.learned import load_role, save_role
+from restock.agents.networks import PerSkuNet
+from restock.agents.single_node_dp import StateTable
+from restock.envs.array_env import ArrayEnv, compile_any
+from restock.envs.compile import Compiled
+from restock.envs.types import N_COST, NODE_FEATURES, sku_feature_names
+from restock.training.common import (
     Baseline,
     Monitor,
     make_eval,
@@ -58,7 +57,7 @@ from training.common import (
     seed_everything,
     write_json_atomic,
 )
-from training.experiment import ExperimentConfig
+from restock.training.experiment import ExperimentConfig
 
 # features the policy may read: the exact state of the one node (everything else gets scale 1e9)
 STATE_FEATURES = ("on_hand", "backlog", "pipeline_total", "inventory_position")

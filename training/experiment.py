@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
-
-from envs.config import ConfigError, Float, Int, PositiveFloat, PositiveInt, format_validation_error
-from envs.safeyaml import YamlInputError, load_yaml_file
+from restock.envs.config import ConfigError, Float, Int, PositiveFloat, PositiveInt, format_validation_error
+from restock.envs.safeyaml import YamlInputError, load_yaml_file
 
 MAX_NUM_ENVS = 4_096
 MAX_LAYER = 4_096  # units in one hidden layer

@@ -38,13 +38,12 @@ from typing import Any
 import gymnasium
 import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
-
-from agents.base import JointPolicy, role_nodes
-from envs import kernel as kn
-from envs.array_env import ArrayEnv
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from envs.types import C_HOLD, C_STOCKOUT, K_DEMAND, K_FILLED
+from restock.agents.base import JointPolicy, role_nodes
+from restock.envs import kernel as kn
+from restock.envs.array_env import ArrayEnv
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.envs.types import C_HOLD, C_STOCKOUT, K_DEMAND, K_FILLED
 
 _PATH_MASK = (1 << 63) - 1
 
@@ -75,7 +74,7 @@ class RLlibInventoryEnv(MultiAgentEnv):
         shield = None
         if cfg.get("shield", True):
             try:
-                from agents.shield import Shield
+                from restock.agents.shield import Shield
 
                 shield = Shield(c, mode="enforce")
             except ImportError:
@@ -85,7 +84,7 @@ class RLlibInventoryEnv(MultiAgentEnv):
         self.env = ArrayEnv(c, num_envs=self.E, seed=self.run_seed, shield=shield)
         self.roles = list(cfg.get("roles", ["store", "dc"]))
         self.nodes = np.concatenate([role_nodes(c, r) for r in self.roles]).astype(np.int64)
-        from agents.tuning import make_policy
+        from restock.agents.tuning import make_policy
 
         base = cfg.get("baseline", {"policy": "base_stock", "knobs": {}})
         self.baseline = JointPolicy(make_policy(base.get("policy", "base_stock"), base.get("knobs")))

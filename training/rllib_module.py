@@ -30,8 +30,7 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
-
-from agents.networks import MASK_MIN, NetConfig, PerSkuNet
+from restock.agents.networks import MASK_MIN, NetConfig, PerSkuNet
 
 
 class BlockCategorical(Distribution):

@@ -29,13 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from agents.base import role_nodes
-from agents.learned import load_role, save_role
-from agents.networks import PerSkuNet
-from envs.compile import Compiled
-from training.common import Baseline, Monitor, make_eval, net_config, observation_stats, write_json_atomic
-from training.experiment import ExperimentConfig
+from restock.agents.base import role_nodes
+from restock.agents.learned import load_role, save_role
+from restock.agents.networks import PerSkuNet
+from restock.envs.compile import Compiled
+from restock.training.common import (
+    Baseline,
+    Monitor,
+    make_eval,
+    net_config,
+    observation_stats,
+    write_json_atomic,
+)
+from restock.training.experiment import ExperimentConfig
 
 
 def _quiet() -> None:
@@ -114,12 +120,11 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
-
-    from training.rllib_callbacks import InventoryMetrics
-    from training.rllib_env import RLlibInventoryEnv
-    from training.rllib_learner import RestockPPOLearner
-    from training.rllib_module import PerSkuRLModule
-    from training.rllib_runner import InventoryEnvRunner
+    from restock.training.rllib_callbacks import InventoryMetrics
+    from restock.training.rllib_env import RLlibInventoryEnv
+    from restock.training.rllib_learner import RestockPPOLearner
+    from restock.training.rllib_module import PerSkuRLModule
+    from restock.training.rllib_runner import InventoryEnvRunner
 
     ppo = exp.ppo
     env_config = {
@@ -248,7 +253,7 @@ def _warm_start(
     algo, compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory, log, monitor, net_cfgs
 ) -> None:
     """Behaviour cloning of the baseline into the learner's networks, then a synchronous weight push."""
-    from training.bc import bc_budget, collect, pretrain
+    from restock.training.bc import bc_budget, collect, pretrain
 
     nets = learner_nets(algo, net_cfgs)
     scale = baseline.reward_scale / (1.0 - exp.ppo.gamma) if exp.ppo.gamma < 1 else baseline.reward_scale

@@ -23,17 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from sb3_contrib import MaskablePPO
-from sb3_contrib.common.maskable.distributions import MaskableDistribution
-from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
-from stable_baselines3.common.callbacks import BaseCallback
-from torch import nn
-
-from agents.base import JointPolicy
-from agents.learned import TorchPolicy, load_role, save_role
-from agents.networks import MASK_MIN, NetConfig, PerSkuNet
-from envs.compile import Compiled
-from training.common import (
+from restock.agents.base import JointPolicy
+from restock.agents.learned import TorchPolicy, load_role, save_role
+from restock.agents.networks import MASK_MIN, NetConfig, PerSkuNet
+from restock.envs.compile import Compiled
+from restock.training.common import (
     Baseline,
     Monitor,
     net_config,
@@ -42,8 +36,13 @@ from training.common import (
     seed_everything,
     write_json_atomic,
 )
-from training.experiment import ExperimentConfig
-from training.sb3_env import RoleVecEnv
+from restock.training.experiment import ExperimentConfig
+from restock.training.sb3_env import RoleVecEnv
+from sb3_contrib import MaskablePPO
+from sb3_contrib.common.maskable.distributions import MaskableDistribution
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.callbacks import BaseCallback
+from torch import nn
 
 
 class GroupedMaskableCategorical(MaskableDistribution):
@@ -214,7 +213,7 @@ def load_checkpoint(ckpt: Path, venv: RoleVecEnv, device: str = "cpu") -> Maskab
     env.episode_cost[...] = z["episode_cost"]
     env.episode_kpi[...] = z["episode_kpi"]
     env.episode_revenue[...] = z["episode_revenue"]
-    from envs import kernel as kn
+    from restock.envs import kernel as kn
 
     kn.observe(
         env.params, env.state, env.work, env.obs, env.mask, env.ub
@@ -452,7 +451,7 @@ def train_sb3(
             remaining = total_env_steps * n_agents
             reset = True
             if exp.bc_episodes and exp.bc_epochs:
-                from training.bc import collect, pretrain
+                from restock.training.bc import collect, pretrain
 
                 data = collect(
                     compiled,
@@ -527,7 +526,7 @@ def _wrap_info(venv: RoleVecEnv) -> None:
 
 def _make_eval(compiled, role, model, other_joint, exp: ExperimentConfig, shield_factory):
     """Greedy evaluation of the current network on held-out paths (seed 10_000 + exp.seed)."""
-    from eval.rollout import rollout
+    from restock.eval.rollout import rollout
 
     def run() -> dict:
         net = model.policy.per_sku_net

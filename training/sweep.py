@@ -39,9 +39,8 @@ from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
-
-from envs.config import ConfigError
-from training.experiment import ExperimentConfig
+from restock.envs.config import ConfigError
+from restock.training.experiment import ExperimentConfig
 
 SWEEP_EVAL_SEED = 20_000
 KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
@@ -82,7 +81,7 @@ def _candidates(kind: str, args: Any, field: str) -> list:
 def load_search(path: str | Path, base: dict) -> dict[str, tuple[str, Any]]:
     """Parse and check a search file against the experiment ``base`` (its fields as a dict): every
     field must exist and accept every candidate value (ConfigError naming the field otherwise)."""
-    from envs.safeyaml import YamlInputError, load_yaml_file
+    from restock.envs.safeyaml import YamlInputError, load_yaml_file
 
     p = Path(path)
     if not p.exists():
@@ -133,9 +132,9 @@ def _tune_space(search: dict[str, tuple[str, Any]]) -> dict:
 
 def held_out_cost(run_dir: Path, compiled, exp: ExperimentConfig, episodes: int) -> dict[str, float]:
     """Greedy cost per episode of a run's deployed policies on the sweep's evaluation paths."""
-    from agents.learned import load_learned_policy
-    from eval.rollout import rollout
-    from training.train import shield_factory_for
+    from restock.agents.learned import load_learned_policy
+    from restock.eval.rollout import rollout
+    from restock.training.train import shield_factory_for
 
     sf = shield_factory_for(exp)
     res = rollout(
@@ -154,10 +153,9 @@ def _trial(config: dict, *, scenario: str, base: dict, trainer: str, out_root: s
     """One Tune trial: the experiment with this trial's fields and seed, trained by restock's trainer."""
     import torch
     from ray import tune
-
-    from envs.compile import compile_scenario
-    from envs.config import load_scenario
-    from training.train import train
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
+    from restock.training.train import train
 
     torch.set_num_threads(1)
     data = copy.deepcopy(base)
@@ -198,8 +196,8 @@ def run_sweep(
 ) -> dict:
     """Run the sweep; returns {"rows": [...], "best": row or None}. Errors in the inputs: ConfigError or
     ValueError naming the field, raised before Ray starts."""
-    from training.experiment import load_experiment
-    from training.train import check_for_trainer
+    from restock.training.experiment import load_experiment
+    from restock.training.train import check_for_trainer
 
     if trainer not in ("sb3", "rllib"):
         raise ValueError(f"--trainer: sweep runs sb3 or rllib, not {trainer!r}")
@@ -221,7 +219,7 @@ def run_sweep(
     base = exp.model_dump(mode="json")
     search = load_search(search_path, base)
     scen = str(Path(scenario).resolve()) if Path(scenario).exists() else scenario
-    from envs.config import load_scenario
+    from restock.envs.config import load_scenario
 
     load_scenario(scen, **exp.scenario_overrides)  # a bad scenario fails here, not in every trial
     episodes = int(episodes or exp.eval_episodes)

@@ -9,15 +9,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from envs.compile import Compiled
-from training.common import Monitor, new_run_dir, prepare_baseline, save_resolved_config, write_json_atomic
-from training.experiment import ExperimentConfig
+from restock.envs.compile import Compiled
+from restock.training.common import (
+    Monitor,
+    new_run_dir,
+    prepare_baseline,
+    save_resolved_config,
+    write_json_atomic,
+)
+from restock.training.experiment import ExperimentConfig
 
 # trainer name -> (module, function); all take the same arguments and write the same run directory
 TRAINERS = {
-    "sb3": ("training.sb3_train", "train_sb3"),
-    "rllib": ("training.rllib_train", "train_rllib"),
-    "dcl": ("training.dcl_train", "train_dcl"),
+    "sb3": ("restock.training.sb3_train", "train_sb3"),
+    "rllib": ("restock.training.rllib_train", "train_rllib"),
+    "dcl": ("restock.training.dcl_train", "train_dcl"),
 }
 
 
@@ -25,7 +31,7 @@ def shield_factory_for(exp: ExperimentConfig):
     if not exp.shield.enabled:
         return None
     try:
-        from agents.shield import Shield
+        from restock.agents.shield import Shield
     except ImportError:
         return None
     return lambda compiled: Shield(compiled, mode="enforce")
@@ -55,7 +61,7 @@ def check_for_trainer(exp: ExperimentConfig, trainer: str) -> None:
     if trainer == "sb3":
         _check_sb3(exp)
     elif trainer == "rllib":
-        from training.rllib_train import check_experiment
+        from restock.training.rllib_train import check_experiment
 
         check_experiment(exp)
     elif trainer == "dcl":
@@ -159,7 +165,7 @@ def train(
     run_info["roles"] = sorted(p.stem for p in (run_dir / "policies").glob("*.pt"))
     write_json_atomic(run_dir / "run.json", run_info)
     monitor.close()
-    from training.curves import plot_learning_curve
+    from restock.training.curves import plot_learning_curve
 
     plot_learning_curve(run_dir)
     return run_dir

@@ -15,15 +15,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from restock.agents.base import JointPolicy
+from restock.agents.exact import exact_policy_cost
+from restock.agents.learned import TorchPolicy, load_role
+from restock.agents.single_node_dp import solve, spec_from_scenario
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.training.curves import _figure
 from scipy import stats
-
-from agents.base import JointPolicy
-from agents.exact import exact_policy_cost
-from agents.learned import TorchPolicy, load_role
-from agents.single_node_dp import solve, spec_from_scenario
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from training.curves import _figure
 
 
 def main() -> None:

@@ -26,17 +26,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from restock.agents.base import JointPolicy
+from restock.agents.exact import exact_policy_cost
+from restock.agents.learned import TorchPolicy, load_role
+from restock.agents.single_node_dp import DPOptimalPolicy, StateTable, solve, spec_from_scenario
+from restock.agents.tuning import make_policy
+from restock.envs.array_env import ArrayEnv
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.eval.rollout import rollout
 from scipy import stats
-
-from agents.base import JointPolicy
-from agents.exact import exact_policy_cost
-from agents.learned import TorchPolicy, load_role
-from agents.single_node_dp import DPOptimalPolicy, StateTable, solve, spec_from_scenario
-from agents.tuning import make_policy
-from envs.array_env import ArrayEnv
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from eval.rollout import rollout
 
 
 def state_table(compiled, table: StateTable, joint: JointPolicy) -> np.ndarray:

@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from agents.base import JointPolicy
-from agents.exact import exact_policy_cost
-from agents.single_node_dp import (
+from restock.agents.base import JointPolicy
+from restock.agents.exact import exact_policy_cost
+from restock.agents.single_node_dp import (
     _average,
     _Model,
     _snap_to_actions,
@@ -28,9 +27,9 @@ from agents.single_node_dp import (
     solve,
     spec_from_scenario,
 )
-from agents.tuning import make_policy
-from envs.compile import compile_scenario
-from envs.config import load_scenario
+from restock.agents.tuning import make_policy
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
 
 
 def best_capped(spec, S_range, caps):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from agents.base import Policy
-from agents.echelon import EchelonBaseStock
-from agents.optimal import echelon_path_oracle, serial_from_scenario
-from envs.array_env import ArrayEnv
-from eval.rollout import rollout
+from restock.agents.base import Policy
+from restock.agents.echelon import EchelonBaseStock
+from restock.agents.optimal import echelon_path_oracle, serial_from_scenario
+from restock.envs.array_env import ArrayEnv
+from restock.eval.rollout import rollout
 
 TREE = {
     # supplier -> regional -> {local_a, local_b} -> 2 stores each; one more store right under regional

@@ -11,15 +11,20 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
+from restock.agents.export import ExportError, check_parity, export_run, sample_observations
+from restock.agents.learned import load_learned_policy, load_role
+from restock.envs import ENV_VERSION
+from restock.envs.array_env import ArrayEnv
+from restock.envs.types import NODE_FEATURES, sku_feature_names
+from restock.serving.artifact import (
+    ArtifactError,
+    export_heuristic,
+    load_manifest,
+    load_scenario_of,
+    sha256_file,
+)
+from restock.serving.onnx_policy import OnnxPolicy
 from serving_helpers import make_run
-
-from agents.export import ExportError, check_parity, export_run, sample_observations
-from agents.learned import load_learned_policy, load_role
-from envs import ENV_VERSION
-from envs.array_env import ArrayEnv
-from envs.types import NODE_FEATURES, sku_feature_names
-from serving.artifact import ArtifactError, export_heuristic, load_manifest, load_scenario_of, sha256_file
-from serving.onnx_policy import OnnxPolicy
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +81,7 @@ def test_export__onnx_policy_plays_like_the_torch_policy(exported):
     """Greedy rollouts with the ONNX sessions and with the torch networks execute identical orders."""
     run, out, m, _ = exported
     c = load_scenario_of(out)
-    from agents.base import JointPolicy
+    from restock.agents.base import JointPolicy
 
     torch_pol = load_learned_policy(run, c)
     onnx_pol = JointPolicy(
@@ -99,7 +104,7 @@ def test_export__onnx_policy_plays_like_the_torch_policy(exported):
 
 
 def test_export__parity_failure_is_loud_and_leaves_nothing(tmp_path, monkeypatch):
-    import agents.export as ex
+    import restock.agents.export as ex
 
     run = make_run(tmp_path, roles=("store",), seed=2)
     real = ex.export_onnx
@@ -201,8 +206,8 @@ def test_export__out_must_be_empty_unless_forced(exported, tmp_path):
 
 
 def test_export__heuristic_artifact_has_knobs_and_scenario(tmp_path):
-    from envs.compile import compile_scenario
-    from envs.config import load_scenario
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
 
     c = compile_scenario(load_scenario("tiny"))
     m = export_heuristic("s_S", {"store": {"z": 1.0, "q": 2.0}}, c, tmp_path / "h")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from agents.base import JointPolicy
-from agents.heuristics import BaseStockPolicy, CappedBaseStockPolicy, RQPolicy, SSPolicy
-from agents.tuning import evaluate_candidates, load_params, make_policy, save_params, tune
-from envs import ArrayEnv
-from envs import kernel as kn
-from envs.compile import compile_scenario
-from envs.config import load_scenario
+from restock.agents.base import JointPolicy
+from restock.agents.heuristics import BaseStockPolicy, CappedBaseStockPolicy, RQPolicy, SSPolicy
+from restock.agents.tuning import evaluate_candidates, load_params, make_policy, save_params, tune
+from restock.envs import ArrayEnv
+from restock.envs import kernel as kn
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
 
 QUANTITY_POLICIES = [BaseStockPolicy, CappedBaseStockPolicy, SSPolicy, RQPolicy]
 
@@ -75,7 +74,7 @@ def test_make_policy__unknown_name_lists_known():
 def test_echelon_base_stock__tunes_close_to_the_clark_scarf_optimum():
     """Tuned echelon base-stock (one z per role) gets near the exact optimum; installation base-stock
     (one z per role on local positions) does not: the yardstick learning has to reach."""
-    from agents.echelon import EchelonBaseStock
+    from restock.agents.echelon import EchelonBaseStock
 
     c = compile_scenario(load_scenario("serial_3"))
     res = tune(c, "echelon_base_stock", episodes=8, rounds=2, eval_episodes=8)

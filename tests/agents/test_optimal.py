@@ -8,10 +8,8 @@ import itertools
 import numpy as np
 import pytest
 import yaml
-from scipy import stats
-
-from agents.echelon import EchelonBaseStock
-from agents.optimal import (
+from restock.agents.echelon import EchelonBaseStock
+from restock.agents.optimal import (
     _Demand,
     _Forward,
     _Initial,
@@ -28,10 +26,11 @@ from agents.optimal import (
     newsvendor_cost,
     serial_from_scenario,
 )
-from envs.compile import compile_scenario
-from envs.config import load_scenario, scenario_dir
-from envs.types import C_HOLD, C_PIPE, C_STOCKOUT, K_BACKLOG, K_ON_HAND, K_PIPELINE
-from eval.rollout import rollout
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario, scenario_dir
+from restock.envs.types import C_HOLD, C_PIPE, C_STOCKOUT, K_BACKLOG, K_ON_HAND, K_PIPELINE
+from restock.eval.rollout import rollout
+from scipy import stats
 
 H2 = [2.0, 1.0]
 H3 = [3.0, 2.0, 1.0]

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from agents.base import JointPolicy
-from agents.records import (
+from restock.agents.base import JointPolicy
+from restock.agents.records import (
     GENESIS,
     DecisionRecord,
     JsonlSink,
@@ -20,9 +19,9 @@ from agents.records import (
     find_break,
     verify_chain,
 )
-from agents.shield import Shield
-from envs import ArrayEnv
-from envs import kernel as kn
+from restock.agents.shield import Shield
+from restock.envs import ArrayEnv
+from restock.envs import kernel as kn
 
 
 class Named:
@@ -192,7 +191,7 @@ def test_canonical_bytes_is_json_dumps_exactly():
     exponent-range floats, ints beyond 64 bits, ints in float fields; NaN is refused as json refuses it."""
     import json
 
-    from agents.records import canonical_bytes
+    from restock.agents.records import canonical_bytes
 
     def ref(d):
         return json.dumps(d, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()

@@ -10,13 +10,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import restock.agents.shield as shield_mod
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-
-import agents.shield as shield_mod
-from agents.records import (
+from restock.agents.records import (
     CHANGED_SANITISED,
     ESC_ANOMALY,
     ESC_BREAKER,
@@ -25,14 +24,20 @@ from agents.records import (
     ESC_VERIFIER,
     verify_chain,
 )
-from agents.shield import AnomalyConfig, Shield, apply_penalty, shielded_array_env, shielded_parallel_env
-from agents.verifier import Verifier
-from envs import ArrayEnv, parallel_env
-from envs import kernel as kn
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from envs.constraints import BIG, CI_BUDGET, CI_STORAGE, CONSTRAINTS, VIOLATION_UNITS
-from envs.types import K_SPEND, new_step_out, new_work
+from restock.agents.shield import (
+    AnomalyConfig,
+    Shield,
+    apply_penalty,
+    shielded_array_env,
+    shielded_parallel_env,
+)
+from restock.agents.verifier import Verifier
+from restock.envs import ArrayEnv, parallel_env
+from restock.envs import kernel as kn
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.envs.constraints import BIG, CI_BUDGET, CI_STORAGE, CONSTRAINTS, VIOLATION_UNITS
+from restock.envs.types import K_SPEND, new_step_out, new_work
 
 C = len(CONSTRAINTS)
 PROPS = dict(

@@ -12,10 +12,8 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from agents.optimal import newsvendor_base_stock
-from agents.single_node_dp import (
+from restock.agents.optimal import newsvendor_base_stock
+from restock.agents.single_node_dp import (
     DPOptimalPolicy,
     NotCovered,
     SingleNodeSpec,
@@ -24,10 +22,11 @@ from agents.single_node_dp import (
     solve,
     spec_from_scenario,
 )
-from envs.array_env import ArrayEnv
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from envs.types import C_HOLD, K_DEMAND, N_COST
+from restock.envs.array_env import ArrayEnv
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.envs.types import C_HOLD, K_DEMAND, N_COST
+from typer.testing import CliRunner
 
 
 def _ls(L: int, p: float, levels: int = 41, **kw) -> SingleNodeSpec:

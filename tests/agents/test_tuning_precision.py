@@ -8,14 +8,13 @@ import json
 
 import numpy as np
 import pytest
-
-from agents.base import JointPolicy
-from agents.exact import exact_policy_cost
-from agents.heuristics import _per_node
-from agents.tuning import Objective, evaluate_candidates, make_policy, race, tune
-from envs.array_env import ArrayEnv
-from envs.compile import compile_scenario
-from envs.config import load_scenario
+from restock.agents.base import JointPolicy
+from restock.agents.exact import exact_policy_cost
+from restock.agents.heuristics import _per_node
+from restock.agents.tuning import Objective, evaluate_candidates, make_policy, race, tune
+from restock.envs.array_env import ArrayEnv
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
 
 
 def _exact(c, name, knobs) -> float:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from envs import ArrayEnv, parallel_env
+from restock.envs import ArrayEnv, parallel_env
 
 
 def test_array_env__same_paths_same_outcome_across_batches():

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from envs.compile import compile_scenario
-from envs.config import ConfigError, load_scenario, shipped_scenarios
+from restock.envs.compile import compile_scenario
+from restock.envs.config import ConfigError, load_scenario, shipped_scenarios
 
 
 def test_shipped_scenarios__all_load_and_compile():

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.envs.demand import DemandStream, sample_paths
 from scipy import stats
-
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from envs.demand import DemandStream, sample_paths
 
 
 def _single(model="poisson", mean=5.0, **demand):
@@ -117,7 +116,7 @@ def test_replay__csv_trace(tmp_path):
 
 
 def test_replay__bad_rows_name_the_line(tmp_path):
-    from envs.config import ConfigError
+    from restock.envs.config import ConfigError
 
     csv = tmp_path / "bad.csv"
     csv.write_text("date,store,sku,units\n2024-01-01,store_0,0,3\n2024-01-02,store_9,0,1\n")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from envs import kernel as kn
-from envs.compile import compile_scenario
-from envs.config import load_scenario, shipped_scenarios
-from envs.demand import sample_paths
-from envs.reference import ration, reference_step
-from envs.types import (
+from restock.envs import kernel as kn
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario, shipped_scenarios
+from restock.envs.demand import sample_paths
+from restock.envs.reference import ration, reference_step
+from restock.envs.types import (
     C_HOLD,
     C_STOCKOUT,
     K_DEMAND,
@@ -216,9 +215,9 @@ def test_kernel__one_compiled_signature_each():
 
     code = """
 import numpy as np
-from envs import kernel as kn
-from envs.array_env import ArrayEnv
-from envs.pz_env import parallel_env
+from restock.envs import kernel as kn
+from restock.envs.array_env import ArrayEnv
+from restock.envs.pz_env import parallel_env
 for name, E in (("tiny", 1), ("tiny", 3), ("serial_3", 2)):
     env = ArrayEnv(name, num_envs=E, auto_reset=True)
     env.reset()

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from numba import njit
-
-from envs import kernel as kn
-from envs.types import MODE_ORDER_UP_TO, MODE_QUANTITY
+from restock.envs import kernel as kn
+from restock.envs.types import MODE_ORDER_UP_TO, MODE_QUANTITY
 
 
 @njit(cache=True)
@@ -58,7 +57,7 @@ def test_allowed_levels__equal_brute_force():
 
 
 def test_array_env__bounds_only_gives_the_same_masks_and_rewards():
-    from envs import ArrayEnv
+    from restock.envs import ArrayEnv
 
     full = ArrayEnv("default", num_envs=2, seed=3)
     lean = ArrayEnv("default", num_envs=2, seed=3, features=False)
@@ -81,7 +80,7 @@ def test_array_env__bounds_only_gives_the_same_masks_and_rewards():
 def test_observe__mask_words_equal_mask_bytes(scenario, width, edge_config):
     """`observe` writes C-contiguous masks whose width is a multiple of 8 eight levels at a time; the
     bytes equal the level-by-level path (taken for a non-contiguous mask), with binding bounds."""
-    from envs import ArrayEnv
+    from restock.envs import ArrayEnv
 
     env = ArrayEnv(edge_config if scenario == "edge" else scenario, num_envs=3, seed=1)
     env.reset()
@@ -116,7 +115,7 @@ def test_observe__mask_words_equal_mask_bytes(scenario, width, edge_config):
 def test_observe_rows_writes_exactly_the_rows_asked_for():
     """`observe_rows` (the serving shim's observe) writes the asked-for (environment, node) rows as
     `observe` writes them and leaves every other row as it was."""
-    from envs import ArrayEnv
+    from restock.envs import ArrayEnv
 
     env = ArrayEnv("default", num_envs=4, seed=3)
     env.reset()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pettingzoo.test import parallel_api_test, parallel_seed_test
-
-from envs import parallel_env
-from envs.config import shipped_scenarios
+from restock.envs import parallel_env
+from restock.envs.config import shipped_scenarios
 
 # the top-level scenarios and one member of each family (lost_sales/ differ only in numbers)
 SCENARIOS = [n for n in shipped_scenarios() if "/" not in n] + ["lost_sales/ls_L4_p39"]

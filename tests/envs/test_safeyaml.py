@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from envs import safeyaml as Y
-from envs.safeyaml import YamlInputError, load_yaml_file, load_yaml_text
+from restock.envs import safeyaml as Y
+from restock.envs.safeyaml import YamlInputError, load_yaml_file, load_yaml_text
 
 
 def test_ordinary_yaml_reads_as_before():

@@ -6,14 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.eval.evaluate import evaluate, parse_policies
+from restock.eval.kpis import mean_ci
+from restock.eval.report import write_report
+from restock.eval.stress import STRESSES, parse_stress
 from typer.testing import CliRunner
 
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from eval.evaluate import evaluate, parse_policies
-from eval.kpis import mean_ci
-from eval.report import write_report
-from eval.stress import STRESSES, parse_stress
 from restock.cli import app
 
 

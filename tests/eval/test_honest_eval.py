@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.eval.evaluate import parse_policies, run_label, run_roles
 from typer.testing import CliRunner
 
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from eval.evaluate import parse_policies, run_label, run_roles
 from restock.cli import app
 
 torch = pytest.importorskip("torch")
@@ -30,10 +30,10 @@ def make_run(
 ) -> Path:
     """A run directory as `restock train` leaves it: weights for ``saved`` roles, ``claimed`` roles in
     run.json when ``finished``, else only in config.yaml (a run killed before it finished)."""
-    from agents.base import role_nodes
-    from agents.learned import save_role
-    from agents.networks import NetConfig, PerSkuNet
-    from envs.types import NODE_FEATURES, sku_feature_names
+    from restock.agents.base import role_nodes
+    from restock.agents.learned import save_role
+    from restock.agents.networks import NetConfig, PerSkuNet
+    from restock.envs.types import NODE_FEATURES, sku_feature_names
 
     c = compile_scenario(load_scenario(scenario))
     run = root / f"{scenario}__test__0"

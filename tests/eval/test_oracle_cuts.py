@@ -9,18 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from restock.agents.base import JointPolicy
+from restock.agents.heuristics import RandomPolicy, ZeroPolicy
+from restock.envs import kernel as kn
+from restock.envs.array_env import ArrayEnv
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.envs.demand import sample_paths
+from restock.envs.types import COST_NAMES
+from restock.eval.oracle import _build, _serve_bound, coupled, oracle, path_lead_times
+from restock.eval.rollout import rollout
 from scipy.optimize import Bounds, LinearConstraint, milp
-
-from agents.base import JointPolicy
-from agents.heuristics import RandomPolicy, ZeroPolicy
-from envs import kernel as kn
-from envs.array_env import ArrayEnv
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from envs.demand import sample_paths
-from envs.types import COST_NAMES
-from eval.oracle import _build, _serve_bound, coupled, oracle, path_lead_times
-from eval.rollout import rollout
 
 SEED = 11
 SCENARIOS = Path(__file__).resolve().parents[2] / "configs" / "scenarios"

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from agents.base import JointPolicy
-from agents.tuning import make_policy
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from eval.oracle import oracle_paths
-from eval.rollout import rollout
+from restock.agents.base import JointPolicy
+from restock.agents.tuning import make_policy
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.eval.oracle import oracle_paths
+from restock.eval.rollout import rollout
 
 pytestmark = pytest.mark.heavy
 

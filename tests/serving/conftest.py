@@ -7,10 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
 from serving_helpers import make_run
-
-from envs.compile import compile_scenario
-from envs.config import load_scenario
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +19,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory, tiny_run) -> Path:
-    from agents.export import export_run
+    from restock.agents.export import export_run
 
     out = tmp_path_factory.mktemp("art") / "tiny-learned"
     export_run(tiny_run, out, n_parity=1000, log=lambda s: None)
@@ -29,7 +28,7 @@ def tiny_artifact(tmp_path_factory, tiny_run) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_heuristic_artifact(tmp_path_factory) -> Path:
-    from serving.artifact import export_heuristic
+    from restock.serving.artifact import export_heuristic
 
     c = compile_scenario(load_scenario("tiny"))
     out = tmp_path_factory.mktemp("art") / "tiny-base-stock"
@@ -39,7 +38,7 @@ def tiny_heuristic_artifact(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def default_heuristic_artifact(tmp_path_factory) -> Path:
-    from serving.artifact import export_heuristic
+    from restock.serving.artifact import export_heuristic
 
     c = compile_scenario(load_scenario("default"))
     out = tmp_path_factory.mktemp("art") / "default-base-stock"
@@ -50,7 +49,7 @@ def default_heuristic_artifact(tmp_path_factory) -> Path:
 @pytest.fixture
 def registry_of(tmp_path):
     """registry_of(artifact, ...) -> a fresh registry folder holding copies of the artifacts (v1, v2, ...)."""
-    from serving.registry import Registry
+    from restock.serving.registry import Registry
 
     def make(*artifacts: Path) -> Path:
         reg = tmp_path / f"registry-{len(list(tmp_path.glob('registry-*')))}"

@@ -8,17 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-
-from envs.compile import compile_scenario
-from envs.config import load_scenario
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
 
 
 def make_run(root: Path, scenario: str = "tiny", roles=("store", "dc"), seed: int = 0) -> Path:
     """A run directory as `restock train` leaves it, with random (but decisive) networks."""
-    from agents.base import role_nodes
-    from agents.learned import save_role
-    from agents.networks import NetConfig, PerSkuNet
-    from envs.types import NODE_FEATURES, sku_feature_names
+    from restock.agents.base import role_nodes
+    from restock.agents.learned import save_role
+    from restock.agents.networks import NetConfig, PerSkuNet
+    from restock.envs.types import NODE_FEATURES, sku_feature_names
 
     c = compile_scenario(load_scenario(scenario))
     run = root / f"{scenario}__test__{seed}"
@@ -68,8 +67,8 @@ def make_run(root: Path, scenario: str = "tiny", roles=("store", "dc"), seed: in
 
 def simulate(scenario: str, policy, periods: int, seed: int = 3, shield=True):
     """An ArrayEnv (one environment) run for ``periods`` periods under ``policy`` (a JointPolicy)."""
-    from agents.shield import Shield
-    from envs.array_env import ArrayEnv
+    from restock.agents.shield import Shield
+    from restock.envs.array_env import ArrayEnv
 
     env = ArrayEnv(scenario, num_envs=1, seed=seed, shield=Shield() if shield else None)
     env.reset()

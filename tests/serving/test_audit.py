@@ -6,16 +6,16 @@ import json
 import sqlite3
 
 import pytest
+from restock.agents.base import JointPolicy
+from restock.agents.records import DecisionRecord
+from restock.agents.tuning import make_policy
+from restock.serving.audit import chain_json, open_store, parse_url
+from restock.serving.decision import DecisionService
+from restock.serving.schema import request_from_state
 from serving_helpers import simulate
 from typer.testing import CliRunner
 
-from agents.base import JointPolicy
-from agents.records import DecisionRecord
-from agents.tuning import make_policy
 from restock.cli import app
-from serving.audit import chain_json, open_store, parse_url
-from serving.decision import DecisionService
-from serving.schema import request_from_state
 
 runner = CliRunner()
 
@@ -103,7 +103,7 @@ def test_audit__responses_are_stored_without_their_record_and_served_whole(fille
     verifies, and a response that is not its row's request's fails verification."""
     import shutil
 
-    from serving.audit import full_response
+    from restock.serving.audit import full_response
 
     con = sqlite3.connect(filled)
     rows = con.execute("SELECT request_id, response, record FROM decisions ORDER BY seq").fetchall()

@@ -8,13 +8,9 @@ import json
 import sqlite3
 
 import pytest
-from serving_helpers import simulate
-from typer.testing import CliRunner
-
-from agents.base import JointPolicy
-from agents.tuning import make_policy
-from restock.cli import app
-from serving.audit import (
+from restock.agents.base import JointPolicy
+from restock.agents.tuning import make_policy
+from restock.serving.audit import (
     KEY_ENV,
     TABLES,
     AuditIntegrityError,
@@ -24,9 +20,13 @@ from serving.audit import (
     open_store,
     read_anchor,
 )
-from serving.decision import DecisionService
-from serving.registry import Registry
-from serving.schema import request_from_state
+from restock.serving.decision import DecisionService
+from restock.serving.registry import Registry
+from restock.serving.schema import request_from_state
+from serving_helpers import simulate
+from typer.testing import CliRunner
+
+from restock.cli import app
 
 runner = CliRunner()
 KEY = "k" * 32
@@ -266,8 +266,7 @@ def test_tamper__server_refuses_to_replay_a_tampered_row(shadowed, env, tmp_path
     """The issue's attack: one byte of a stored response's orders changed. POST replay (from the
     recent-id cache and, after a restart, through the store) and GET answer 503, counted in /metrics."""
     from fastapi.testclient import TestClient
-
-    from serving.app import FastPathApp, create_app
+    from restock.serving.app import FastPathApp, create_app
 
     db = tmp_path / "srv.db"
     body = request_from_state(env.compiled, env.state, 0, 0, "victim")

@@ -7,12 +7,11 @@ import asyncio
 import json
 
 import pytest
+from restock.agents.base import JointPolicy
+from restock.agents.tuning import make_policy
+from restock.serving.app import FastPathApp, create_app
+from restock.serving.schema import request_from_state
 from serving_helpers import simulate
-
-from agents.base import JointPolicy
-from agents.tuning import make_policy
-from serving.app import FastPathApp, create_app
-from serving.schema import request_from_state
 
 
 @pytest.fixture
@@ -105,7 +104,7 @@ def test_batching__a_burst_is_one_batch_committed_before_answers(
 def test_batching__store_failure_answers_503_to_the_whole_batch(
     tiny_env, tiny_heuristic_artifact, registry_of, monkeypatch
 ):
-    from serving.audit import SqliteStore
+    from restock.serving.audit import SqliteStore
 
     def fail(self, entries):
         raise OSError("disk full")

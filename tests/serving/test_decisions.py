@@ -7,15 +7,14 @@ import copy
 
 import numpy as np
 import pytest
+from restock.agents.base import JointPolicy
+from restock.agents.learned import load_learned_policy
+from restock.agents.records import verify_chain
+from restock.agents.shield import Shield
+from restock.agents.tuning import make_policy
+from restock.serving.decision import Conflict, DecisionService, anomalous
+from restock.serving.schema import RequestInvalid, request_from_state
 from serving_helpers import simulate
-
-from agents.base import JointPolicy
-from agents.learned import load_learned_policy
-from agents.records import verify_chain
-from agents.shield import Shield
-from agents.tuning import make_policy
-from serving.decision import Conflict, DecisionService, anomalous
-from serving.schema import RequestInvalid, request_from_state
 
 
 def reference(env, policy):
@@ -125,9 +124,9 @@ def test_decision__storage_capacity_from_the_request_binds(default_heuristic_art
 
 
 def test_decision__parent_availability_is_required_where_it_binds(tmp_path, registry_of):
-    from envs.compile import compile_scenario
-    from envs.config import load_scenario
-    from serving.artifact import export_heuristic
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
+    from restock.serving.artifact import export_heuristic
 
     cfg = load_scenario("tiny").model_dump(mode="json")
     cfg["network"]["dcs"][0]["unmet"] = "lost"  # the DC cannot backlog: its stock bounds store orders
@@ -167,7 +166,7 @@ def test_decision__demand_history_feeds_the_anomaly_guard(tiny_heuristic_artifac
 
 
 def test_decision__model_failure_falls_back_to_the_baseline(tiny_artifact, registry_of, monkeypatch):
-    from serving.onnx_policy import OnnxPolicy, PolicyError
+    from restock.serving.onnx_policy import OnnxPolicy, PolicyError
 
     svc = DecisionService(registry_of(tiny_artifact))
     env = simulate("tiny", JointPolicy(make_policy("base_stock", {"store": {"z": 0.5}})), periods=3)
@@ -187,7 +186,7 @@ def test_decision__model_failure_falls_back_to_the_baseline(tiny_artifact, regis
 
 
 def test_decision__records_chain_and_carry_versions(tiny_artifact, registry_of):
-    from agents.records import DecisionRecord
+    from restock.agents.records import DecisionRecord
 
     svc = DecisionService(registry_of(tiny_artifact))
     env = simulate("tiny", JointPolicy(make_policy("base_stock", {})), periods=2)
@@ -207,8 +206,8 @@ def test_decision__records_chain_and_carry_versions(tiny_artifact, registry_of):
 def test_canonical_request_json_is_pydantics():
     """The request text that is hashed and stored is `model_dump_json`'s, byte for byte (orjson writes
     it faster): unicode and DEL in names, constraint floats over many magnitudes, optional fields."""
-    from serving.decision import canonical_json
-    from serving.schema import DecisionRequest
+    from restock.serving.decision import canonical_json
+    from restock.serving.schema import DecisionRequest
 
     rng = np.random.default_rng(5)
     for i in range(200):

@@ -9,13 +9,12 @@ import signal
 import threading
 import time
 
+from restock.agents.base import JointPolicy
+from restock.agents.tuning import make_policy
+from restock.serving.audit import open_store
+from restock.serving.bench import free_port, start_server, stop_server, wait_ready
+from restock.serving.schema import request_from_state
 from serving_helpers import simulate
-
-from agents.base import JointPolicy
-from agents.tuning import make_policy
-from serving.audit import open_store
-from serving.bench import free_port, start_server, stop_server, wait_ready
-from serving.schema import request_from_state
 
 
 def test_durability__sigkill_under_load_loses_no_answered_decision(

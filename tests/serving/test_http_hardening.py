@@ -12,14 +12,14 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from restock.agents.base import JointPolicy
+from restock.agents.tuning import make_policy
+from restock.serving.app import MAX_ERRORS, FastPathApp, create_app, timed_protocol
+from restock.serving.schema import request_from_state
 from serving_helpers import simulate
 from typer.testing import CliRunner
 
-from agents.base import JointPolicy
-from agents.tuning import make_policy
 from restock.cli import app as cli_app
-from serving.app import MAX_ERRORS, FastPathApp, create_app, timed_protocol
-from serving.schema import request_from_state
 
 TOKEN = "s3cret-token"
 JSON = {"content-type": "application/json"}
@@ -231,8 +231,7 @@ def test_hardening__stalled_request_heads_are_closed():
 
 def test_hardening__serve_runs_uvicorn_bounded(monkeypatch, tiny_heuristic_artifact, registry_of):
     import uvicorn
-
-    from serving import app as app_mod
+    from restock.serving import app as app_mod
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))

@@ -11,12 +11,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import json, sys
-import serving.app, serving.decision, serving.registry, serving.audit, serving.onnx_policy, serving.metrics
-import serving.schema, serving.artifact, serving.bench, serving.loadgen
+import restock.serving.app, restock.serving.decision, restock.serving.registry, restock.serving.audit, restock.serving.onnx_policy, restock.serving.metrics
+import restock.serving.schema, restock.serving.artifact, restock.serving.bench, restock.serving.loadgen
 from fastapi.testclient import TestClient
-from serving.app import create_app
-from serving.schema import request_from_state
-from envs.array_env import ArrayEnv
+from restock.serving.app import create_app
+from restock.serving.schema import request_from_state
+from restock.envs.array_env import ArrayEnv
 import numpy as np
 
 app = create_app(sys.argv[1])

@@ -4,8 +4,7 @@ ties) and reports the softmax probability of that level averaged over SKUs; non-
 from __future__ import annotations
 
 import numpy as np
-
-from serving.onnx_policy import _greedy
+from restock.serving.onnx_policy import _greedy
 
 
 def test_greedy_matches_numpy_argmax_and_softmax():

@@ -9,11 +9,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-from agents.records import RecordMeta, StepBatch
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from serving.records import RecordBuilder
+from restock.agents.records import RecordMeta, StepBatch
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.serving.records import RecordBuilder
 
 
 def reference(c, batch, e, n, job, used, fell, esc, fbc, digest):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from restock.agents.base import JointPolicy
+from restock.agents.tuning import make_policy
+from restock.serving.artifact import ArtifactError, load_manifest
+from restock.serving.decision import DecisionService
+from restock.serving.registry import Registry, RegistryError, in_canary
+from restock.serving.schema import request_from_state
 from serving_helpers import simulate
-
-from agents.base import JointPolicy
-from agents.tuning import make_policy
-from serving.artifact import ArtifactError, load_manifest
-from serving.decision import DecisionService
-from serving.registry import Registry, RegistryError, in_canary
-from serving.schema import request_from_state
 
 
 def test_registry__canary_split_within_tolerance_over_many_nodes():

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from serving.bench import free_port, start_server, stop_server, wait_ready
+from restock.serving.bench import free_port, start_server, stop_server, wait_ready
 
 # The decision request's scenario rules (node names, the SKU list, per-SKU array lengths) are beyond
 # JSON Schema, so schema-valid bodies may be refused with 422; the admin routes answer 401/403 without

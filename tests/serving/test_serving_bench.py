@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from serving.bench import (
+from restock.serving.bench import (
     TARGETS,
     free_port,
     request_templates,

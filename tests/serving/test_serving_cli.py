@@ -32,8 +32,8 @@ def test_cli__help_on_serving_commands():
 
 def test_cli__export_heuristic_with_tuned_params(tmp_path):
     params = tmp_path / "params.json"
-    from envs.compile import compile_scenario
-    from envs.config import load_scenario
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
 
     c = compile_scenario(load_scenario("tiny"))
     params.write_text(
@@ -136,12 +136,13 @@ def test_cli__serve_refuses_what_it_cannot_serve(tiny_heuristic_artifact, tmp_pa
 
 def test_cli__demo_serving_step_exports_registers_serves_and_answers(tmp_path, capsys):
     """The last step of `restock demo` (without the RLlib run): export, register, serve, one decision."""
-    from agents.tuning import TuneResult, save_params
-    from envs.compile import compile_scenario
-    from envs.config import load_scenario
+    from restock.agents.tuning import TuneResult, save_params
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
+    from restock.serving.audit import open_store
+    from restock.serving.registry import Registry
+
     from restock.cli import _demo_serve
-    from serving.audit import open_store
-    from serving.registry import Registry
 
     c = compile_scenario(load_scenario("default"))
     params = tmp_path / "params.json"

@@ -7,9 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from agents.networks import NetConfig, PerSkuNet  # noqa: E402
-from training.bc import BC_MIN_UPDATES, BC_TIME_SHARE, BC_UPDATE_SHARE, bc_budget, pretrain  # noqa: E402
-from training.experiment import load_experiment  # noqa: E402
+from restock.agents.networks import NetConfig, PerSkuNet  # noqa: E402
+from restock.training.bc import BC_MIN_UPDATES, BC_TIME_SHARE, BC_UPDATE_SHARE, bc_budget, pretrain  # noqa: E402
+from restock.training.experiment import load_experiment  # noqa: E402
 
 
 def _data(n=600, K=3, F=4, G=2, L=5, seed=0):

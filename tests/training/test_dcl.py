@@ -7,18 +7,17 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from agents.base import JointPolicy
-from agents.exact import exact_policy_cost
-from agents.learned import TorchPolicy, load_role
-from agents.single_node_dp import solve, spec_from_scenario
-from agents.tuning import make_policy
-from envs.array_env import ArrayEnv
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from training.dcl_train import StateTable
-from training.experiment import load_experiment
-from training.train import train
+from restock.agents.base import JointPolicy
+from restock.agents.exact import exact_policy_cost
+from restock.agents.learned import TorchPolicy, load_role
+from restock.agents.single_node_dp import solve, spec_from_scenario
+from restock.agents.tuning import make_policy
+from restock.envs.array_env import ArrayEnv
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.training.dcl_train import StateTable
+from restock.training.experiment import load_experiment
+from restock.training.train import train
 
 
 @pytest.fixture(autouse=True)

@@ -109,10 +109,10 @@ def test_rllib__local_run_evaluates_keeps_best_and_logs_rllib_metrics(tmp_path):
     deployed = torch.load(run / "policies" / "store.pt", weights_only=True)
     best = torch.load(run / "best" / "policies" / "store.pt", weights_only=True)
     assert deployed.keys() == best.keys() and all(torch.equal(deployed[k], best[k]) for k in best)
-    from agents.learned import load_learned_policy
-    from envs.compile import compile_scenario
-    from envs.config import load_scenario
-    from eval.rollout import rollout
+    from restock.agents.learned import load_learned_policy
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
+    from restock.eval.rollout import rollout
 
     c = compile_scenario(load_scenario("tiny"))
     res = rollout(c, load_learned_policy(run, c), episodes=2, seed=3)
@@ -131,7 +131,7 @@ def test_rllib__two_remote_learners(tmp_path):
     assert info["status"] == "done"
     assert info["summary"]["learners"] == {"num_learners": 2, "remote": True}
     assert any(t == "losses/policy_loss" for _, t, _ in _metrics(run))
-    from agents.learned import load_role
+    from restock.agents.learned import load_role
 
     assert load_role(run, "store") is not None
 
@@ -139,8 +139,7 @@ def test_rllib__two_remote_learners(tmp_path):
 def test_rllib__approx_kl_is_sb3s_kl_estimator():
     """approx_kl estimates KL(old || new) from actions sampled by the old policy (and is 0 when equal)."""
     import torch
-
-    from training.rllib_learner import approx_kl
+    from restock.training.rllib_learner import approx_kl
 
     g = torch.Generator().manual_seed(0)
     old = torch.log_softmax(torch.randn(6, generator=g), -1)
@@ -194,12 +193,11 @@ def test_rllib__target_kl_stops_the_iteration_like_sb3(tmp_path):
     """With a tiny target_kl the first minibatch steps (its policy is the sampling one) and the KL after it
     stops the rest of the iteration: one optimiser step instead of epochs x minibatches."""
     import ray
-
-    from envs.compile import compile_scenario
-    from envs.config import load_scenario
-    from training.common import net_config, observation_stats, prepare_baseline
-    from training.experiment import load_experiment
-    from training.rllib_train import _quiet, build_config
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
+    from restock.training.common import net_config, observation_stats, prepare_baseline
+    from restock.training.experiment import load_experiment
+    from restock.training.rllib_train import _quiet, build_config
 
     _quiet()
     c = compile_scenario(load_scenario("tiny"))

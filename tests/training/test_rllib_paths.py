@@ -11,8 +11,7 @@ pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
 from ray.rllib.env.env_context import EnvContext  # noqa: E402
-
-from training.rllib_env import RLlibInventoryEnv, kernel_envs_per_step, path_id  # noqa: E402
+from restock.training.rllib_env import RLlibInventoryEnv, kernel_envs_per_step, path_id  # noqa: E402
 
 SEED = 7
 
@@ -77,11 +76,11 @@ def test_env__runners_envs_and_episodes_meet_distinct_reproducible_demand():
 def test_env__vectorised_env_steps_like_separate_array_envs():
     """E kernel environments in one RLlib env: the same rewards and observations as E one-environment
     ArrayEnvs on the same paths, fed the same levels (baseline DC, shield on)."""
-    from agents.base import JointPolicy, role_nodes
-    from agents.shield import Shield
-    from agents.tuning import make_policy
-    from envs import kernel as kn
-    from envs.array_env import ArrayEnv
+    from restock.agents.base import JointPolicy, role_nodes
+    from restock.agents.shield import Shield
+    from restock.agents.tuning import make_policy
+    from restock.envs import kernel as kn
+    from restock.envs.array_env import ArrayEnv
 
     E = 3
     env = RLlibInventoryEnv(EnvContext(_cfg(num_envs=E), worker_index=1))
@@ -153,8 +152,7 @@ def test_env__global_state_per_environment():
 
 def test_block_categorical__matches_rllib_multicategorical():
     from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
-
-    from training.rllib_module import BlockCategorical
+    from restock.training.rllib_module import BlockCategorical
 
     g = torch.Generator().manual_seed(0)
     B, K, L = 6, 5, 4
@@ -182,8 +180,7 @@ def test_block_categorical__matches_rllib_multicategorical():
 
 def test_fast_gae__equals_rllib_value_targets():
     from ray.rllib.utils.postprocessing.value_predictions import compute_value_targets
-
-    from training.rllib_module import fast_value_targets
+    from restock.training.rllib_module import fast_value_targets
 
     rng = np.random.default_rng(3)
     n = 500
@@ -199,9 +196,8 @@ def test_fast_gae__equals_rllib_value_targets():
 
 def test_module__one_body_pass_gives_the_networks_logits_and_values():
     import gymnasium
-
-    from agents.networks import NetConfig
-    from training.rllib_module import PerSkuRLModule
+    from restock.agents.networks import NetConfig
+    from restock.training.rllib_module import PerSkuRLModule
 
     K, F, G, L = 3, 4, 2, 5
     cfg = NetConfig(n_skus=K, sku_features=F, node_features=G, levels=L)
@@ -228,11 +224,11 @@ def test_module__one_body_pass_gives_the_networks_logits_and_values():
 def _remote_runner_paths(seed: int) -> list[tuple[int, np.ndarray]]:
     """(runner index, demand [E, T, S, K]) from each of 2 remote env runners with 4 environments each,
     after RLlib's own first reset and one sampled step."""
-    from envs.compile import compile_scenario
-    from envs.config import load_scenario
-    from training.common import Baseline, net_config, observation_stats
-    from training.experiment import load_experiment
-    from training.rllib_train import build_config
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
+    from restock.training.common import Baseline, net_config, observation_stats
+    from restock.training.experiment import load_experiment
+    from restock.training.rllib_train import build_config
 
     c = compile_scenario(load_scenario("tiny"))
     exp = load_experiment(None, num_envs=4, roles=["store"], seed=seed)

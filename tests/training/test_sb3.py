@@ -8,16 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from restock.agents.learned import load_learned_policy
+from restock.envs.compile import compile_scenario
+from restock.envs.config import load_scenario
+from restock.eval.rollout import rollout
+from restock.training.experiment import load_experiment
+from restock.training.sb3_env import RoleVecEnv
+from restock.training.train import train
 from typer.testing import CliRunner
 
-from agents.learned import load_learned_policy
-from envs.compile import compile_scenario
-from envs.config import load_scenario
-from eval.rollout import rollout
 from restock.cli import app
-from training.experiment import load_experiment
-from training.sb3_env import RoleVecEnv
-from training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def _exp(**kw):
 
 
 def test_sb3__vec_env_masks_and_shapes(tiny):
-    from agents.base import JointPolicy
-    from agents.heuristics import ZeroPolicy
+    from restock.agents.base import JointPolicy
+    from restock.agents.heuristics import ZeroPolicy
 
     venv = RoleVecEnv(tiny, "store", num_envs=3, seed=0, other=JointPolicy(ZeroPolicy()))
     obs = venv.reset()

@@ -78,10 +78,10 @@ def test_sweep__two_sb3_trials_on_tune_write_the_table_and_the_best_run(tmp_path
     best = out / "best"
     assert best.resolve() == (out / rows[0]["run_dir"]).resolve()
     # the table's cost is the best run's held-out greedy cost, reproduced here
-    from envs.compile import compile_scenario
-    from envs.config import load_scenario
-    from training.experiment import load_experiment
-    from training.sweep import held_out_cost
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
+    from restock.training.experiment import load_experiment
+    from restock.training.sweep import held_out_cost
 
     c = compile_scenario(load_scenario("tiny"))
     again = held_out_cost(best, c, load_experiment(exp), episodes=2)

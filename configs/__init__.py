@@ -1,0 +1,1 @@
+"""Shipped scenario and experiment files (data only)."""
