@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.catalogue import make_policy
 from restock.agents.networks import NetConfig, PerSkuNet
 
 
@@ -85,8 +86,6 @@ def read_run(run_dir: str | Path) -> dict:
 
 def load_learned_policy(run_dir: str | Path, compiled, deterministic: bool = True) -> JointPolicy:
     """The run's learned roles plus its baseline heuristic for the other roles, as one JointPolicy."""
-    from restock.agents.tuning import make_policy
-
     run = read_run(run_dir)
     name = Path(run_dir).name
     base = run.get("baseline", {})

@@ -25,53 +25,23 @@ undiscounted cost per period that ``restock eval`` reports.
 Per-node knobs (``per_node``): one set of knobs per node (keyed by node id, e.g. ``dc_1``; see
 `agents.heuristics._per_node`) instead of one per role; for small networks (serial_3).
 
-Parameter files (``restock tune --out FILE``) are JSON: ``{"format": "restock.params/1", "scenario",
-"config_hash", "policies": {name: {"knobs": {role or node id: {knob: value}}, "cost_per_period": {"mean",
-"ci95"}, "objective": {...}, "final_comparison": {...}, ...}}}``; tuning another policy into the same
-file adds to it.
+Results go to parameter files with `agents.catalogue.save_params` (the format is described there).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from restock.agents.base import JointPolicy
-from restock.agents.heuristics import HEURISTICS, TUNABLE
+from restock.agents.catalogue import make_policy, policy_classes
+from restock.agents.heuristics import TUNABLE
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
-
-PARAMS_FORMAT = "restock.params/1"
-
-
-def policy_classes() -> dict[str, type]:
-    classes = dict(HEURISTICS)
-    try:
-        from restock.agents.echelon import EchelonBaseStock
-
-        classes["echelon_base_stock"] = EchelonBaseStock
-    except ImportError:  # pragma: no cover - optional module
-        pass
-    return classes
-
-
-def make_policy(name: str, knobs: dict | None = None, seed: int = 0):
-    """A heuristic by name, with tuned knobs when given."""
-    classes = policy_classes()
-    if name not in classes:
-        raise ValueError(f"unknown policy {name!r} (known: {', '.join(sorted(classes))})")
-    cls = classes[name]
-    if name == "random":
-        return cls(seed)
-    if name == "zero":
-        return cls()
-    return cls(knobs=knobs or {})
 
 
 @dataclass
@@ -456,35 +426,3 @@ def tune_work(
     units = len(_roles(compiled)) + (len(_units(compiled, True)) if per_node else 0)
     n_batches = rounds * units * len(cls.knob_bounds) * (1 + doublings) + 1
     return n_batches * compiled.horizon
-
-
-def save_params(path: str | Path, result: TuneResult) -> dict:
-    """Write (or add to) a parameter file; atomic replace so a crash never leaves half a file."""
-    path = Path(path)
-    data: dict[str, Any] = {
-        "format": PARAMS_FORMAT,
-        "scenario": result.scenario,
-        "config_hash": result.config_hash,
-        "policies": {},
-    }
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old.get("scenario") == result.scenario:
-            data["policies"] = old.get("policies", {})
-    data["policies"][result.policy] = result.to_json()
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
-    return data
-
-
-def load_params(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--params: cannot read {path}: {exc}") from None
-    if data.get("format") != PARAMS_FORMAT or "policies" not in data:
-        raise ValueError(f"--params: {path} is not a restock parameter file (format {PARAMS_FORMAT})")
-    return data

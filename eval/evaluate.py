@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from restock.agents.base import JointPolicy
+from restock.agents.catalogue import make_policy, policy_classes
 from restock.envs.compile import Compiled
 from restock.eval.kpis import HEADLINE, episode_kpis, mean_ci, paired, summarise
 from restock.eval.rollout import RolloutResult, rollout
@@ -58,8 +59,6 @@ class EvalResult:
 
 
 def heuristic_spec(name: str, knobs: dict | None, source: str = "") -> PolicySpec:
-    from restock.agents.tuning import make_policy
-
     return PolicySpec(
         name=name,
         build=lambda c, n=name, kb=knobs: JointPolicy(make_policy(n, kb)),
@@ -73,11 +72,9 @@ def parse_policies(
 ) -> tuple[list[PolicySpec], list[str]]:
     """Turn ``zero,base_stock,...,oracle`` (and run directories of learned policies) into specs.
 
-    Tuned knobs come from ``params`` (a `agents.tuning.load_params` dict) when it has the policy;
+    Tuned knobs come from ``params`` (a `agents.catalogue.load_params` dict) when it has the policy;
     otherwise the policy runs with default knobs and a note says so.
     """
-    from restock.agents.tuning import policy_classes
-
     notes: list[str] = []
     specs: list[PolicySpec] = []
     classes = policy_classes()

@@ -268,7 +268,8 @@ def tune(
     held-out paths, and that cost (mean and 95% interval per period) is reported. The objective is the
     cost, minus the revenue when the scenario's reward includes revenue, discounted with --discounted.
     """
-    from restock.agents.tuning import TUNABLE, save_params, tune_work
+    from restock.agents.catalogue import save_params
+    from restock.agents.tuning import TUNABLE, tune_work
     from restock.agents.tuning import tune as run_tune
 
     if policy not in TUNABLE:
@@ -366,7 +367,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate policies on identical sample paths: KPIs with 95% intervals, paired differences,
     the gap to the perfect-information bound, optional stress tests, and a report with plots."""
-    from restock.agents.tuning import load_params
+    from restock.agents.catalogue import load_params
     from restock.eval.evaluate import evaluate, parse_policies, resolve_name
     from restock.eval.report import markdown_table, write_report
     from restock.eval.stress import STRESSES, parse_stress
@@ -758,7 +759,7 @@ def export(
         fail("give a RUN_DIR, or --heuristic NAME (with --params and --scenario), not both")
     try:
         if heuristic is not None:
-            from restock.agents.tuning import load_params, make_policy
+            from restock.agents.catalogue import load_params, make_policy
 
             c = load_or_fail(scenario)
             knobs, source = None, {"params": None}
@@ -1153,8 +1154,9 @@ def demo(
     exports the learned policy (ONNX, parity-checked), registers it, starts the serving shim on
     127.0.0.1, asks it for one store decision and prints it.
     """
-    from restock.agents.tuning import load_params, save_params, tune_work
+    from restock.agents.catalogue import load_params, save_params
     from restock.agents.tuning import tune as run_tune
+    from restock.agents.tuning import tune_work
     from restock.eval.evaluate import evaluate, parse_policies
     from restock.eval.report import write_report
 
@@ -1289,8 +1291,8 @@ def _demo_serve(c, out: Path, params: Path, run_dir: Path | None) -> bool:
     import uuid
 
     from restock.agents.base import JointPolicy
+    from restock.agents.catalogue import load_params, make_policy
     from restock.agents.shield import Shield
-    from restock.agents.tuning import load_params, make_policy
     from restock.envs.array_env import ArrayEnv
     from restock.serving.artifact import ArtifactError, export_heuristic
     from restock.serving.bench import free_port, start_server, stop_server, wait_ready

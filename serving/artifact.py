@@ -259,7 +259,7 @@ def export_heuristic(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """A heuristic as an artifact: the manifest names the policy and its knobs for every role (no ONNX)."""
-    from restock.agents.tuning import make_policy
+    from restock.agents.catalogue import make_policy
 
     make_policy(policy, knobs)  # unknown names fail here, before anything is written
     with staging_dir(out_dir, overwrite) as tmp:

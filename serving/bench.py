@@ -57,8 +57,8 @@ def request_templates(
 ) -> list[dict[str, Any]]:
     """Decision requests from shielded base-stock simulations (one per node of ``role`` and period)."""
     from restock.agents.base import JointPolicy, role_nodes
+    from restock.agents.catalogue import make_policy
     from restock.agents.shield import Shield
-    from restock.agents.tuning import make_policy
     from restock.envs.array_env import ArrayEnv
     from restock.serving.schema import request_from_state
 

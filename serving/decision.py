@@ -3,7 +3,7 @@
 `DecisionEngine` is the simulator side. It writes each validated request (`serving.schema.NodeState`)
 into one environment of a small batch of kernel `State`s, calls the same ``envs.kernel.observe``
 that training and evaluation call (observations, masks, per-SKU bounds), asks the policy (an
-exported ONNX network through `OnnxPolicy`, or a heuristic from `agents.tuning.make_policy`), turns
+exported ONNX network through `OnnxPolicy`, or a heuristic from `agents.catalogue.make_policy`), turns
 levels into quantities with ``envs.kernel.levels_to_qty`` and runs the proposal through the same
 `agents.shield.Shield` (configured as training configures it, so its ``config_hash`` matches). The
 other nodes of the environment hold zero state and propose nothing, so the shared caps (supplier
@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from restock.agents.catalogue import make_policy
 from restock.agents.records import ESC_ANOMALY, MemorySink, StepBatch
 from restock.agents.shield import AnomalyConfig, Shield
 from restock.envs import kernel as kn
@@ -84,8 +85,6 @@ class Bundle:
 def _heuristic(name: str, knobs: dict | None, compiled):
     """A heuristic bound to the scenario; its per-period demand statistics are memoised (exactly the
     numbers it would compute again: they depend on the period alone)."""
-    from restock.agents.tuning import make_policy
-
     pol = make_policy(name, knobs or {})
     if hasattr(pol, "bind"):
         pol.bind(compiled)

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import yaml
 from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.catalogue import load_params, make_policy, save_params
 from restock.agents.networks import NetConfig, feature_stats
-from restock.agents.tuning import load_params, make_policy, save_params, tune
+from restock.agents.tuning import tune
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
 from restock.envs.constraints import CONSTRAINTS

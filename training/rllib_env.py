@@ -39,6 +39,7 @@ import gymnasium
 import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.catalogue import make_policy
 from restock.envs import kernel as kn
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import compile_scenario
@@ -84,8 +85,6 @@ class RLlibInventoryEnv(MultiAgentEnv):
         self.env = ArrayEnv(c, num_envs=self.E, seed=self.run_seed, shield=shield)
         self.roles = list(cfg.get("roles", ["store", "dc"]))
         self.nodes = np.concatenate([role_nodes(c, r) for r in self.roles]).astype(np.int64)
-        from restock.agents.tuning import make_policy
-
         base = cfg.get("baseline", {"policy": "base_stock", "knobs": {}})
         self.baseline = JointPolicy(make_policy(base.get("policy", "base_stock"), base.get("knobs")))
         self.baseline.bind(c)

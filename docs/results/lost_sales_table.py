@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from restock.agents.base import JointPolicy
+from restock.agents.catalogue import make_policy
 from restock.agents.exact import exact_policy_cost
 from restock.agents.single_node_dp import (
     _average,
@@ -27,7 +28,6 @@ from restock.agents.single_node_dp import (
     solve,
     spec_from_scenario,
 )
-from restock.agents.tuning import make_policy
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
 

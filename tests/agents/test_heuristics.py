@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from restock.agents.base import JointPolicy
+from restock.agents.catalogue import load_params, make_policy, save_params
 from restock.agents.heuristics import BaseStockPolicy, CappedBaseStockPolicy, RQPolicy, SSPolicy
-from restock.agents.tuning import evaluate_candidates, load_params, make_policy, save_params, tune
+from restock.agents.tuning import evaluate_candidates, tune
 from restock.envs import ArrayEnv
 from restock.envs import kernel as kn
 from restock.envs.compile import compile_scenario

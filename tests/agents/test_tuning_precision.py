@@ -9,9 +9,10 @@ import json
 import numpy as np
 import pytest
 from restock.agents.base import JointPolicy
+from restock.agents.catalogue import make_policy
 from restock.agents.exact import exact_policy_cost
 from restock.agents.heuristics import _per_node
-from restock.agents.tuning import Objective, evaluate_candidates, make_policy, race, tune
+from restock.agents.tuning import Objective, evaluate_candidates, race, tune
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario

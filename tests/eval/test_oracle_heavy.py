@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from restock.agents.base import JointPolicy
-from restock.agents.tuning import make_policy
+from restock.agents.catalogue import make_policy
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
 from restock.eval.oracle import oracle_paths

@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 from restock.agents.base import JointPolicy
+from restock.agents.catalogue import make_policy
 from restock.agents.records import DecisionRecord
-from restock.agents.tuning import make_policy
 from restock.serving.audit import chain_json, open_store, parse_url
 from restock.serving.decision import DecisionService
 from restock.serving.schema import request_from_state

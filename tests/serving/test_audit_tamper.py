@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 from restock.agents.base import JointPolicy
-from restock.agents.tuning import make_policy
+from restock.agents.catalogue import make_policy
 from restock.serving.audit import (
     KEY_ENV,
     TABLES,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 from restock.agents.base import JointPolicy
-from restock.agents.tuning import make_policy
+from restock.agents.catalogue import make_policy
 from restock.serving.app import FastPathApp, create_app
 from restock.serving.schema import request_from_state
 from serving_helpers import simulate

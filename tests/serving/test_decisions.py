@@ -8,10 +8,10 @@ import copy
 import numpy as np
 import pytest
 from restock.agents.base import JointPolicy
+from restock.agents.catalogue import make_policy
 from restock.agents.learned import load_learned_policy
 from restock.agents.records import verify_chain
 from restock.agents.shield import Shield
-from restock.agents.tuning import make_policy
 from restock.serving.decision import Conflict, DecisionService, anomalous
 from restock.serving.schema import RequestInvalid, request_from_state
 from serving_helpers import simulate

@@ -10,7 +10,7 @@ import threading
 import time
 
 from restock.agents.base import JointPolicy
-from restock.agents.tuning import make_policy
+from restock.agents.catalogue import make_policy
 from restock.serving.audit import open_store
 from restock.serving.bench import free_port, start_server, stop_server, wait_ready
 from restock.serving.schema import request_from_state

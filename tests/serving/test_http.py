@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from restock.agents.base import JointPolicy
+from restock.agents.catalogue import make_policy
 from restock.agents.learned import load_learned_policy
 from restock.agents.shield import Shield
-from restock.agents.tuning import make_policy
 from restock.serving.app import FastPathApp, create_app
 from restock.serving.schema import request_from_state
 from serving_helpers import simulate

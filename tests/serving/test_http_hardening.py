@@ -13,7 +13,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 from restock.agents.base import JointPolicy
-from restock.agents.tuning import make_policy
+from restock.agents.catalogue import make_policy
 from restock.serving.app import MAX_ERRORS, FastPathApp, create_app, timed_protocol
 from restock.serving.schema import request_from_state
 from serving_helpers import simulate

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from restock.agents.base import JointPolicy
-from restock.agents.tuning import make_policy
+from restock.agents.catalogue import make_policy
 from restock.serving.artifact import ArtifactError, load_manifest
 from restock.serving.decision import DecisionService
 from restock.serving.registry import Registry, RegistryError, in_canary

@@ -136,7 +136,8 @@ def test_cli__serve_refuses_what_it_cannot_serve(tiny_heuristic_artifact, tmp_pa
 
 def test_cli__demo_serving_step_exports_registers_serves_and_answers(tmp_path, capsys):
     """The last step of `restock demo` (without the RLlib run): export, register, serve, one decision."""
-    from restock.agents.tuning import TuneResult, save_params
+    from restock.agents.catalogue import save_params
+    from restock.agents.tuning import TuneResult
     from restock.envs.compile import compile_scenario
     from restock.envs.config import load_scenario
     from restock.serving.audit import open_store

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from restock.agents.base import JointPolicy
+from restock.agents.catalogue import make_policy
 from restock.agents.exact import exact_policy_cost
 from restock.agents.learned import TorchPolicy, load_role
 from restock.agents.single_node_dp import solve, spec_from_scenario
-from restock.agents.tuning import make_policy
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario

@@ -77,8 +77,8 @@ def test_env__vectorised_env_steps_like_separate_array_envs():
     """E kernel environments in one RLlib env: the same rewards and observations as E one-environment
     ArrayEnvs on the same paths, fed the same levels (baseline DC, shield on)."""
     from restock.agents.base import JointPolicy, role_nodes
+    from restock.agents.catalogue import make_policy
     from restock.agents.shield import Shield
-    from restock.agents.tuning import make_policy
     from restock.envs import kernel as kn
     from restock.envs.array_env import ArrayEnv
 
