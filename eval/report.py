@@ -248,31 +248,70 @@ def _np_default(o):
     raise TypeError(type(o))
 
 
+def _figure(w: float, h: float, rows: int = 1, sharex: bool = False):
+    """A figure drawn by its own Agg canvas: matplotlib's global backend is left alone (notebooks keep
+    their inline plots)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 1, sharex=sharex)
+    return fig, axes
+
+
+OFF_SCALE = 5.0  # the cost breakdown leaves out policies costing more than this times the cheapest
+
+
+def breakdown_policies(res: EvalResult) -> tuple[list[str], list[str]]:
+    """(shown, left out) for the cost breakdown: policies costing more than OFF_SCALE x the cheapest
+    policy other than the perfect-information bound (``zero`` often costs 1,000 times more) would
+    squash every other bar to a sliver, so they are named on the figure instead of drawn."""
+    tot = {p: s["total_cost"]["mean"] for p, s in res.summary.items() if "total_cost" in s}
+    pos = [v for p, v in tot.items() if v > 0 and p != ORACLE] or [v for v in tot.values() if v > 0]
+    if not pos:
+        return list(tot), []
+    cap = OFF_SCALE * min(pos)
+    shown = [p for p, v in tot.items() if v <= cap]
+    return shown, [p for p in tot if p not in shown]
+
+
 def plot_all(res: EvalResult, out: Path) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     files: dict[str, Path] = {}
     pols = list(res.summary)
-    # 1. cost breakdown per policy (stacked bars)
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(pols) + 2), 4))
-    bottom = np.zeros(len(pols))
+    # 1. cost breakdown per policy (stacked horizontal bars, cheapest at the top, labels on the left)
+    shown, left_out = breakdown_policies(res)
+    shown = sorted(shown, key=lambda p: res.summary[p]["total_cost"]["mean"], reverse=True)
+    fig, ax = _figure(9, max(3.0, 0.45 * len(shown) + 1.8))
+    left = np.zeros(len(shown))
     for c in COST_NAMES:
-        vals = np.array([res.summary[p].get(f"cost_{c}", {"mean": 0.0})["mean"] for p in pols])
+        vals = np.array([res.summary[p].get(f"cost_{c}", {"mean": 0.0})["mean"] for p in shown])
         if np.allclose(vals, 0):
             continue
-        ax.bar(pols, vals, bottom=bottom, label=c)
-        bottom += vals
-    ax.set_ylabel("cost per episode")
-    ax.set_title(f"{res.scenario}: cost breakdown")
-    ax.legend(fontsize=8)
-    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+        ax.barh(shown, vals, left=left, label=c.replace("_", " "))
+        left += vals
+    for y, p in enumerate(shown):
+        s = res.summary[p]["total_cost"]
+        ax.annotate(
+            f" {fmt(s['mean'])} ± {fmt((s['ci95'][1] - s['ci95'][0]) / 2)}",
+            (s["mean"], y),
+            va="center",
+            fontsize=8,
+        )
+    ax.set_xlabel(f"cost per episode of {res.horizon} periods (money units, mean over {res.episodes} paths)")
+    title = f"{res.scenario}: cost breakdown"
+    if left_out:
+        title += f"\nnot drawn (over {OFF_SCALE:g}x the cheapest): " + ", ".join(
+            f"{p} {fmt(res.summary[p]['total_cost']['mean'])}" for p in left_out
+        )
+    ax.set_title(title, fontsize=10)
+    if shown:
+        ax.set_xlim(0, 1.3 * float(max(res.summary[p]["total_cost"]["mean"] for p in shown) or 1.0))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="cost", title_fontsize=8)
     fig.tight_layout()
     files["cost_breakdown"] = _save(fig, out / "cost_breakdown.png")
     # 2. fill rate against average inventory
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = _figure(6, 4.5)
     for p in pols:
         s = res.summary[p]
         if "fill_rate" not in s:
@@ -287,9 +326,9 @@ def plot_all(res: EvalResult, out: Path) -> dict[str, Path]:
             capsize=3,
             label=p,
         )
-    ax.set_xlabel("average units on hand (all nodes)")
-    ax.set_ylabel("unit fill rate (stores)")
-    ax.set_title(f"{res.scenario}: service against inventory")
+    ax.set_xlabel("average units on hand (all nodes, units)")
+    ax.set_ylabel("unit fill rate at the stores (share of demand)")
+    ax.set_title(f"{res.scenario}: service against inventory (95% intervals)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     files["fill_vs_inventory"] = _save(fig, out / "fill_vs_inventory.png")
@@ -297,16 +336,16 @@ def plot_all(res: EvalResult, out: Path) -> dict[str, Path]:
     with_trace = [p for p in pols if p in res.rollouts and res.rollouts[p].trace]
     if with_trace:
         store = res.n_dcs  # the first store
-        fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+        fig, axes = _figure(9, 6, rows=2, sharex=True)
         for p in with_trace:
             tr = res.rollouts[p].trace
-            axes[0].plot(tr["on_hand"][:, store], label=p, lw=1.2)
+            axes[0].plot(tr["on_hand"][:, store], ".-", label=p, lw=1.2, ms=3)
             axes[1].step(
                 np.arange(len(tr["ordered"])), tr["ordered"][:, store], where="post", label=p, lw=1.0
             )
         axes[0].plot(res.rollouts[with_trace[0]].trace["demand"][:, store], "k:", lw=0.8, label="demand")
-        axes[0].set_ylabel("on hand (start of period)")
-        axes[1].set_ylabel("units ordered")
+        axes[0].set_ylabel("on hand, start of period (units)")
+        axes[1].set_ylabel("ordered (units)")
         axes[1].set_xlabel("period")
         axes[0].set_title(f"{res.scenario}: SKU 0 at the first store, path 0")
         axes[0].legend(fontsize=8, ncol=2)
@@ -317,10 +356,95 @@ def plot_all(res: EvalResult, out: Path) -> dict[str, Path]:
 
 def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return path
 
 
-__all__ = ["write_report", "markdown_table", "ORACLE"]
+# ------------------------------------------------------------------------------------------------
+# Plain-text tables for a terminal or a log: never wider than ``width`` columns, numbers never cut.
+
+
+def _wrap_header(text: str, width: int) -> list[str]:
+    """Split a header into lines of at most ``width`` characters, at '_', ' ' or '/' where possible."""
+    import re
+
+    parts = [p for p in re.split(r"(?<=[_ /])", text) if p]
+    lines, cur = [], ""
+    for part in parts:
+        while len(part) > width:  # one word longer than the column: cut it (headers only, never cells)
+            if cur:
+                lines.append(cur)
+                cur = ""
+            lines.append(part[:width])
+            part = part[width:]
+        if len(cur) + len(part) > width:
+            lines.append(cur)
+            cur = part
+        else:
+            cur += part
+    if cur:
+        lines.append(cur)
+    return [ln.rstrip("_ ") or ln for ln in lines] or [""]
+
+
+def fit_table(header: list[str], rows: list[list[str]], width: int = 80, min_col: int = 8) -> str:
+    """A right-aligned plain-text table no wider than ``width``: each column is as wide as its widest
+    cell (cells are never cut) or ``min_col``; headers wrap onto several lines to fit their column;
+    when the columns still do not fit, the table is split into blocks of columns, each repeating the
+    first column. A single column wider than ``width`` is printed whole (cells are never cut)."""
+    first_w = max([len(header[0]), *(len(r[0]) for r in rows)]) if rows else len(header[0])
+    first_w = min(first_w, max(12, width // 3))
+    col_w = [max([min_col, *(len(r[j]) for r in rows)]) for j in range(1, len(header))]
+    blocks: list[list[int]] = []
+    cur: list[int] = []
+    used = first_w
+    for j, w in enumerate(col_w, start=1):
+        if cur and used + 2 + w > width:
+            blocks.append(cur)
+            cur, used = [], first_w
+        cur.append(j)
+        used += 2 + w
+    if cur or not blocks:
+        blocks.append(cur)
+    out: list[str] = []
+    for b in blocks:
+        heads = [_wrap_header(header[0], first_w)] + [_wrap_header(header[j], col_w[j - 1]) for j in b]
+        n_lines = max(len(h) for h in heads)
+        heads = [[""] * (n_lines - len(h)) + h for h in heads]  # headers sit on the rule
+        for i in range(n_lines):
+            line = heads[0][i].ljust(first_w) + "".join(
+                "  " + heads[k + 1][i].rjust(col_w[j - 1]) for k, j in enumerate(b)
+            )
+            out.append(line.rstrip())
+        out.append("-" * (first_w + sum(2 + col_w[j - 1] for j in b)))
+        for r in rows:
+            label = r[0] if len(r[0]) <= first_w else r[0][: first_w - 1] + "~"
+            out.append((label.ljust(first_w) + "".join("  " + r[j].rjust(col_w[j - 1]) for j in b)).rstrip())
+        out.append("")
+    return "\n".join(out).rstrip("\n")
+
+
+def text_table(res: EvalResult, kpis: list[str] | None = None, width: int = 80) -> str:
+    """The KPI table of `markdown_table` for a terminal or a log: at most ``width`` columns (headers
+    wrap, wide tables split into blocks of columns, numbers whole); long run labels are shortened in
+    the table and listed in full below it."""
+    kpis = [k for k in (kpis or TABLE_KPIS) if any(k in s for s in res.summary.values())]
+    header = ["policy", *kpis] + (["gap to oracle"] if res.oracle_gap else [])
+    rows, legend = [], []
+    short_w = max(12, width // 3)
+    for n, (pol, s) in enumerate(res.summary.items()):
+        label = pol
+        if len(pol) > short_w:
+            label = f"[{n + 1}] " + pol[: short_w - 6] + "~"
+            legend.append(f"[{n + 1}] {pol}")
+        row = [label, *(cell(s.get(k)) for k in kpis)]
+        if res.oracle_gap:
+            g = res.oracle_gap.get(pol)
+            row.append(
+                f"{100 * g['mean']:.1f}% ± {100 * (g['ci95'][1] - g['ci95'][0]) / 2:.1f}%" if g else "-"
+            )
+        rows.append(row)
+    text = fit_table(header, rows, width=width)
+    return text + ("\n" + "\n".join(legend) if legend else "")
+
+
+__all__ = ["write_report", "markdown_table", "text_table", "fit_table", "ORACLE"]

@@ -22,6 +22,34 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     return dict(series)
 
 
+def _run_info(run_dir: Path) -> dict:
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run_horizon(run_dir: str | Path) -> int | None:
+    """The episode length the run trained and evaluated on: run.json's ``horizon`` where present, else
+    the resolved scenario the run saved (``scenario.yaml``, written with every run)."""
+    run_dir = Path(run_dir)
+    h = _run_info(run_dir).get("horizon")
+    if h:
+        return int(h)
+    path = run_dir / "scenario.yaml"
+    if path.exists():
+        import yaml
+
+        h = (yaml.safe_load(path.read_text()) or {}).get("horizon")
+        return int(h) if h else None
+    return None
+
+
+def baseline_episode_cost(run_dir: str | Path) -> float | None:
+    """The baseline's cost per episode under the run's conditions (cost per period x horizon), or None."""
+    per = _run_info(Path(run_dir)).get("baseline", {}).get("cost_per_period")
+    horizon = run_horizon(run_dir)
+    return float(per) * horizon if per and horizon else None
+
+
 def _figure(w: float = 8, h: float = 4.5):
     """A figure that draws with Agg without switching matplotlib's global backend (notebooks keep theirs)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -35,7 +63,21 @@ def _figure(w: float = 8, h: float = 4.5):
 def plot_learning_curve(
     run_dir: str | Path, out: str | Path | None = None, title: str | None = None
 ) -> Path | None:
-    """Episodic cost during training (and greedy evaluations) against env steps; dashed: the baseline.
+    """Write ``learning_curve_figure`` to ``out`` (default: the run's learning_curve.png); None when the
+    run logged no cost yet."""
+    run_dir = Path(run_dir)
+    fig = learning_curve_figure(run_dir, title)
+    if fig is None:
+        return None
+    out = Path(out) if out else run_dir / "learning_curve.png"
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def learning_curve_figure(run_dir: str | Path, title: str | None = None):
+    """Episodic cost during training (and greedy evaluations) against env steps; dashed: the baseline's
+    cost per episode under the same conditions. A `matplotlib.figure.Figure` (a notebook shows it), or
+    None when the run logged no cost yet.
 
     Every point has a marker, so a run with one logged point still shows it."""
     run_dir = Path(run_dir)
@@ -43,7 +85,7 @@ def plot_learning_curve(
     train, held = m.get("charts/episodic_cost", []), m.get("eval/episodic_cost", [])
     if not train and not held:
         return None
-    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    run = _run_info(run_dir)
     fig, ax = _figure()
     ys: list[float] = []
     if train:
@@ -56,14 +98,14 @@ def plot_learning_curve(
         ey = list(ey_t)
         ax.plot(ex, ey, "o-", lw=1.5, ms=4, label="greedy policy, held-out paths")
     base = run.get("baseline", {})
-    horizon = run.get("horizon")
-    base_cost = base.get("cost_per_period", 0) * horizon if base.get("cost_per_period") and horizon else None
+    base_cost = baseline_episode_cost(run_dir)
     if base_cost:
         ax.axhline(
             base_cost, color="k", ls="--", lw=1, label=f"baseline {base.get('policy')} (training conditions)"
         )
     ax.set_xlabel("env steps (periods x environments)")
-    ax.set_ylabel("cost per episode (money units)")
+    horizon = run_horizon(run_dir)
+    ax.set_ylabel("cost per episode" + (f" of {horizon} periods" if horizon else "") + " (money units)")
     ax.set_title(title or f"{run.get('scenario', '')}: {run.get('trainer', '')} learning curve")
     vals = (ys[len(ys) // 4 :] or ys) + ey + ([base_cost] if base_cost else [])
     lo, hi = min(vals), max(vals)
@@ -71,9 +113,7 @@ def plot_learning_curve(
     ax.set_ylim(lo - pad, hi + pad)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out) if out else run_dir / "learning_curve.png"
-    fig.savefig(out, dpi=110)
-    return out
+    return fig
 
 
 def plot_seeds(
@@ -83,12 +123,14 @@ def plot_seeds(
     title: str = "",
     reference: dict[str, float] | None = None,
     per: float = 1.0,
+    baseline: bool = True,
 ) -> Path:
     """Mean and 95% t-band over training seeds of one tag (held-out greedy cost by default).
 
     The runs' logged steps differ, so each run is interpolated onto the union of steps within its own
     range; points where fewer than two runs have data are not banded. ``reference``: horizontal lines
-    (e.g. an exact optimum); ``per`` divides every value (e.g. the horizon, for cost per period).
+    (e.g. an exact optimum); ``per`` divides every value (e.g. the horizon, for cost per period);
+    ``baseline``: also draw the runs' baseline (mean over the runs that recorded one).
     """
     import numpy as np
     from scipy import stats
@@ -119,10 +161,15 @@ def plot_seeds(
     ax.fill_between(
         grid, mean - half, mean + half, alpha=0.2, color="tab:blue", label="95% t-band over seeds"
     )
-    for name, v in (reference or {}).items():
+    refs = dict(reference or {})
+    bases = [b for b in (baseline_episode_cost(d) for d in run_dirs) if b]
+    if baseline and bases:
+        pol = _run_info(Path(run_dirs[0])).get("baseline", {}).get("policy", "")
+        refs[f"baseline {pol} (training conditions)".replace("  ", " ")] = float(np.mean(bases)) / per
+    for name, v in refs.items():
         ax.axhline(v, ls="--", lw=1, color="k" if "optim" in name else "tab:red", label=name)
     ax.set_xlabel("env steps (simulated periods)")
-    ax.set_ylabel("held-out greedy cost" + (" per period" if per != 1 else " per episode"))
+    ax.set_ylabel("held-out greedy cost" + (" per period" if per != 1 else " per episode") + " (money units)")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
