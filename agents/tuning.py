@@ -296,7 +296,7 @@ def tune(
     rounds: int = 4,
     grid: int = 5,
     shield=None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | bool | None = None,
     max_episodes: int | None = None,
     indifference: float = 0.0,
     per_node: bool = False,
@@ -308,9 +308,23 @@ def tune(
 
     ``max_episodes`` > ``episodes`` turns each grid into a race that doubles the common paths while the
     leader is not separated from a contender (see the module docstring); ``revenue`` None follows the
-    scenario's ``reward.include_revenue``; ``discount`` < 1 discounts the objective."""
+    scenario's ``reward.include_revenue``; ``discount`` < 1 discounts the objective.
+
+    ``progress``: a callback given the periods simulated; None shows `restock.progress` (a bar on a
+    terminal, a line every ~10 s otherwise); False shows nothing."""
     if name not in TUNABLE:
         raise ValueError(f"policy {name!r} has nothing to tune (tunable: {', '.join(TUNABLE)})")
+    if progress is None:
+        from restock.progress import Progress, jit_notice
+
+        jit_notice()
+        work = tune_work(compiled, name, episodes, eval_episodes, rounds, grid, max_episodes, per_node)
+        with Progress(work, f"tuning {name} on {compiled.config.name}") as bar:
+            return tune(
+                compiled, name, episodes, seed, eval_episodes, eval_seed, rounds, grid, shield,
+                bar.advance, max_episodes, indifference, per_node, revenue, discount,
+            )  # fmt: skip
+    progress = progress or None  # False: silent
     cls = policy_classes()[name]
     t0 = time.perf_counter()
     obj = Objective.for_scenario(compiled, revenue, discount)

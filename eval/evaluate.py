@@ -275,10 +275,25 @@ def evaluate(
     baseline: str | None = None,
     shield_factory: Callable[[Compiled], Any] | None = None,
     oracle_episodes: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | bool | None = None,
     notes: list[str] | None = None,
 ) -> EvalResult:
-    """Run every policy on paths 0..episodes-1 of ``seed`` (common random numbers) and summarise."""
+    """Run every policy on paths 0..episodes-1 of ``seed`` (common random numbers) and summarise.
+
+    ``progress``: a callback given the periods simulated (oracle: paths solved); None shows
+    `restock.progress` (a bar on a terminal, a line every ~10 s otherwise); False shows nothing."""
+    if progress is None:
+        from restock.progress import Progress, jit_notice
+
+        jit_notice()
+        n_or = episodes if oracle_episodes is None else min(oracle_episodes, episodes)
+        total = sum(compiled.horizon * episodes for s in specs if s.name != ORACLE)
+        total += n_or * any(s.name == ORACLE for s in specs)
+        with Progress(total, f"evaluating {compiled.config.name}") as bar:
+            return evaluate(
+                compiled, specs, episodes, seed, baseline, shield_factory, oracle_episodes, bar.advance, notes
+            )
+    progress = progress or None  # False: silent
     t0 = time.perf_counter()
     paths = np.arange(episodes, dtype=np.int64)
     per_episode: dict[str, dict[str, np.ndarray]] = {}

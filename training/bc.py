@@ -21,6 +21,8 @@ from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
 from restock.envs.types import MODE_QUANTITY
 
+from restock.progress import Progress
+
 
 def levels_for_quantities(env: ArrayEnv, nodes: np.ndarray, qty: np.ndarray) -> np.ndarray:
     """The allowed level [E, n, K] whose quantity is closest to qty[E, n, K] (ties to the lower level)."""
@@ -120,42 +122,44 @@ def pretrain(
     if max_updates is not None:
         epochs = max(1, min(epochs, -(-max_updates // per_epoch)))
     updates, out_of_time = 0, False
+    total = epochs * per_epoch if max_updates is None else min(epochs * per_epoch, max_updates)
     net.train()
-    acc = 0.0
-    for ep in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        tot, tot_ce, tot_v, hits, cnt = 0.0, 0.0, 0.0, 0, 0
-        for i in range(0, n, batch):
+    acc, ce_avg, v_avg = 0.0, float("nan"), float("nan")
+    # one bar (a line every ~10 s when not on a terminal), then one summary line; silent without ``log``
+    with Progress(total, "behaviour cloning", mode=None if log else "off") as bar:
+        for _ep in range(epochs):
+            perm = torch.randperm(n, generator=g)
+            tot_ce, tot_v, hits, cnt = 0.0, 0.0, 0, 0
+            for i in range(0, n, batch):
+                if (max_updates is not None and updates >= max_updates) or out_of_time:
+                    break
+                idx = perm[i : i + batch]
+                logits = net.forward_logits(obs[idx], mask[idx]).reshape(-1, K, L)
+                ce = torch.nn.functional.cross_entropy(logits.reshape(-1, L), lv[idx].reshape(-1))
+                v = net.forward_value(obs[idx])
+                loss = ce + 0.5 * torch.mean((v - ret[idx]) ** 2)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                tot_ce += float(ce.detach()) * len(idx)
+                tot_v += float(torch.mean((v.detach() - ret[idx]) ** 2)) * len(idx)
+                hits += int((logits.argmax(-1) == lv[idx]).sum())
+                cnt += len(idx) * K
+                updates += 1
+                bar.advance(1)
+                out_of_time = t_end is not None and time.perf_counter() > t_end
+            acc = hits / max(cnt, 1)
+            rows = max(1, cnt // K)  # rows fitted in this epoch (fewer when a budget cut it short)
+            ce_avg, v_avg = tot_ce / rows, tot_v / rows
             if (max_updates is not None and updates >= max_updates) or out_of_time:
                 break
-            idx = perm[i : i + batch]
-            logits = net.forward_logits(obs[idx], mask[idx]).reshape(-1, K, L)
-            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, L), lv[idx].reshape(-1))
-            v = net.forward_value(obs[idx])
-            loss = ce + 0.5 * torch.mean((v - ret[idx]) ** 2)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            tot += float(loss.detach()) * len(idx)
-            tot_ce += float(ce.detach()) * len(idx)
-            tot_v += float(torch.mean((v.detach() - ret[idx]) ** 2)) * len(idx)
-            hits += int((logits.argmax(-1) == lv[idx]).sum())
-            cnt += len(idx) * K
-            updates += 1
-            out_of_time = t_end is not None and time.perf_counter() > t_end
-        acc = hits / max(cnt, 1)
-        rows = max(1, cnt // K)  # rows fitted in this epoch (fewer when a budget cut it short)
-        if log:
-            log(
-                f"behaviour cloning epoch {ep + 1}/{epochs}: cross-entropy {tot_ce / rows:.4f}, "
-                f"value MSE {tot_v / rows:.4f}, "
-                f"level accuracy {acc:.3f}"
-            )
-        if (max_updates is not None and updates >= max_updates) or out_of_time:
-            if log and ep + 1 < epochs:
-                log(f"behaviour cloning stopped at its budget: {updates} gradient steps")
-            break
+    if log:
+        cut = " (stopped at its budget)" if updates < epochs * per_epoch else ""
+        log(
+            f"behaviour cloning: {updates} gradient steps{cut}; last epoch: cross-entropy {ce_avg:.4f}, "
+            f"value MSE {v_avg:.4f}, level accuracy {acc:.3f}"
+        )
     return {"accuracy": acc, "updates": updates}
 
 
