@@ -42,6 +42,7 @@ from restock.agents.catalogue import make_policy, policy_classes
 from restock.agents.heuristics import TUNABLE
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
+from restock.envs.kpis import mean_ci
 
 
 @dataclass
@@ -385,8 +386,6 @@ def tune(
             )[0].mean()
         )
     # honest figure: the tuned knobs on held-out paths
-    from restock.eval.kpis import mean_ci
-
     held_paths = np.arange(eval_episodes, dtype=np.int64)
     if obj.plain:
         held_cost = evaluate_candidates(compiled, name, [x], held_paths, eval_seed, shield, progress)[0]

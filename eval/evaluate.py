@@ -13,7 +13,8 @@ import numpy as np
 from restock.agents.base import JointPolicy
 from restock.agents.catalogue import make_policy, policy_classes
 from restock.envs.compile import Compiled
-from restock.eval.kpis import HEADLINE, episode_kpis, mean_ci, paired, summarise
+from restock.envs.kpis import HEADLINE, mean_ci
+from restock.eval.kpis import episode_kpis, paired, summarise
 from restock.eval.rollout import RolloutResult, rollout
 
 ORACLE = "oracle"

@@ -8,20 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from restock.envs.kpis import HEADLINE
 from restock.envs.types import COST_NAMES
 from restock.eval.evaluate import ORACLE, EvalResult
-from restock.eval.kpis import HEADLINE
 
-TABLE_KPIS = [
-    "total_cost",
-    "fill_rate",
-    "cycle_service_level",
-    "stockout_days",
-    "inventory_turns",
-    "avg_on_hand",
-    "bullwhip_0",
-    "bullwhip_1",
-]
+TABLE_KPIS = [*HEADLINE, "bullwhip_0", "bullwhip_1"]
 
 
 def fmt(x: float) -> str:

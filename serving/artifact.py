@@ -7,7 +7,7 @@ roles without a network and is the fallback), training metrics, the creation tim
 every file. `load_manifest` refuses a folder whose files do not match their hashes, or that holds a
 file the manifest does not list, so a swapped or truncated model never loads.
 
-This module imports neither torch nor onnxruntime (the export side, `agents.export`, writes
+This module imports neither torch nor onnxruntime (the export side, `training.export`, writes
 artifacts with it; the serving side reads them); it needs only the simulator to describe a scenario.
 """
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
+from restock.envs.kpis import mean_ci
 from restock.eval.evaluate import evaluate, parse_policies
-from restock.eval.kpis import mean_ci
 from restock.eval.report import write_report
 from restock.eval.stress import STRESSES, parse_stress
 from typer.testing import CliRunner

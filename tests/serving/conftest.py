@@ -19,7 +19,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory, tiny_run) -> Path:
-    from restock.agents.export import export_run
+    from restock.training.export import export_run
 
     out = tmp_path_factory.mktemp("art") / "tiny-learned"
     export_run(tiny_run, out, n_parity=1000, log=lambda s: None)

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
-from restock.agents.export import ExportError, check_parity, export_run, sample_observations
 from restock.agents.learned import load_learned_policy, load_role
 from restock.envs import ENV_VERSION
 from restock.envs.array_env import ArrayEnv
@@ -24,6 +23,7 @@ from restock.serving.artifact import (
     sha256_file,
 )
 from restock.serving.onnx_policy import OnnxPolicy
+from restock.training.export import ExportError, check_parity, export_run, sample_observations
 from serving_helpers import make_run
 
 
@@ -71,7 +71,7 @@ def test_export__parity_on_at_least_1000_observations(exported):
     for role in ("store", "dc"):
         par = m["roles"][role]["parity"]
         assert par["observations"] >= 1000
-        assert par["greedy_mismatches"] == par["greedy_mismatches_at_ties"] <= 1  # ties: see agents.export
+        assert par["greedy_mismatches"] == par["greedy_mismatches_at_ties"] <= 1  # ties: see training.export
         assert par["within_tolerance"] and par["masked_exact"]
         assert par["max_abs_diff"] <= 1e-5
     assert any("parity" in s for s in logs)
@@ -104,7 +104,7 @@ def test_export__onnx_policy_plays_like_the_torch_policy(exported):
 
 
 def test_export__parity_failure_is_loud_and_leaves_nothing(tmp_path, monkeypatch):
-    import restock.agents.export as ex
+    import restock.training.export as ex
 
     run = make_run(tmp_path, roles=("store",), seed=2)
     real = ex.export_onnx
