@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -10,19 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from restock.envs import config as C
-from restock.envs.demand import (
-    GRID_LAM0,
-    GRID_MAX,
-    GRID_RATIO,
-    KIND_NAMES,
-    KIND_NEGBIN,
-    KIND_REPLAY,
-    KIND_TRUNCNORM,
-    MAX_EFFECTS,
-    DemandModel,
-    build_tables,
-    load_replay_csv,
+from restock.envs.compile_demand import (
+    demand_means,
+    demand_model,
+    demand_table_entries,
 )
+from restock.envs.demand import DemandModel
 from restock.envs.types import (
     MODE_ORDER_UP_TO,
     MODE_QUANTITY,
@@ -35,8 +27,6 @@ from restock.envs.types import (
 
 __all__ = ["Compiled", "compile_scenario", "demand_table_entries"]
 
-MAX_MEAN_DEMAND = 1e7  # units per period of one SKU at one store (after seasonality and effects)
-MAX_TABLE_ENTRIES = 100_000_000  # demand sampling tables: 12 bytes an entry
 MAX_ORDER_UNITS = 2**31 - 1  # one order line (int32 state)
 
 
@@ -128,51 +118,9 @@ def _attr(
     return a
 
 
-def demand_table_entries(kind: int, lam_max: float, dispersion: float, cv: float) -> float:
-    """Entries `build_tables` would create (an upper estimate from 33 points of the rate grid)."""
-    from scipy.stats import nbinom, poisson
-
-    top = min(max(lam_max, GRID_LAM0 * GRID_RATIO), GRID_MAX)
-    n_grid = int(math.floor(math.log(top / GRID_LAM0) / math.log(GRID_RATIO))) + 2
-    total, prev = 0.0, -1
-    for i in np.unique(np.linspace(0, n_grid - 1, 33).astype(np.int64)):
-        m = GRID_LAM0 * GRID_RATIO ** float(i)
-        with np.errstate(all="ignore"):
-            if kind == KIND_NEGBIN:
-                n = float(nbinom(dispersion, dispersion / (dispersion + m)).isf(1e-16)) + 2
-            elif kind == KIND_TRUNCNORM:
-                n = m + 40 * cv * m + 3
-            else:
-                n = float(poisson.isf(1e-16, m)) + 2
-        if not math.isfinite(n):
-            return math.inf
-        total += (int(i) - prev) * n
-        prev = int(i)
-    return total
-
-
-def _select(sel, n: int, fraction: float | None, rng: np.random.Generator) -> np.ndarray:
-    mask = np.zeros(n, np.int8)
-    if sel == "all":
-        mask[:] = 1
-    else:
-        mask[np.asarray(sel, int)] = 1
-    if fraction is not None:
-        keep = rng.random(n) < fraction
-        mask &= keep.astype(np.int8)
-    return mask
-
-
 def config_hash(cfg: C.ScenarioConfig) -> str:
     blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=16)
-def _tables(kind: int, lam_top: float, dispersion: float, cv: float):
-    if kind == 0:
-        dispersion, cv = 1.0, 0.5  # unused by Poisson: share the cache entry
-    return build_tables(kind, lam_top, dispersion, cv)
 
 
 def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
@@ -187,12 +135,69 @@ def compile_scenario(cfg: C.ScenarioConfig) -> Compiled:
 
 
 def _compile(cfg: C.ScenarioConfig) -> Compiled:
+    # one generator, drawn in this order (it fixes every attribute given as a distribution):
+    # SKU attributes, store demand scales, promotion and shock selections, supplier capacities
     rng = np.random.default_rng(cfg.seed)
-    K, T = cfg.skus.count, cfg.horizon
-    net = cfg.network
-    sku = cfg.skus
-    sku_names = sku.names or [f"sku_{k}" for k in range(K)]
+    skus = _skus(cfg, rng)
+    nodes = _nodes(cfg, rng)
+    means = demand_means(cfg, nodes, skus)
+    demand = demand_model(cfg, rng, nodes, means)
+    lead = _lead_times(cfg, nodes)
+    params = Params(
+        **nodes.fields,
+        **means.fields,
+        **lead.fields,
+        **_capacities(cfg, rng, nodes, means.mean, lead.W),
+        **_costs(nodes, skus),
+        **_actions(cfg, nodes, skus.lot),
+        unit_cost=skus.unit_cost,
+        volume=skus.volume,
+        lot=skus.lot,
+        moq=skus.moq,
+        season=demand.season,
+        net_weight=float(cfg.reward.network_weight),
+        reward_scale=float(cfg.reward.scale),
+        include_revenue=bool(cfg.reward.include_revenue),
+        horizon=int(cfg.horizon),
+        n_dcs=int(nodes.M),
+    )
+    init_on_hand, init_pipe = _initial_state(cfg, nodes, means.mean, demand.season, lead)
+    return Compiled(
+        config=cfg,
+        params=params,
+        demand=demand,
+        agent_ids=nodes.agent_ids,
+        node_names=nodes.names,
+        sku_names=skus.names,
+        supplier_names=[s.id for s in cfg.network.suppliers],
+        W=lead.W,
+        init_on_hand=init_on_hand,
+        init_pipe=init_pipe,
+        config_hash=config_hash(cfg),
+    )
 
+
+# ---- SKU attributes (drawn first: `of:` refers to the ones drawn before it)
+
+
+@dataclass(frozen=True)
+class _Skus:
+    names: list[str]
+    unit_cost: np.ndarray  # [K]
+    volume: np.ndarray  # [K]
+    mean: np.ndarray  # [K] demand mean per store (before demand_scale)
+    price: np.ndarray  # [K]
+    holding: np.ndarray  # [K]
+    stockout: np.ndarray  # [K]
+    order_cost: np.ndarray  # [K]
+    fixed_cost: np.ndarray  # [K]
+    lot: np.ndarray  # [K] int64
+    moq: np.ndarray  # [K] int64
+
+
+def _skus(cfg: C.ScenarioConfig, rng: np.random.Generator) -> _Skus:
+    K = cfg.skus.count
+    sku = cfg.skus
     known: dict[str, np.ndarray] = {}
     unit_cost = known["unit_cost"] = _attr(sku.unit_cost, K, rng, "skus.unit_cost")
     volume = known["volume"] = _attr(sku.volume, K, rng, "skus.volume", known=known)
@@ -200,14 +205,45 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
         raise C.ConfigError("skus.volume: every unit volume must be > 0")
     mean_sku = known["demand_mean"] = _attr(cfg.demand.mean, K, rng, "demand.mean", known=known)
     price = known["price"] = _attr(sku.price, K, rng, "skus.price", known=known)
-    holding = _attr(sku.holding_cost, K, rng, "skus.holding_cost", known=known)
-    stockout = _attr(sku.stockout_cost, K, rng, "skus.stockout_cost", known=known)
-    order_cost = _attr(sku.order_cost, K, rng, "skus.order_cost", known=known)
-    fixed_cost = _attr(sku.fixed_order_cost, K, rng, "skus.fixed_order_cost", known=known)
-    lot = _attr(sku.lot_size, K, rng, "skus.lot_size", integer=True, lo=1, known=known).astype(np.int64)
-    moq = _attr(sku.moq, K, rng, "skus.moq", integer=True, known=known).astype(np.int64)
+    return _Skus(
+        names=sku.names or [f"sku_{k}" for k in range(K)],
+        unit_cost=unit_cost,
+        volume=volume,
+        mean=mean_sku,
+        price=price,
+        holding=_attr(sku.holding_cost, K, rng, "skus.holding_cost", known=known),
+        stockout=_attr(sku.stockout_cost, K, rng, "skus.stockout_cost", known=known),
+        order_cost=_attr(sku.order_cost, K, rng, "skus.order_cost", known=known),
+        fixed_cost=_attr(sku.fixed_order_cost, K, rng, "skus.fixed_order_cost", known=known),
+        lot=_attr(sku.lot_size, K, rng, "skus.lot_size", integer=True, lo=1, known=known).astype(np.int64),
+        moq=_attr(sku.moq, K, rng, "skus.moq", integer=True, known=known).astype(np.int64),
+    )
 
-    # ---- nodes: DCs in config order (parents first), then stores
+
+# ---- nodes: DCs in config order (parents first), then stores
+
+
+@dataclass(frozen=True)
+class _Nodes:
+    M: int
+    S: int
+    U: int
+    specs: list[C.NodeCommon]  # [N] the config entry of each node (a store group for each store)
+    names: list[str]  # [N]
+    agent_ids: list[str]  # [N]
+    sup_ids: dict[str, int]
+    store_scale: np.ndarray  # [S] demand_scale of each store
+    parent: np.ndarray  # [N] int64
+    supplier: np.ndarray  # [N] int64
+    fields: dict  # the Params fields of this section
+
+    @property
+    def N(self) -> int:
+        return self.M + self.S
+
+
+def _nodes(cfg: C.ScenarioConfig, rng: np.random.Generator) -> _Nodes:
+    net = cfg.network
     sup_ids = {s.id: u for u, s in enumerate(net.suppliers)}
     dc_ids = {d.id: j for j, d in enumerate(net.dcs)}
     for j, d in enumerate(net.dcs):
@@ -228,10 +264,8 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
             node_specs.append(grp)
             store_parent_names.append(parents[i * len(parents) // grp.count])
         store_scale.append(_attr(grp.demand_scale, grp.count, rng, f"network.stores[{g}].demand_scale"))
-    store_scale = np.concatenate(store_scale)
     parent_names = [d.parent for d in net.dcs] + store_parent_names
     node_names = [d.id for d in net.dcs] + [f"store_{i}" for i in range(S)]
-    agent_ids = [f"dc_{j}" for j in range(M)] + [f"store_{i}" for i in range(S)]
 
     parent = np.full(N, -1, np.int64)
     supplier = np.full(N, -1, np.int64)
@@ -259,127 +293,56 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
     sup_idx = fed_nodes[np.argsort(supplier[fed_nodes], kind="stable")].astype(np.int64)  # by supplier
     sup_ptr = np.zeros(U + 1, np.int64)
     sup_ptr[1:] = np.cumsum(np.bincount(supplier[fed_nodes], minlength=U))
-
-    # ---- demand means per store and SKU; DCs see the sum of their descendants
-    kind = KIND_NAMES[cfg.demand.model]
-    replay_trace = None
-    if kind == KIND_REPLAY:
-        rp = cfg.demand.replay
-        try:
-            replay_trace = load_replay_csv(rp.path, node_names[M:], sku_names)
-        except ValueError as exc:
-            raise C.ConfigError(str(exc)) from None
-        base = replay_trace.mean(axis=0) * rp.scale
-    else:
-        base = store_scale[:, None] * mean_sku[None, :]
-    mean = np.zeros((N, K))
-    mean[M:] = base
-    for n in range(N - 1, M - 1, -1):
-        p = parent[n]
-        while p >= 0:
-            mean[p] += mean[n]
-            p = parent[p]
-    scale = np.maximum(mean, 0.1)
-
-    # ---- season over the horizon (t = 0..T)
-    t = np.arange(T + 1, dtype=float)
-    season = np.ones(T + 1)
-    if cfg.demand.weekly is not None:
-        season *= np.asarray(cfg.demand.weekly)[np.arange(T + 1) % 7]
-    if cfg.demand.yearly is not None:
-        y = cfg.demand.yearly
-        season *= 1.0 + y.amplitude * np.cos(2 * np.pi * (t - y.peak_period) / y.period_length)
-    if cfg.demand.trend:
-        season *= np.maximum(0.0, 1.0 + cfg.demand.trend * t)
-    if kind == KIND_REPLAY:
-        season = np.ones(T + 1)
-
-    effects = []
-    for p_ in cfg.demand.promotions:
-        effects.append(
-            (
-                p_.start,
-                p_.end,
-                p_.uplift,
-                _select(p_.skus, K, p_.sku_fraction, rng),
-                _select(p_.stores, S, None, rng),
-            )
-        )
-    for s_ in cfg.demand.shocks:
-        effects.append(
-            (
-                s_.start,
-                s_.start + s_.duration,
-                s_.multiplier,
-                _select(s_.skus, K, s_.sku_fraction, rng),
-                _select(s_.stores, S, None, rng),
-            )
-        )
-    if len(effects) > MAX_EFFECTS:
-        raise C.ConfigError(
-            f"demand: at most {MAX_EFFECTS} promotions and shocks together (got {len(effects)})"
-        )
-    Q = len(effects)
-    eff_start = np.asarray([e[0] for e in effects], np.int64).reshape(Q)
-    eff_end = np.asarray([e[1] for e in effects], np.int64).reshape(Q)
-    eff_mult = np.asarray([e[2] for e in effects], float).reshape(Q)
-    eff_sku = np.asarray([e[3] for e in effects], np.int8).reshape(Q, K)
-    eff_store = np.asarray([e[4] for e in effects], np.int8).reshape(Q, S)
-
-    lam_top = float(base.max(initial=0.0) * season.max(initial=1.0) * np.prod(np.maximum(eff_mult, 1.0)))
-    if not lam_top <= MAX_MEAN_DEMAND:
-        raise C.ConfigError(
-            f"demand: the largest mean demand of one SKU at one store is {lam_top:.3g} units per period "
-            f"(mean x demand_scale x seasonality x promotions and shocks); the limit is {MAX_MEAN_DEMAND:g}"
-        )
-    tab_kind = kind if kind != KIND_REPLAY else 0
-    entries = demand_table_entries(
-        tab_kind, max(lam_top, 1.0) * 1.05, float(cfg.demand.dispersion), float(cfg.demand.cv)
-    )
-    if not entries <= MAX_TABLE_ENTRIES:
-        knob = {KIND_NEGBIN: "raise demand.dispersion", KIND_TRUNCNORM: "lower demand.cv"}.get(
-            tab_kind, "lower demand.mean"
-        )
-        raise C.ConfigError(
-            f"demand: the sampling tables would hold about {entries:.3g} entries x 12 bytes = "
-            f"{C._bytes(12 * entries)}, over the limit of {C._bytes(12 * MAX_TABLE_ENTRIES)} "
-            f"(the distribution's tail is too long); {knob}"
-        )
-    grid, ptr, cdf, guide = _tables(
-        tab_kind, round(max(lam_top, 1.0) * 1.05, 6), float(cfg.demand.dispersion), float(cfg.demand.cv)
-    )
-    demand = DemandModel(
-        kind=kind,
-        base=np.ascontiguousarray(base, float),
-        season=season,
-        eff_start=eff_start,
-        eff_end=eff_end,
-        eff_mult=eff_mult,
-        eff_sku=eff_sku,
-        eff_store=eff_store,
-        dispersion=float(cfg.demand.dispersion),
-        cv=float(cfg.demand.cv),
-        trace=replay_trace if replay_trace is not None else np.zeros((1, S, K)),
-        replay_start=(
-            -1
-            if (kind == KIND_REPLAY and cfg.demand.replay.start == "random")
-            else int(cfg.demand.replay.start)
-            if kind == KIND_REPLAY
-            else 0
+    fields = dict(
+        parent=parent,
+        supplier=supplier,
+        is_store=is_store,
+        child_ptr=child_ptr,
+        child_idx=child_idx,
+        sup_ptr=sup_ptr,
+        sup_idx=sup_idx,
+        depth=depth,
+        backlog=np.asarray([1 if s.unmet == "backlog" else 0 for s in node_specs], np.int8),
+        rationing=np.asarray(
+            [
+                RATION_PRIORITY
+                if getattr(s, "rationing", "proportional") == "priority"
+                else RATION_PROPORTIONAL
+                for s in node_specs
+            ],
+            np.int8,
         ),
-        replay_scale=float(cfg.demand.replay.scale) if kind == KIND_REPLAY else 1.0,
-        grid_lam=grid,
-        tab_ptr=ptr,
-        tab_cdf=cdf,
-        tab_guide=guide,
-        inv_log_ratio=(ilr := 1.0 / math.log(grid[1] / grid[0]) if len(grid) > 1 else 1.0),
-        log_base=np.where(base > 0, np.log(np.maximum(base, 1e-300) / grid[0]) * ilr, -1e300),
+    )
+    return _Nodes(
+        M=M,
+        S=S,
+        U=U,
+        specs=node_specs,
+        names=node_names,
+        agent_ids=[f"dc_{j}" for j in range(M)] + [f"store_{i}" for i in range(S)],
+        sup_ids=sup_ids,
+        store_scale=np.concatenate(store_scale),
+        parent=parent,
+        supplier=supplier,
+        fields=fields,
     )
 
-    # ---- lead times
+
+# ---- lead times
+
+
+@dataclass(frozen=True)
+class _Lead:
+    W: int  # pipeline ring length
+    value: np.ndarray  # [N, K] int64 fixed (or most likely) lead time
+    fields: dict  # the Params fields of this section
+
+
+def _lead_times(cfg: C.ScenarioConfig, nodes: _Nodes) -> _Lead:
+    M, N, K, T = nodes.M, nodes.N, cfg.skus.count, cfg.horizon
     lt_specs = []
     for n in range(N):
-        lt = node_specs[n].lead_time
+        lt = nodes.specs[n].lead_time
         if isinstance(lt, int):
             lt_specs.append(("fixed", np.full(K, lt)))
         elif isinstance(lt, C.LeadTimePerSku):
@@ -389,8 +352,8 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
     lt_extra = np.zeros((T + 1, N), np.int64)
     for dis in cfg.disruptions:
         if isinstance(dis, C.LeadTimeSpike):
-            nodes = _nodes_named(dis.node, node_names, M, N, "disruptions: lead_time_spike.node")
-            lt_extra[dis.start : min(dis.end, T + 1), nodes] += dis.extra
+            on = _nodes_named(dis.node, nodes.names, M, N, "disruptions: lead_time_spike.node")
+            lt_extra[dis.start : min(dis.end, T + 1), on] += dis.extra
     max_lt = 0
     for kind_, v in lt_specs:
         max_lt = max(max_lt, int(v.max()) if kind_ == "fixed" else int(v[0].max()))
@@ -414,9 +377,28 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
             lt_cdf[n, :, :] = cdf_
             lt_value[n] = int(vals[np.argmax(probs)])
             lt_mean[n] = float(np.dot(vals, probs))
+    fields = dict(
+        lt_fixed=lt_fixed,
+        lt_uniform=np.asarray(
+            [1 if lt_fixed[n] and (lt_value[n] == lt_value[n, 0]).all() else 0 for n in range(N)], np.int8
+        ),
+        lt_value=lt_value,
+        lt_cdf=lt_cdf,
+        lt_mean=lt_mean,
+        lt_extra=lt_extra,
+    )
+    return _Lead(W=W, value=lt_value, fields=fields)
 
-    # ---- capacities over time
-    storage = np.asarray([np.inf if s.storage_capacity is None else s.storage_capacity for s in node_specs])
+
+# ---- capacities over time (storage, suppliers) and per-node caps (lanes, budget, order increases)
+
+
+def _capacities(
+    cfg: C.ScenarioConfig, rng: np.random.Generator, nodes: _Nodes, mean: np.ndarray, W: int
+) -> dict:
+    net, specs = cfg.network, nodes.specs
+    M, N, U, K, T = nodes.M, nodes.N, nodes.U, cfg.skus.count, cfg.horizon
+    storage = np.asarray([np.inf if s.storage_capacity is None else s.storage_capacity for s in specs])
     storage_cap = np.tile(storage, (T + 1, 1))
     sup_cap = np.full((T + 1, U, K), np.inf)
     for u, s in enumerate(net.suppliers):
@@ -424,35 +406,68 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
             sup_cap[:, u, :] = np.floor(_attr(s.capacity, K, rng, f"network.suppliers[{u}].capacity"))
     for dis in cfg.disruptions:
         if isinstance(dis, C.CapacityCut):
-            nodes = _nodes_named(dis.node, node_names, M, N, "disruptions: capacity_cut.node")
-            storage_cap[dis.start : min(dis.end, T + 1), nodes] *= dis.factor
+            on = _nodes_named(dis.node, nodes.names, M, N, "disruptions: capacity_cut.node")
+            storage_cap[dis.start : min(dis.end, T + 1), on] *= dis.factor
         elif isinstance(dis, C.SupplierOutage):
-            u = sup_ids[dis.supplier]
+            u = nodes.sup_ids[dis.supplier]
             sl = slice(dis.start, min(dis.end, T + 1))
             if dis.capacity_factor == 0.0:
                 sup_cap[sl, u, :] = 0.0
             else:
                 # an uncapped supplier under partial outage: cap at the factor times mean demand it serves
-                served = mean[supplier == u].sum(axis=0)
+                served = mean[nodes.supplier == u].sum(axis=0)
                 capped = np.where(np.isinf(sup_cap[sl, u, :]), served[None, :], sup_cap[sl, u, :])
                 sup_cap[sl, u, :] = np.floor(capped * dis.capacity_factor)
     ahead = np.empty_like(storage_cap)
     for tt in range(T + 1):
         ahead[tt] = storage_cap[tt : min(tt + W, T + 1)].min(axis=0)
+    return dict(
+        storage_cap=storage_cap,
+        storage_cap_ahead=ahead,
+        overflow_dispose=np.asarray([1 if s.overflow == "dispose" else 0 for s in specs], np.int8),
+        overflow_cost=np.asarray([s.overflow_cost for s in specs], float),
+        lane_cap=np.asarray([np.inf if s.lane_capacity is None else s.lane_capacity for s in specs]),
+        budget=np.asarray([np.inf if s.budget is None else s.budget for s in specs]),
+        max_increase=np.asarray(
+            [np.inf if s.max_order_increase is None else float(s.max_order_increase) for s in specs]
+        ),
+        sup_cap=sup_cap,
+        sup_capped=np.asarray([0 if np.isinf(sup_cap[:, u]).all() else 1 for u in range(U)], np.int8),
+    )
 
-    # ---- costs per node and SKU
-    hold = np.asarray([s.holding_factor for s in node_specs])[:, None] * holding[None, :]
-    stock_f = np.asarray([s.stockout_factor for s in node_specs])
+
+# ---- costs per node and SKU
+
+
+def _costs(nodes: _Nodes, skus: _Skus) -> dict:
+    M, N, K = nodes.M, nodes.N, len(skus.names)
+    hold = np.asarray([s.holding_factor for s in nodes.specs])[:, None] * skus.holding[None, :]
+    stock_f = np.asarray([s.stockout_factor for s in nodes.specs])
     pipe_hold = np.zeros((N, K))
-    for n, s in enumerate(node_specs):
-        if s.pipeline_holding == "parent" and parent[n] >= 0:
-            pipe_hold[n] = hold[parent[n]]
+    for n, s in enumerate(nodes.specs):
+        if s.pipeline_holding == "parent" and nodes.parent[n] >= 0:
+            pipe_hold[n] = hold[nodes.parent[n]]
         elif s.pipeline_holding == "own":
             pipe_hold[n] = hold[n]
     price_nk = np.zeros((N, K))
-    price_nk[M:] = price[None, :]
+    price_nk[M:] = skus.price[None, :]
+    return dict(
+        hold=hold,
+        pipe_hold=pipe_hold,
+        stockout=stock_f[:, None] * skus.stockout[None, :],
+        order_cost=np.tile(skus.order_cost, (N, 1)),
+        fixed_cost=np.tile(skus.fixed_cost, (N, 1)),
+        price=price_nk,
+        crit_ratio=_crit_ratio(hold, stock_f[:, None] * skus.stockout[None, :]),
+    )
 
-    # ---- actions
+
+# ---- actions
+
+
+def _actions(cfg: C.ScenarioConfig, nodes: _Nodes, lot: np.ndarray) -> dict:
+    M, N, K = nodes.M, nodes.N, len(lot)
+
     def aspec(n: int) -> C.ActionSpec:
         return cfg.action.store if n >= M else cfg.action.dc
 
@@ -470,72 +485,17 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
             )
     qstep = np.asarray([lot * aspec(n).lots_per_level for n in range(N)], np.int64).reshape(N, K)
     cover_step = np.asarray([aspec(n).max_cover / (aspec(n).levels - 1) for n in range(N)], float)
+    return dict(levels=levels, mode=mode, qstep=qstep, cover_step=cover_step)
 
-    params = Params(
-        parent=parent,
-        supplier=supplier,
-        is_store=is_store,
-        child_ptr=child_ptr,
-        child_idx=child_idx,
-        sup_ptr=sup_ptr,
-        sup_idx=sup_idx,
-        depth=depth,
-        backlog=np.asarray([1 if s.unmet == "backlog" else 0 for s in node_specs], np.int8),
-        rationing=np.asarray(
-            [
-                RATION_PRIORITY
-                if getattr(s, "rationing", "proportional") == "priority"
-                else RATION_PROPORTIONAL
-                for s in node_specs
-            ],
-            np.int8,
-        ),
-        storage_cap=storage_cap,
-        storage_cap_ahead=ahead,
-        overflow_dispose=np.asarray([1 if s.overflow == "dispose" else 0 for s in node_specs], np.int8),
-        overflow_cost=np.asarray([s.overflow_cost for s in node_specs], float),
-        lane_cap=np.asarray([np.inf if s.lane_capacity is None else s.lane_capacity for s in node_specs]),
-        budget=np.asarray([np.inf if s.budget is None else s.budget for s in node_specs]),
-        max_increase=np.asarray(
-            [np.inf if s.max_order_increase is None else float(s.max_order_increase) for s in node_specs]
-        ),
-        hold=hold,
-        pipe_hold=pipe_hold,
-        stockout=stock_f[:, None] * stockout[None, :],
-        order_cost=np.tile(order_cost, (N, 1)),
-        fixed_cost=np.tile(fixed_cost, (N, 1)),
-        price=price_nk,
-        mean=mean,
-        scale=scale,
-        inv_scale=1.0 / scale,
-        log_scale=np.log(scale),
-        crit_ratio=_crit_ratio(hold, stock_f[:, None] * stockout[None, :]),
-        unit_cost=unit_cost,
-        volume=volume,
-        lot=lot,
-        moq=moq,
-        lt_fixed=lt_fixed,
-        lt_uniform=np.asarray(
-            [1 if lt_fixed[n] and (lt_value[n] == lt_value[n, 0]).all() else 0 for n in range(N)], np.int8
-        ),
-        lt_value=lt_value,
-        lt_cdf=lt_cdf,
-        lt_mean=lt_mean,
-        lt_extra=lt_extra,
-        sup_cap=sup_cap,
-        sup_capped=np.asarray([0 if np.isinf(sup_cap[:, u]).all() else 1 for u in range(U)], np.int8),
-        season=season,
-        levels=levels,
-        mode=mode,
-        qstep=qstep,
-        cover_step=cover_step,
-        net_weight=float(cfg.reward.network_weight),
-        reward_scale=float(cfg.reward.scale),
-        include_revenue=bool(cfg.reward.include_revenue),
-        horizon=int(T),
-        n_dcs=int(M),
-    )
 
+# ---- initial state
+
+
+def _initial_state(
+    cfg: C.ScenarioConfig, nodes: _Nodes, mean: np.ndarray, season: np.ndarray, lead: _Lead
+) -> tuple[np.ndarray, np.ndarray]:
+    """(on hand [N, K], pipeline [N, K, W]) at reset."""
+    M, N, K, W = nodes.M, nodes.N, mean.shape[1], lead.W
     cover = np.where(np.arange(N) >= M, cfg.initial.store_cover, cfg.initial.dc_cover)
     start_units = float((cover[:, None] * mean * season[0]).max(initial=0.0)) + float(
         (cfg.initial.pipeline_cover * mean).max(initial=0.0)
@@ -552,22 +512,9 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
         fill = np.round(cfg.initial.pipeline_cover * mean).astype(np.int64)
         # at a decision the orders of the last L-1 periods are in transit: arrivals at 1..L-1
         slot = np.arange(W)[None, None, :]
-        in_transit = (slot >= 1) & (slot < lt_value[:, :, None])
+        in_transit = (slot >= 1) & (slot < lead.value[:, :, None])
         init_pipe[:] = np.where(in_transit, fill[:, :, None], 0)
-
-    return Compiled(
-        config=cfg,
-        params=params,
-        demand=demand,
-        agent_ids=agent_ids,
-        node_names=node_names,
-        sku_names=sku_names,
-        supplier_names=[s.id for s in net.suppliers],
-        W=W,
-        init_on_hand=init_on_hand,
-        init_pipe=init_pipe,
-        config_hash=config_hash(cfg),
-    )
+    return init_on_hand, init_pipe
 
 
 def _crit_ratio(hold: np.ndarray, stockout: np.ndarray) -> np.ndarray:
