@@ -1,6 +1,6 @@
 """Decision records: one hash-chained audit record per executed decision (node x period), and sinks.
 
-Every executed decision can be explained afterwards (DESIGN.md section 6): which policy proposed
+Every executed decision can be explained afterwards (docs/design.md#decision-records): which policy proposed
 what, which shield configuration ran, what it changed and why, and whether anyone was alerted. The
 schema lives in one place, `DecisionRecord`. Records form a chain: each carries the hash of the one
 before it, and its own hash is sha256(prev_hash + canonical JSON of its other fields), so editing,

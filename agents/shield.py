@@ -1,6 +1,6 @@
 """The safety shield: every proposed order passes through it before it executes, whatever proposed it.
 
-DESIGN.md section 6 and `reference/shields.md` section 6. Every hard constraint is an upper bound on
+docs/design.md#shield and docs/design.md#constraint-model. Every hard constraint is an upper bound on
 an order (`envs.constraints`), so ordering zero is always safe and any repair that only lowers
 quantities keeps everything it already satisfied. The chain, batched over E environments and all
 nodes, in this order:

@@ -1,6 +1,6 @@
 """The independent verifier: does an executed order break any hard constraint? Plain NumPy, no shield code.
 
-N-version check of the shield (DESIGN.md section 6): this module re-derives every constraint from the
+N-version check of the shield (docs/design.md#shield): this module re-derives every constraint from the
 scenario's `Params` and the authoritative `State` on its own, from the definitions in
 `envs.constraints` (the module docstring and the joint forms listed there), without calling the
 predicates the masks and the shield share. Only the names and the two documented tolerances are

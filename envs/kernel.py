@@ -1,7 +1,7 @@
 """The inventory kernel: the only place where inventory physics lives.
 
 Numba-jitted functions over `Params` and `State` NamedTuples, batched over E environments. The
-period contract (DESIGN.md section 3), for each period t:
+period contract (docs/design.md#period-contract), for each period t:
 
 1. shipments due in period t arrive (on hand += arrivals; with ``overflow: dispose`` arrivals that do
    not fit the node's storage volume are refused and destroyed, pro rata over SKUs, rounded up);

@@ -1,4 +1,4 @@
-"""The HTTP face of the serving shim (FastAPI): a thin layer over `serving.decision.DecisionService`.
+"""The HTTP face of the serving shim (FastAPI): a thin layer over `serving.service.DecisionService`.
 
 Endpoints::
 
@@ -26,8 +26,9 @@ token 403. Nothing in this module's import graph imports torch, ray or stable-ba
 function the FastAPI route calls (the route stays for the OpenAPI docs and for embedding the app),
 which skips the routing and middleware layers. One process serves: the audit chain has one writer
 (`serving.audit.GroupCommitter`, which groups the commits of concurrent requests). Requests that
-arrive together are also decided together (`_Batcher`: one engine batch, one committer group); each
-is answered only once the transaction holding its record has committed.
+arrive together are also decided together (`Batcher`: one engine batch, one committer group); each
+is answered only once the transaction holding its record has committed. The bounds on request
+bodies, heads and error lists (413, 408, 415, header deadline) are in `serving.http_limits`.
 """
 
 from __future__ import annotations
@@ -50,9 +51,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from restock.serving import schema as _schema
 from restock.serving.artifact import ArtifactError
 from restock.serving.audit import AuditIntegrityError, GroupCommitter
-from restock.serving.decision import MAX_BATCH, DecisionService, request_digest, settle_gc
+from restock.serving.batcher import Batcher, ComputeFailed
+from restock.serving.http_limits import (
+    BODY_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    KEEP_ALIVE,
+    LIMIT_CONCURRENCY,
+    NOT_JSON,
+    BodyLimit,
+    BodyTooLarge,
+    BodyTooSlow,
+    bounded_errors,
+    json_content_type,
+    json_error_body,
+    read_body,
+    timed_protocol,
+)
 from restock.serving.registry import MODES, RegistryError
 from restock.serving.schema import DecisionRequest, RequestInvalid, pydantic_errors
+from restock.serving.service import DecisionService, request_digest, settle_gc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -61,217 +78,7 @@ _REF = "#/components/schemas/{model}"
 schema_doc = _schema.__doc__
 _request_schema = DecisionRequest.model_json_schema(ref_template=_REF)
 _request_defs = _request_schema.pop("$defs", {})
-DEFAULT_MAX_BODY = 256 * 1024
 RECENT_IDS = 100_000  # request ids (with digests) kept in memory to answer repeats without a database read
-MAX_ERRORS = 20  # validation errors listed in a 422 body (``error_count`` says how many there were)
-BODY_TIMEOUT = 15.0  # seconds a request body may take to arrive, from the first read (408 after)
-HEADER_TIMEOUT = 10.0  # seconds a connection may take to send a request's headers (closed after)
-KEEP_ALIVE = 5  # seconds an idle keep-alive connection is kept
-LIMIT_CONCURRENCY = 1000  # connections (or requests in progress) at once; 503 beyond
-
-
-def json_content_type(headers) -> bool:
-    """Whether ASGI ``headers`` declare ``Content-Type: application/json`` (parameters allowed)."""
-    for k, v in headers:
-        if k == b"content-type":
-            return v.split(b";", 1)[0].strip().lower() == b"application/json"
-    return False
-
-
-def bounded_errors(errors: list[dict[str, Any]]) -> dict[str, Any]:
-    """A 422 body: the first ``MAX_ERRORS`` errors (long inputs and messages cut) and their count."""
-    shown = []
-    for e in errors[:MAX_ERRORS]:
-        e = dict(e)
-        for k in ("msg", "input"):
-            if isinstance(e.get(k), str) and len(e[k]) > 200:
-                e[k] = e[k][:200] + "..."
-        shown.append(e)
-    return {"detail": shown, "error_count": len(errors)}
-
-
-def _json_body(status: int, detail: Any, **extra: Any) -> bytes:
-    return json.dumps({"detail": detail, **extra}).encode()
-
-
-_UNSUPPORTED = "request bodies must be JSON: send Content-Type: application/json"
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _TooSlow(Exception):
-    pass
-
-
-async def read_body(receive, max_body: int, declared: int = 0, timeout: float = BODY_TIMEOUT) -> bytes:
-    """The whole request body from ASGI ``receive``: _TooLarge above ``max_body`` bytes (declared or
-    streamed), _TooSlow when it has not all arrived ``timeout`` seconds after the first read."""
-    if declared > max_body:
-        raise _TooLarge
-    chunks, size, more = [], 0, True
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while more:
-        try:
-            msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            raise _TooSlow from None
-        if msg["type"] != "http.request":
-            raise _TooSlow  # the client went away
-        chunk = msg.get("body", b"")
-        size += len(chunk)
-        if size > max_body:
-            raise _TooLarge
-        chunks.append(chunk)
-        more = msg.get("more_body", False)
-    return b"".join(chunks)
-
-
-class BodyLimit:
-    """Pure ASGI middleware: 413 for request bodies above ``max_body`` bytes (declared or streamed),
-    408 for bodies still incomplete ``body_timeout`` seconds after the first read."""
-
-    def __init__(self, app, max_body: int, body_timeout: float = BODY_TIMEOUT):
-        self.app = app
-        self.max_body = max_body
-        self.body_timeout = body_timeout
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        for k, v in scope.get("headers", ()):
-            if k == b"content-length":
-                try:
-                    if int(v) > self.max_body:
-                        return await self._reject(send)
-                except ValueError:
-                    pass
-        seen = 0
-        started = False
-        complete = False
-        deadline = None
-
-        async def limited():
-            nonlocal seen, complete, deadline
-            if complete:  # the body is in: later reads wait for a disconnect, untimed
-                return await receive()
-            loop = asyncio.get_running_loop()
-            if deadline is None:
-                deadline = loop.time() + self.body_timeout
-            try:
-                msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                raise _TooSlow from None
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_body:
-                    raise _TooLarge
-                complete = not msg.get("more_body", False)
-            return msg
-
-        async def tracking_send(msg):
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
-        try:
-            await self.app(scope, limited, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send)
-        except _TooSlow:
-            if not started:
-                await self._reject(send, 408)
-
-    async def _reject(self, send, status: int = 413):
-        if status == 413:
-            body = _json_body(413, f"request body larger than {self.max_body} bytes", limit=self.max_body)
-        else:
-            body = _json_body(408, f"request body not received within {self.body_timeout:g} s")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-class _ComputeFailed(Exception):
-    """The decision computation raised something other than ArtifactError (its cause)."""
-
-
-class _Batcher:
-    """Decides the requests that arrive together in one `DecisionService.compute` call, then hands
-    their entries to the `GroupCommitter` as one group.
-
-    ``submit`` queues a validated request and returns an asyncio future of ``[(request_id, response,
-    status)]``; the first request of a burst schedules ``flush`` with ``call_soon``, so every request
-    whose body the event loop read in the same pass (under load, many) joins it. Batching through the
-    engine costs a fraction of deciding one request at a time (the kernel, the shield and the ONNX
-    session run once per batch); a lone request is decided on the next loop pass, as before. The future
-    resolves only once the audit store has committed the entries (the committer's future), so no
-    response is sent before its record is durable.
-    """
-
-    def __init__(self, svc: DecisionService, committer: GroupCommitter, max_batch: int = MAX_BATCH):
-        self.svc = svc
-        self.committer = committer
-        self.max_batch = max_batch
-        self.pending: list[tuple[Any, Any, asyncio.Future]] = []
-        self.scheduled = False
-        self.batches = 0
-
-    def submit(self, req, ns) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self.pending.append((req, ns, fut))
-        if not self.scheduled:
-            self.scheduled = True
-            loop.call_soon(self.flush, loop)
-        return fut
-
-    def flush(self, loop) -> None:
-        self.scheduled = False
-        todo, self.pending = self.pending, []
-        for i in range(0, len(todo), self.max_batch):
-            self._run(loop, todo[i : i + self.max_batch])
-
-    def _run(self, loop, batch: list) -> None:
-        try:
-            self.svc.refresh()
-            entries = self.svc.compute([(req, ns) for req, ns, _ in batch])
-        except Exception as exc:
-            err = exc if isinstance(exc, ArtifactError) else _ComputeFailed(str(exc))
-            if err is not exc:
-                err.__cause__ = exc
-            for _, _, f in batch:
-                if not f.done():
-                    f.set_exception(err)
-            return
-        self.batches += 1
-        cf = self.committer.submit(entries)
-        cf.add_done_callback(lambda cf: loop.call_soon_threadsafe(self._resolve, batch, cf))
-
-    @staticmethod
-    def _resolve(batch: list, cf) -> None:
-        exc = cf.exception()
-        if exc is not None:
-            for _, _, f in batch:
-                if not f.done():
-                    f.set_exception(exc)
-            return
-        for (_, _, f), r in zip(batch, cf.result(), strict=True):
-            if not f.done():
-                f.set_result([r])
 
 
 class PromoteBody(BaseModel):
@@ -299,7 +106,7 @@ def create_app(
     """The ASGI app over a registry folder (the service opens when the app starts, unless ``service``
     is one already opened: `serve` opens it first, so a refused artifact or audit store stops it
     before it listens). ``settle``: freeze the objects of the loaded service out of the garbage
-    collector's walks (`serving.decision.settle_gc`; what `serve` does, for a process that serves and
+    collector's walks (`serving.service.settle_gc`; what `serve` does, for a process that serves and
     nothing else)."""
     token = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV) or None
     state: dict[str, Any] = {}
@@ -313,7 +120,7 @@ def create_app(
         )
         state["svc"] = svc
         state["committer"] = GroupCommitter(svc.store)
-        state["batcher"] = _Batcher(svc, state["committer"])
+        state["batcher"] = Batcher(svc, state["committer"])
         if settle:
             settle_gc()
         state["inflight"] = {}
@@ -421,7 +228,7 @@ def create_app(
             res = await asyncio.shield(fut)
         except ArtifactError as exc:
             return problem(503, t0, f"no policy available: {exc}")
-        except _ComputeFailed as exc:  # a bug, not the store: answered as it was before batching (500)
+        except ComputeFailed as exc:  # a bug, not the store: answered as it was before batching (500)
             raise exc.__cause__ from None
         except Exception as exc:  # the audit store failed: the decision must not be executed
             return problem(503, t0, f"audit store could not commit the decision; do not execute it: {exc}")
@@ -456,15 +263,15 @@ def create_app(
         headers: dict[str, str] = {}
         try:
             data = await read_body(receive, max_body, declared, body_timeout)
-        except _TooLarge:
+        except BodyTooLarge:
             status = 413
-            body = _json_body(413, f"request body larger than {max_body} bytes", limit=max_body)
-        except _TooSlow:
-            status, body = 408, _json_body(408, f"request body not received within {body_timeout:g} s")
+            body = json_error_body(413, f"request body larger than {max_body} bytes", limit=max_body)
+        except BodyTooSlow:
+            status, body = 408, json_error_body(408, f"request body not received within {body_timeout:g} s")
             headers = {"Connection": "close"}
         else:
             if not json_content_type(scope.get("headers", ())):
-                status, body = 415, _json_body(415, _UNSUPPORTED)
+                status, body = 415, json_error_body(415, NOT_JSON)
             else:
                 status, body, headers = await decide_body(data)
         raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -526,7 +333,7 @@ def create_app(
         """Decide orders for one node (see `serving.schema` for the request fields and how they map)."""
         data = await request.body()  # 413 / 408 first, as on the fast path
         if not json_content_type(request.scope.get("headers", ())):
-            return JSONResponse({"detail": _UNSUPPORTED}, status_code=415)
+            return JSONResponse({"detail": NOT_JSON}, status_code=415)
         status, body, headers = await decide_body(data)
         return Response(body, status_code=status, media_type="application/json", headers=headers)
 
@@ -598,7 +405,7 @@ def create_app(
         """An admin body, after `check_admin`: JSON (415 otherwise), validated (422, bounded; NaN and
         infinities are errors, never echoed as numbers)."""
         if not json_content_type(request.scope.get("headers", ())):
-            raise _Invalid(415, {"detail": _UNSUPPORTED})
+            raise _Invalid(415, {"detail": NOT_JSON})
         raw = await request.body()
         try:
             return model.model_validate_json(raw)
@@ -684,53 +491,6 @@ class FastPathApp:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/v1/decisions":
             return await self.fast(scope, receive, send)
         return await self.app(scope, receive, send)
-
-
-def timed_protocol(header_timeout: float = HEADER_TIMEOUT) -> Any:
-    """uvicorn's httptools protocol with a deadline on request headers: a connection that has not sent
-    a complete request head ``header_timeout`` seconds after it opened (or after it started sending
-    the next request on a kept-alive connection) is closed. uvicorn bounds idle keep-alive time
-    (``timeout_keep_alive``) but not a head that trickles in."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # no httptools (the serve extra has it): uvicorn's h11, without the deadline
-        return "auto"
-
-    class HeaderTimeoutProtocol(HttpToolsProtocol):
-        _head_timer = None
-
-        def _arm(self) -> None:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(header_timeout, self._head_expired)
-
-        def _disarm(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_expired(self) -> None:
-            self._head_timer = None
-            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
-                self.transport.close()
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            if self.cycle is None or self.cycle.response_complete:
-                self._arm()  # bytes of a new request head (disarmed when the head is complete)
-            super().data_received(data)
-
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            super().on_headers_complete()
-
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return HeaderTimeoutProtocol
 
 
 def serve(

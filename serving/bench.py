@@ -145,7 +145,7 @@ def run_loadgen(
 
 def bench_in_process(registry: Path, templates: list[dict], seconds: float = 5.0) -> dict[str, float]:
     """Decisions per second through `DecisionService`, in this process, on one thread. The service is
-    set up as `restock serve` sets it up (loaded, warmed up, then `serving.decision.settle_gc`).
+    set up as `restock serve` sets it up (loaded, warmed up, then `serving.service.settle_gc`).
 
     ``serving_in_process_compute_single_per_s``
         `DecisionService.compute` of one already-validated request per call: routing, the state
@@ -163,7 +163,7 @@ def bench_in_process(registry: Path, templates: list[dict], seconds: float = 5.0
     ``serving_in_process_single_committed_per_s``
         the full path for one request per call (`decide`): one transaction and fsync per decision.
     """
-    from restock.serving.decision import DecisionService, settle_gc
+    from restock.serving.service import DecisionService, settle_gc
 
     res: dict[str, float] = {}
     by_period: dict[int, list[dict]] = {}

@@ -2,7 +2,7 @@
 
 Counters and histograms live in process memory and reset on restart (Prometheus handles resets).
 Intervention counts are normalised by exposure in the usual way: divide
-``restock_interventions_total`` by ``restock_sku_decisions_total`` (reference/shields.md section 6.8).
+``restock_interventions_total`` by ``restock_sku_decisions_total`` (docs/design.md#what-is-logged).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the tuned baseline, express each of its orders as the action level that comes cl
 the scenario's action mapping, and fit the policy head by cross-entropy (masked like the real policy)
 and the value head to the discounted returns of the same (scaled) rewards PPO will see. PPO then
 starts at the baseline's cost and only has to learn the improvements. This is the residual idea of
-DESIGN.md section 7 done through the initial weights, so export and serving stay one plain network.
+docs/design.md#policies-and-learning done through the initial weights, so export and serving stay one plain network.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from restock.agents.base import JointPolicy
 from restock.agents.catalogue import make_policy
 from restock.agents.records import DecisionRecord
 from restock.serving.audit import chain_json, open_store, parse_url
-from restock.serving.decision import DecisionService
 from restock.serving.schema import request_from_state
+from restock.serving.service import DecisionService
 from serving_helpers import simulate
 from typer.testing import CliRunner
 

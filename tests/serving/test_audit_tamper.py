@@ -20,9 +20,9 @@ from restock.serving.audit import (
     open_store,
     read_anchor,
 )
-from restock.serving.decision import DecisionService
 from restock.serving.registry import Registry
 from restock.serving.schema import request_from_state
+from restock.serving.service import DecisionService
 from serving_helpers import simulate
 from typer.testing import CliRunner
 

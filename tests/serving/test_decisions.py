@@ -12,8 +12,9 @@ from restock.agents.catalogue import make_policy
 from restock.agents.learned import load_learned_policy
 from restock.agents.records import verify_chain
 from restock.agents.shield import Shield
-from restock.serving.decision import Conflict, DecisionService, anomalous
+from restock.serving.engine import anomalous
 from restock.serving.schema import RequestInvalid, request_from_state
+from restock.serving.service import Conflict, DecisionService
 from serving_helpers import simulate
 
 
@@ -206,8 +207,8 @@ def test_decision__records_chain_and_carry_versions(tiny_artifact, registry_of):
 def test_canonical_request_json_is_pydantics():
     """The request text that is hashed and stored is `model_dump_json`'s, byte for byte (orjson writes
     it faster): unicode and DEL in names, constraint floats over many magnitudes, optional fields."""
-    from restock.serving.decision import canonical_json
     from restock.serving.schema import DecisionRequest
+    from restock.serving.service import canonical_json
 
     rng = np.random.default_rng(5)
     for i in range(200):

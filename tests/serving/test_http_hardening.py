@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from restock.agents.base import JointPolicy
 from restock.agents.catalogue import make_policy
-from restock.serving.app import MAX_ERRORS, FastPathApp, create_app, timed_protocol
+from restock.serving.app import FastPathApp, create_app
+from restock.serving.http_limits import MAX_ERRORS, timed_protocol
 from restock.serving.schema import request_from_state
 from serving_helpers import simulate
 from typer.testing import CliRunner
@@ -232,13 +233,15 @@ def test_hardening__stalled_request_heads_are_closed():
 def test_hardening__serve_runs_uvicorn_bounded(monkeypatch, tiny_heuristic_artifact, registry_of):
     import uvicorn
     from restock.serving import app as app_mod
+    from restock.serving import http_limits
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
     app_mod.serve(registry_of(tiny_heuristic_artifact), port=1)
-    assert seen["host"] == "127.0.0.1" and seen["limit_concurrency"] == app_mod.LIMIT_CONCURRENCY
+    assert seen["host"] == "127.0.0.1" and seen["limit_concurrency"] == http_limits.LIMIT_CONCURRENCY
     assert (
-        seen["timeout_keep_alive"] == app_mod.KEEP_ALIVE and seen["http"].__name__ == "HeaderTimeoutProtocol"
+        seen["timeout_keep_alive"] == http_limits.KEEP_ALIVE
+        and seen["http"].__name__ == "HeaderTimeoutProtocol"
     )
 
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import json, sys
-import restock.serving.app, restock.serving.decision, restock.serving.registry, restock.serving.audit, restock.serving.onnx_policy, restock.serving.metrics
+import restock.serving.app, restock.serving.bundle, restock.serving.engine, restock.serving.service, restock.serving.registry, restock.serving.audit, restock.serving.onnx_policy, restock.serving.metrics
 import restock.serving.schema, restock.serving.artifact, restock.serving.bench, restock.serving.loadgen
 from fastapi.testclient import TestClient
 from restock.serving.app import create_app

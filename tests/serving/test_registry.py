@@ -8,9 +8,9 @@ import pytest
 from restock.agents.base import JointPolicy
 from restock.agents.catalogue import make_policy
 from restock.serving.artifact import ArtifactError, load_manifest
-from restock.serving.decision import DecisionService
 from restock.serving.registry import Registry, RegistryError, in_canary
 from restock.serving.schema import request_from_state
+from restock.serving.service import DecisionService
 from serving_helpers import simulate
 
 
