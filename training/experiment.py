@@ -26,7 +26,8 @@ Layers = list[Annotated[PositiveInt, Field(le=MAX_LAYER)]]
 class NetworkSpec(Strict):
     hidden: Layers = Field(default_factory=lambda: [64, 64], max_length=MAX_LAYERS)
     value_hidden: Layers = Field(default_factory=lambda: [64], max_length=MAX_LAYERS)
-    centralised_critic: StrictBool = False  # value head also sees env.state() (RLlib path)
+    # RLlib path: MAPPO-style value function over a pooled global state (training.rllib_module.CentralCritic)
+    centralised_critic: StrictBool = False
 
 
 class PPOSpec(Strict):
@@ -79,6 +80,9 @@ class RLlibSpec(Strict):
     ray_address: str | None = None
     num_learners: Int = Field(default=0, ge=0, le=256)  # 0: one learner in the driver process
     num_gpus_per_learner: Float = Field(default=0.0, ge=0, le=8)
+    # a trained DC's reward: "region" = mean net cost of the DC and its stores (MAPPO-style shared
+    # credit; a DC's own cost has no term for its stores' lost sales), "own" = the DC's own cost
+    dc_reward: Literal["region", "own"] = "region"
     # Ray runtime_env for the driver's job (merged with restock's env_vars), e.g. {"working_dir": "."}
     runtime_env: dict[str, Any] | None = None
 

@@ -15,8 +15,16 @@ trainer and the benchmark convert back.
 Only the agents of the trained roles are RLlib agents; any other role is played inside the env by
 the baseline heuristic, so RLlib never samples for it. Observations are renamed for RLlib's masking
 convention: ``{"observations": ..., "action_mask": ...}`` (plus ``"global_state"`` for a centralised
-critic). Shield, rewards and costs are exactly those of the PettingZoo env: the same ArrayEnv and
-the same shield hook run underneath.
+critic). Shield and costs are exactly those of the PettingZoo env: the same ArrayEnv and the same
+shield hook run underneath. Rewards are the kernel's per-node rewards, except that a trained DC's is by
+default the mean over its region (itself and its stores; ``dc_reward``), since a DC's own cost does not
+charge it for the sales its stores lose.
+
+Centralised critic (issue 10, item 6; ``central_critic``): every agent's observation also carries
+``"global_state"``, MAPPO's agent-specific global state in pooled form (`RLlibInventoryEnv._global`):
+per SKU, the state of the node's parent, the mean of its children, and the means over all stores and
+all DCs. Only the value function reads it (`training.rllib_module`), so the deployed policies act on
+their own observation, as in serving.
 
 Sample paths (item 1). Every (env runner, sub-environment, episode) plays its own demand and
 lead-time stream, reproducible from the run seed: environment e of the j-th episode of env runner w
@@ -38,12 +46,13 @@ from typing import Any
 import gymnasium
 import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
-from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.base import JointPolicy
 from restock.agents.catalogue import make_policy
 from restock.envs import kernel as kn
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
+from restock.envs.roles import role_nodes
 from restock.envs.types import C_HOLD, C_STOCKOUT, K_DEMAND, K_FILLED
 
 _PATH_MASK = (1 << 63) - 1
@@ -55,6 +64,16 @@ def path_id(seed: int, runner: int, env_index: int, episode: int) -> int:
     return int(ss.generate_state(1, np.uint64)[0]) & _PATH_MASK
 
 
+GLOBAL_SKU_FEATURES = (
+    16  # per SKU in the centralised critic's input: 4 features x (parent, children, stores, DCs)
+)
+
+
+def global_state_dim(K: int) -> int:
+    """Size of the centralised critic's input (`RLlibInventoryEnv._global`) for K SKUs."""
+    return K * GLOBAL_SKU_FEATURES + 1
+
+
 def kernel_envs_per_step(env_config: dict | None) -> int:
     """Environment steps in one RLlib env step (the kernel environments one RLlib env holds)."""
     return int((env_config or {}).get("num_envs", 1))
@@ -63,7 +82,7 @@ def kernel_envs_per_step(env_config: dict | None) -> int:
 class RLlibInventoryEnv(MultiAgentEnv):
     """env_config: scenario (dict or name), roles, baseline {policy, knobs}, reward_scale, seed,
     num_envs (kernel environments held, default 1), shield (bool), shield_penalty, central_critic
-    (bool). An RLlib ``EnvContext`` adds the env runner's ``worker_index``."""
+    (bool), dc_reward ("region" or "own"). An RLlib ``EnvContext`` adds the env runner's ``worker_index``."""
 
     def __init__(self, config: dict | None = None):
         super().__init__()
@@ -95,7 +114,10 @@ class RLlibInventoryEnv(MultiAgentEnv):
         self.shield_penalty = float(cfg.get("shield_penalty", 0.0))
         self.central = bool(cfg.get("central_critic", False))
         self.K = c.K
-        self.gdim = c.N * c.K * 4 + 1
+        self.gdim = global_state_dim(c.K)
+        # DCs' rewards: "region" = the mean net cost over the DC and its stores (a DC's own cost has no
+        # term for its stores' lost sales, so on its own reward it would learn to starve them); "own"
+        self.dc_reward = str(cfg.get("dc_reward", "region"))
         # groups of trained nodes sharing a level count (one per role): gathered as blocks
         self._groups = []
         for r in self.roles:
@@ -130,6 +152,16 @@ class RLlibInventoryEnv(MultiAgentEnv):
         self._q = np.zeros((self.E, c.N, c.K), np.int32)
         parent = c.params.parent
         self._children = [(ch, int(parent[ch])) for ch in range(c.N) if parent[ch] >= 0]
+        self._n_children = np.bincount([par for _, par in self._children], minlength=c.N)
+        # region mixing matrix: reward'[n] = sum_m R[n, m] reward[m] (identity unless dc_reward=region)
+        R = np.eye(c.N)
+        if self.dc_reward == "region":
+            for n in range(c.N):
+                if c.params.is_store[n] == 0:
+                    members = [n] + [ch for ch, par in self._children if par == n]
+                    R[n] = 0.0
+                    R[n, members] = 1.0 / len(members)
+        self._R = R
 
     # ------------------------------------------------------------------ paths
     def episode_paths(self, episode: int) -> np.ndarray:
@@ -141,16 +173,35 @@ class RLlibInventoryEnv(MultiAgentEnv):
 
     # ------------------------------------------------------------------ observations
     def _global(self) -> np.ndarray:
-        """[E, gdim] global state: on hand, in transit, backlog (stores) or owed to children (DCs),
-        owed by the parent, per node and SKU, scaled; and the period."""
+        """[E, N, gdim] the centralised critic's input per node (MAPPO's agent-specific global state,
+        pooled): per SKU, log1p of 4 state features (on hand, in transit, backlog at stores or owed to
+        children at DCs, owed by the parent; each scaled by its node's demand scale) for (a) the node's
+        parent (zeros for a DC supplied by a supplier), (b) the mean over its children (zeros for a
+        store), (c) the mean over all stores, (d) the mean over all DCs; then the period / horizon.
+        A store's critic therefore sees its DC's stock of every SKU and a DC's critic its stores'."""
         s, p = self.env.state, self.compiled.params
-        owed_out = np.zeros_like(s.owed)
+        E, N, K = s.on_hand.shape
+        owed_out = np.zeros(s.owed.shape, np.float64)
         for ch, par in self._children:
             owed_out[:, par] += s.owed[:, ch]
         back = np.where(p.is_store[None, :, None] == 1, s.backlog, owed_out)
         feats = np.stack([s.on_hand, s.transit, back, s.owed], axis=-1) / p.scale[None, ..., None]
-        t = (s.t / p.horizon)[:, None]
-        return np.concatenate([feats.reshape(self.E, -1), t], axis=1).astype(np.float32)
+        feats = np.log1p(np.maximum(feats, 0.0))  # [E, N, K, 4]
+        parent = np.zeros_like(feats)
+        kids = np.zeros_like(feats)
+        for ch, par in self._children:
+            parent[:, ch] = feats[:, par]
+            kids[:, par] += feats[:, ch]
+        kids /= np.maximum(self._n_children, 1)[None, :, None, None]
+        pooled = [
+            np.broadcast_to(feats[:, m].mean(axis=1, keepdims=True), feats.shape)
+            if m.any()
+            else np.zeros_like(feats)
+            for m in (p.is_store == 1, p.is_store == 0)
+        ]
+        g = np.concatenate([parent, kids, *pooled], axis=-1).reshape(E, N, K * GLOBAL_SKU_FEATURES)
+        t = np.broadcast_to((s.t / p.horizon)[:, None, None], (E, N, 1))
+        return np.concatenate([g, t], axis=-1).astype(np.float32)
 
     def _obs(self) -> dict[str, dict[str, np.ndarray]]:
         env = self.env
@@ -161,11 +212,11 @@ class RLlibInventoryEnv(MultiAgentEnv):
             blocks.append((o, m))
         g = self._global() if self.central else None
         out = {}
-        for aid, gi, e, i, _ in self._table:
+        for aid, gi, e, i, n in self._table:
             o, m = blocks[gi]
             d = {"observations": o[e, i], "action_mask": m[e, i]}
             if g is not None:
-                d["global_state"] = g[e]
+                d["global_state"] = g[e, n]
             out[aid] = d
         return out
 
@@ -216,6 +267,8 @@ class RLlibInventoryEnv(MultiAgentEnv):
         qty[:, self.nodes] = self._q[:, self.nodes]
         _, _, reward, done, info = env.step_qty(qty)
         obs = self._obs()
+        if self.dc_reward == "region":
+            reward = reward @ self._R.T
         r = reward[self._e_idx, self._n_idx] / self.reward_scale
         cc = info.get("constraint_cost")
         if self.shield_penalty and cc is not None:

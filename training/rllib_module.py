@@ -31,6 +31,7 @@ from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from ray.rllib.utils.annotations import override
 from restock.agents.networks import MASK_MIN, NetConfig, PerSkuNet
+from torch import nn
 
 
 class BlockCategorical(Distribution):
@@ -85,13 +86,52 @@ class BlockCategorical(Distribution):
         return TorchDeterministic(loc=torch.argmax(self.log_probs, dim=-1))
 
 
+class CentralCritic(nn.Module):
+    """MAPPO's centralised value function over the shared per-SKU body (the policy stays decentralised).
+
+    Input: the actor's per-SKU embeddings [B, K, H] and node context [B, G] (from one pass of
+    `PerSkuNet`'s body) and the global state [B, K * S + 1] (`training.rllib_env.RLlibInventoryEnv._global`:
+    S pooled features per SKU, then the period). Each SKU's embedding is joined with that SKU's global
+    features and mapped by one shared layer, the result is mean-pooled over SKUs (so the critic, like the
+    policy, works for any SKU count), joined with the node context and the period, and mapped to a value.
+    Its weights live beside ``net`` in the RLModule and are never part of the deployed policy.
+    """
+
+    def __init__(self, hidden: int, node_features: int, sku_global: int, value_hidden: tuple[int, ...]):
+        super().__init__()
+        self.S = int(sku_global)
+        v = list(value_hidden)
+        self.sku = nn.Sequential(nn.Linear(hidden + self.S, v[0]), nn.Tanh())
+        layers: list[nn.Module] = []
+        for a, b in zip([v[0] + node_features + 1, *v], v, strict=False):
+            layers += [nn.Linear(a, b), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(v[-1], 1)
+        nn.init.orthogonal_(self.out.weight, gain=1.0)
+
+    def forward(self, emb: torch.Tensor, ctx_n: torch.Tensor, global_state: torch.Tensor) -> torch.Tensor:
+        B, K, _ = emb.shape
+        g = global_state[:, : K * self.S].reshape(B, K, self.S)
+        t = global_state[:, K * self.S :]
+        pooled = self.sku(torch.cat([emb, g], dim=-1)).mean(dim=1)
+        return self.out(self.body(torch.cat([pooled, ctx_n, t], dim=-1))).squeeze(-1)
+
+
 class PerSkuRLModule(TorchRLModule, ValueFunctionAPI):
-    """model_config: {"net": NetConfig.to_dict()}."""
+    """model_config: {"net": NetConfig.to_dict(), "central_critic": bool}. With a centralised critic the
+    observation dict carries ``"global_state"`` and the value comes from `CentralCritic`."""
 
     @override(RLModule)
     def setup(self):
         cfg = NetConfig.from_dict(self.model_config["net"])
         self.net = PerSkuNet(cfg)
+        self.critic = None
+        if self.model_config.get("central_critic"):
+            from restock.training.rllib_env import GLOBAL_SKU_FEATURES
+
+            self.critic = CentralCritic(
+                cfg.hidden[-1], cfg.node_features, GLOBAL_SKU_FEATURES, tuple(cfg.value_hidden)
+            )
         self.K = int(len(self.action_space.nvec))
         self.L = int(self.action_space.nvec[0])
         self.action_dist_cls = BlockCategorical.get_partial_dist_cls(levels=self.L)
@@ -138,11 +178,18 @@ class PerSkuRLModule(TorchRLModule, ValueFunctionAPI):
         emb, ctx_n = net.embed(x)
         logits = net.logits(emb).reshape(x.shape[0], -1)
         logits = logits.masked_fill(obs["action_mask"] <= 0.5, MASK_MIN)
+        return logits, self._value_head(emb, ctx_n, obs)
+
+    def _value_head(
+        self, emb: torch.Tensor, ctx_n: torch.Tensor, obs: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        if self.critic is not None:
+            return self.critic(emb, ctx_n, obs["global_state"])
+        net = self.net
         parts = [emb.mean(dim=1), ctx_n]
         if net.cfg.global_state:
             parts.append(obs["global_state"])
-        values = net.value(net.value_body(torch.cat(parts, dim=-1))).squeeze(-1)
-        return logits, values
+        return net.value(net.value_body(torch.cat(parts, dim=-1))).squeeze(-1)
 
     @override(RLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
@@ -150,8 +197,8 @@ class PerSkuRLModule(TorchRLModule, ValueFunctionAPI):
         return {Columns.ACTION_DIST_INPUTS: logits, Columns.EMBEDDINGS: values}
 
     def _values(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        g = obs.get("global_state") if self.net.cfg.global_state else None
-        return self.net.forward_value(obs["observations"], g)
+        emb, ctx_n = self.net.embed(obs["observations"])
+        return self._value_head(emb, ctx_n, obs)
 
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:

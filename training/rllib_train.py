@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from restock.agents.base import role_nodes
 from restock.agents.learned import load_role, save_role
 from restock.agents.networks import PerSkuNet
 from restock.envs.compile import Compiled
+from restock.envs.roles import policy_id_for, role_nodes
 from restock.training.common import (
     Baseline,
     Monitor,
@@ -136,13 +136,14 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
         "shield": shield,
         "shield_penalty": exp.shield.penalty,
         "central_critic": exp.network.centralised_critic,
+        "dc_reward": exp.rllib.dc_reward,
         "num_envs": exp.num_envs,  # kernel environments inside one RLlib env (training/rllib_env.py)
     }
     policies = {f"{r}_policy" for r in exp.roles}
     n_trained = sum(len(role_nodes(compiled, r)) for r in exp.roles)
 
     def mapping(agent_id, episode=None, **kwargs):
-        return "dc_policy" if agent_id.startswith("dc_") else "store_policy"
+        return policy_id_for(agent_id)
 
     config = (
         PPOConfig()
@@ -171,7 +172,11 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
             rl_module_spec=MultiRLModuleSpec(
                 rl_module_specs={
                     f"{r}_policy": RLModuleSpec(
-                        module_class=PerSkuRLModule, model_config={"net": net_cfgs[r].to_dict()}
+                        module_class=PerSkuRLModule,
+                        model_config={
+                            "net": net_cfgs[r].to_dict(),
+                            "central_critic": exp.network.centralised_critic,
+                        },
                     )
                     for r in exp.roles
                 }
@@ -394,10 +399,9 @@ def train_rllib(
         for r in exp.roles:
             if len(role_nodes(compiled, r)) == 0:
                 raise ValueError(f"scenario {compiled.config.name!r} has no {r} agents to train")
-            gdim = compiled.N * compiled.K * 4 + 1 if exp.network.centralised_critic else 0
-            net_cfgs[r] = net_config(
-                compiled, r, exp, observation_stats(compiled, r, baseline), global_state=gdim
-            )
+            # the centralised critic (training.rllib_module.CentralCritic) sits beside the deployed
+            # network, whose own value head is then unused: the policy's config keeps global_state 0
+            net_cfgs[r] = net_config(compiled, r, exp, observation_stats(compiled, r, baseline))
         config = build_config(compiled, exp, baseline, net_cfgs, shield=shield_factory is not None)
         if resume is not None:
             latest = json.loads((resume / "checkpoints" / "latest.json").read_text())
