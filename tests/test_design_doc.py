@@ -47,7 +47,7 @@ def test_design_doc__every_cited_section_exists():
     for p in sources((".py", ".md", ".ipynb")):
         for m in CITE.finditer(p.read_text(encoding="utf-8", errors="replace")):
             cited.setdefault(m.group(1), []).append(str(p.relative_to(ROOT)))
-    assert len(cited) >= 5  # the kernel, the shield, records, learning and metrics cite it
+    assert cited, "no docs/design.md#<section> citation found: the scan is looking in the wrong place"
     missing = {a: where for a, where in cited.items() if a not in have}
     assert not missing, f"cited sections that are not headings of docs/design.md: {missing}"
 
