@@ -103,7 +103,10 @@ def load_learned_policy(run_dir: str | Path, compiled, deterministic: bool = Tru
                     f"{run_dir}: the {role} network has {net.cfg.levels} levels but scenario "
                     f"{compiled.config.name!r} uses {L}"
                 )
-            pols[role] = TorchPolicy(
+            from restock.agents.echelon_features import make_echelon_policy, uses_echelon
+
+            cls = make_echelon_policy if uses_echelon(run_dir, role) else TorchPolicy
+            pols[role] = cls(
                 net, name=f"{name}:{role}", version=run.get("version", "1"), deterministic=deterministic
             )
         else:

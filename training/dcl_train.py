@@ -233,8 +233,13 @@ def train_dcl(
         raise ValueError(
             "--resume is not supported by --trainer dcl yet (each iteration is saved; start anew)"
         )
-    if exp.roles != ["store"]:
-        raise ValueError(f"--trainer dcl trains the store role of a one-store scenario (roles: {exp.roles})")
+    if "dc" in exp.roles:  # a network, every stage learned: training.dcl_serial
+        from restock.training.dcl_serial import train_dcl_network
+
+        return train_dcl_network(
+            compiled, exp, run_dir, baseline, monitor, shield_factory, resume, on_progress,
+            stop_after_checkpoints, log,
+        )  # fmt: skip
     cfg = exp.dcl
     seed_everything(exp.seed)
     t_start = time.perf_counter()
