@@ -15,6 +15,10 @@ file of at most 1 MiB, nesting depth, aliases, duplicate and non-string keys); n
 and within ``MAX_MAGNITUDE``; integer fields take whole numbers only (never rounded, never booleans);
 sizes are capped (`LIMITS`) and the memory the sizes imply is estimated (`estimate_memory`) and
 refused, with the product that dominates it, above ``RESTOCK_MAX_SCENARIO_GIB`` (default 4).
+
+This module is the loader (`load_scenario`, `shipped_scenarios`) and the error formatting
+(`format_validation_error`); the models are in `envs.scenario_schema` and the limits in `envs.limits`,
+and every name of both is re-exported here, so ``from restock.envs.config import ...`` covers all.
 """
 
 from __future__ import annotations
