@@ -1,4 +1,10 @@
-"""Compile a `ScenarioConfig` into kernel `Params`, a `DemandModel` and the names that go with them."""
+"""Compile a `ScenarioConfig` into kernel `Params`, a `DemandModel` and the names that go with them.
+
+`compile_scenario` composes one function per section: SKU attributes, nodes, demand means and the
+demand model (`envs.compile_demand`), lead times, capacities, costs, actions, the initial state. Each
+section returns the `Params` fields it owns; attributes given as distributions are drawn from one
+generator seeded by the scenario, in that order.
+"""
 
 from __future__ import annotations
 
