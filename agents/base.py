@@ -15,9 +15,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from restock.envs import kernel as kn
+from restock.envs.roles import ROLES, role_nodes
 
 Output = Literal["levels", "quantities"]
-ROLES = ("dc", "store")
 
 
 @runtime_checkable
@@ -41,16 +41,6 @@ class PolicyOutput:
     levels: np.ndarray | None = None
     confidence: np.ndarray | None = None  # [E, N] probability of the proposed action, if known
     policy_of_node: list[str] = field(default_factory=list)
-
-
-def role_nodes(compiled, role: str) -> np.ndarray:
-    """Node indices of a role ('dc' or 'store')."""
-    M, N = compiled.M, compiled.N
-    if role == "dc":
-        return np.arange(0, M)
-    if role == "store":
-        return np.arange(M, N)
-    raise ValueError(f"unknown role {role!r} (roles: dc, store)")
 
 
 class JointPolicy:

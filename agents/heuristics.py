@@ -29,6 +29,7 @@ from numba import njit
 from restock.envs import kernel as kn
 from restock.envs.demand import KIND_NEGBIN, KIND_REPLAY, KIND_TRUNCNORM
 from restock.envs.rng import next_uniform, row_key
+from restock.envs.roles import ROLES, role_nodes
 from scipy import stats
 
 # ------------------------------------------------------------------------------------------------
@@ -179,11 +180,10 @@ def _per_node(compiled, knobs: dict, key: str, default: float, E: int) -> np.nda
     Knobs are keyed by role (``"store"``, ``"dc"``) and, optionally, by node id (``compiled.agent_ids``,
     e.g. ``"dc_1"``): a node's own entry overrides its role's for the keys it has (`restock tune
     --per-node`)."""
-    N, M = compiled.N, compiled.M
-    out = np.empty((E, N, 1))
-    for role, sl in (("dc", slice(0, M)), ("store", slice(M, N))):
+    out = np.empty((E, compiled.N, 1))
+    for role in ROLES:
         v = _knob(knobs, role, key, default)
-        out[:, sl, 0] = v.reshape(-1, 1) if v.ndim else v
+        out[:, role_nodes(compiled, role), 0] = v.reshape(-1, 1) if v.ndim else v
     for n, node in enumerate(compiled.agent_ids):
         if key in knobs.get(node, {}):
             v = np.asarray(knobs[node][key], dtype=float)

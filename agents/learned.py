@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.base import JointPolicy
 from restock.agents.catalogue import make_policy
 from restock.agents.networks import NetConfig, PerSkuNet
+from restock.envs.roles import role_nodes
 
 
 class TorchPolicy:

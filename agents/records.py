@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 from restock.envs.constraints import CONSTRAINTS
+from restock.envs.roles import node_role
 
 SCHEMA = "restock.decision/1"
 GENESIS = "0" * 64  # prev_hash of the first record of a chain
@@ -312,7 +313,7 @@ class StepBatch:
                     env=e,
                     node=n,
                     agent_id=m.agent_ids[n],
-                    role="dc" if n < m.n_dcs else "store",
+                    role=node_role(n, m.n_dcs),
                     mode=self.mode,
                     policy_id=pid,
                     policy_version=pver,

@@ -43,6 +43,7 @@ from restock.agents.heuristics import TUNABLE
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
 from restock.envs.kpis import mean_ci
+from restock.envs.roles import agent_role, present_roles
 
 
 @dataclass
@@ -84,14 +85,10 @@ class TuneResult:
         }
 
 
-def _roles(compiled: Compiled) -> list[str]:
-    return (["store"] if compiled.S else []) + (["dc"] if compiled.M else [])
-
-
 def _units(compiled: Compiled, per_node: bool) -> list[str]:
     """What the knobs are keyed by: roles, or node ids (stores first, then DCs downstream-up)."""
     if not per_node:
-        return _roles(compiled)
+        return present_roles(compiled)
     ids = list(compiled.agent_ids)
     return ids[compiled.M :] + ids[: compiled.M][::-1]
 
@@ -139,7 +136,7 @@ class Objective:
 
 def _filled(cands: list[dict], unit: str, key: str, default: float) -> np.ndarray:
     """One value per candidate for a knob: its own, else (node ids) its role's, else the default."""
-    role = "dc" if unit.startswith("dc_") else "store" if unit.startswith("store_") else None
+    role = agent_role(unit)
     out = []
     for c in cands:
         if key in c.get(unit, {}):
@@ -336,11 +333,11 @@ def tune(
     offsets = np.linspace(-1.0, 1.0, grid)
     # per node: first per role, then each node's knobs refined from its role's (a coordinate search
     # started at the defaults per node can stall where the per-role one does not)
-    x: dict[str, dict[str, float]] = {r: dict(cls.knob_defaults) for r in _roles(compiled)}
+    x: dict[str, dict[str, float]] = {r: dict(cls.knob_defaults) for r in present_roles(compiled)}
     for stage_nodes in [False] + ([True] if per_node else []):
         units = _units(compiled, stage_nodes)
         if stage_nodes:
-            x = {u: dict(x["dc" if u.startswith("dc_") else "store"]) for u in units}
+            x = {u: dict(x[agent_role(u) or "store"]) for u in units}
         step = {k: (hi - lo) / 8.0 for k, (lo, hi) in cls.knob_bounds.items()}
         for _rnd in range(rounds):
             for unit in units:
@@ -436,6 +433,6 @@ def tune_work(
     doublings = 0
     if max_episodes and max_episodes > episodes:
         doublings = math.ceil(math.log2(max_episodes / episodes))
-    units = len(_roles(compiled)) + (len(_units(compiled, True)) if per_node else 0)
+    units = len(present_roles(compiled)) + (len(_units(compiled, True)) if per_node else 0)
     n_batches = rounds * units * len(cls.knob_bounds) * (1 + doublings) + 1
     return n_batches * compiled.horizon

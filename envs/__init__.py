@@ -3,7 +3,8 @@
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled, compile_scenario
 from restock.envs.config import ConfigError, ScenarioConfig, load_scenario, shipped_scenarios
-from restock.envs.pz_env import InventoryEnv, parallel_env, policy_id_for
+from restock.envs.pz_env import InventoryEnv, parallel_env
+from restock.envs.roles import policy_id_for
 
 from restock import gym_registration as _gym_registration  # noqa: F401  (restock/SingleNode-v0)
 

@@ -21,6 +21,7 @@ from restock.envs.compile_demand import (
     demand_table_entries,
 )
 from restock.envs.demand import DemandModel
+from restock.envs.roles import node_role
 from restock.envs.types import (
     MODE_ORDER_UP_TO,
     MODE_QUANTITY,
@@ -73,7 +74,7 @@ class Compiled:
         return self.params.horizon
 
     def role(self, n: int) -> str:
-        return "store" if n >= self.M else "dc"
+        return node_role(n, self.M)
 
     def new_state(self, E: int) -> State:
         return new_state(E, self.N, self.K, self.W)
@@ -475,7 +476,7 @@ def _actions(cfg: C.ScenarioConfig, nodes: _Nodes, lot: np.ndarray) -> dict:
     M, N, K = nodes.M, nodes.N, len(lot)
 
     def aspec(n: int) -> C.ActionSpec:
-        return cfg.action.store if n >= M else cfg.action.dc
+        return getattr(cfg.action, node_role(n, M))
 
     levels = np.asarray([aspec(n).levels for n in range(N)], np.int64)
     mode = np.asarray(

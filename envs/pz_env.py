@@ -5,7 +5,7 @@ Env card
 Agents
     ``dc_0 .. dc_{M-1}`` (distribution centres, in the scenario's order) and ``store_0 .. store_{S-1}``.
     Every agent acts every period. Policy ids by role: ``dc_policy``, ``store_policy``
-    (`policy_id_for`).
+    (`envs.roles.policy_id_for`).
 Observation (per agent)
     ``Dict({"observation": Box(-inf, inf, (K*F + 4,), float32), "action_mask": Box(0, 1, (K*L,), int8)})``.
     ``observation`` holds F features per SKU (``envs.types.SKU_FEATURES_FIXED`` then the pipeline by
@@ -52,10 +52,6 @@ from restock.envs.rng import episode_key
 from restock.envs.spaces import FlatMaskMultiDiscrete
 
 ENV_KWARGS = ("mode", "render_mode", "seed", "shield")
-
-
-def policy_id_for(agent_id: str) -> str:
-    return "dc_policy" if agent_id.startswith("dc_") else "store_policy"
 
 
 class InventoryEnv(ParallelEnv):

@@ -84,9 +84,10 @@ def observation_layout(compiled) -> dict[str, Any]:
 
 def action_mapping(compiled, role: str) -> dict[str, Any]:
     """Levels and how a level becomes a quantity for the nodes of ``role`` (`envs.kernel.level_quantity`)."""
+    from restock.envs.roles import role_nodes
     from restock.envs.types import MODE_QUANTITY
 
-    nodes = list(range(compiled.M)) if role == "dc" else list(range(compiled.M, compiled.N))
+    nodes = [int(n) for n in role_nodes(compiled, role)]
     if not nodes:
         return {"levels": 0, "nodes": []}
     p = compiled.params

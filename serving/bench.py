@@ -56,10 +56,11 @@ def request_templates(
     scenario: str = "default", periods: int = 30, seed: int = 11, role: str = "store"
 ) -> list[dict[str, Any]]:
     """Decision requests from shielded base-stock simulations (one per node of ``role`` and period)."""
-    from restock.agents.base import JointPolicy, role_nodes
+    from restock.agents.base import JointPolicy
     from restock.agents.catalogue import make_policy
     from restock.agents.shield import Shield
     from restock.envs.array_env import ArrayEnv
+    from restock.envs.roles import role_nodes
     from restock.serving.schema import request_from_state
 
     env = ArrayEnv(scenario, num_envs=1, seed=seed, shield=Shield())

@@ -23,6 +23,7 @@ from restock.agents.records import (
     rationale,
 )
 from restock.envs.constraints import CONSTRAINTS
+from restock.envs.roles import node_role
 
 _NC = len(CONSTRAINTS)
 _LOT_MOQ_BIT = 1 << CONSTRAINTS.index("lot_moq")
@@ -158,7 +159,7 @@ class RecordBuilder:
                     env=0,
                     node=n,
                     agent_id=self.agent_ids[n],
-                    role="dc" if n < self.M else "store",
+                    role=node_role(n, self.M),
                     mode=batch.mode,
                     policy_id=pid,
                     policy_version=pver,

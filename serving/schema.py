@@ -50,6 +50,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from restock.envs.roles import node_role
 
 MAX_UNITS = 100_000_000
 MAX_HISTORY = 365
@@ -243,7 +244,7 @@ class ScenarioInfo:
         if errs:
             raise RequestInvalid(errs)
 
-        role = "dc" if n < self.M else "store"
+        role = node_role(n, self.M)
         agent = self.agent_ids[n]
 
         # whole units in [0, MAX_UNITS], checked on the converted arrays (one min and max per array)

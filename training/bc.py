@@ -14,11 +14,12 @@ import time
 
 import numpy as np
 import torch
-from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.base import JointPolicy
 from restock.agents.networks import PerSkuNet
 from restock.envs import kernel as kn
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
+from restock.envs.roles import role_nodes
 from restock.envs.types import MODE_QUANTITY
 
 from restock.progress import Progress

@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 import yaml
-from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.base import JointPolicy
 from restock.agents.catalogue import load_params, make_policy, save_params
 from restock.agents.networks import NetConfig, feature_stats
 from restock.agents.tuning import tune
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
 from restock.envs.constraints import CONSTRAINTS
+from restock.envs.roles import role_nodes
 from restock.envs.types import NODE_FEATURES, sku_feature_names
 from restock.training.experiment import ExperimentConfig
 

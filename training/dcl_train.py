@@ -41,12 +41,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.base import JointPolicy
 from restock.agents.learned import load_role, save_role
 from restock.agents.networks import PerSkuNet
 from restock.agents.single_node_dp import StateTable
 from restock.envs.array_env import ArrayEnv, compile_any
 from restock.envs.compile import Compiled
+from restock.envs.roles import role_nodes
 from restock.envs.types import N_COST, NODE_FEATURES, sku_feature_names
 from restock.training.common import (
     Baseline,

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from restock.agents.base import role_nodes
 from restock.agents.learned import load_learned_policy, load_role, read_run
 from restock.agents.networks import MASK_MIN, PerSkuNet
+from restock.envs.roles import role_nodes
 from restock.serving.artifact import (
     ARTIFACT_FORMAT,
     ArtifactError,

@@ -15,10 +15,11 @@ from typing import Any
 
 import gymnasium
 import numpy as np
-from restock.agents.base import JointPolicy, role_nodes
+from restock.agents.base import JointPolicy
 from restock.envs import kernel as kn
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
+from restock.envs.roles import role_nodes
 from restock.envs.types import C_HOLD, C_STOCKOUT, K_DEMAND, K_FILLED
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 

@@ -30,9 +30,9 @@ def make_run(
 ) -> Path:
     """A run directory as `restock train` leaves it: weights for ``saved`` roles, ``claimed`` roles in
     run.json when ``finished``, else only in config.yaml (a run killed before it finished)."""
-    from restock.agents.base import role_nodes
     from restock.agents.learned import save_role
     from restock.agents.networks import NetConfig, PerSkuNet
+    from restock.envs.roles import role_nodes
     from restock.envs.types import NODE_FEATURES, sku_feature_names
 
     c = compile_scenario(load_scenario(scenario))

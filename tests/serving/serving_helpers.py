@@ -14,9 +14,9 @@ from restock.envs.config import load_scenario
 
 def make_run(root: Path, scenario: str = "tiny", roles=("store", "dc"), seed: int = 0) -> Path:
     """A run directory as `restock train` leaves it, with random (but decisive) networks."""
-    from restock.agents.base import role_nodes
     from restock.agents.learned import save_role
     from restock.agents.networks import NetConfig, PerSkuNet
+    from restock.envs.roles import role_nodes
     from restock.envs.types import NODE_FEATURES, sku_feature_names
 
     c = compile_scenario(load_scenario(scenario))
