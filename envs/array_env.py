@@ -117,6 +117,11 @@ class ArrayEnv:
         self.episode_clipped = np.zeros((self.E, self.N), np.int64)
         self.episodes_done = 0
         self._all = np.ones(self.E, np.int8)
+        self._horizon = int(c.horizon)
+        self._lv = np.zeros((self.E, self.N, self.K), np.int64)  # levels of the period being stepped
+        self._clipped = np.zeros((self.E, self.N), np.int64)  # clipped levels per node, last period
+        self._bound: kn.Bound | None = None
+        self._bound_to: tuple = ()
 
     # ---------------------------------------------------------------- names and sizes
     @property
@@ -186,6 +191,13 @@ class ArrayEnv:
 
     def step(self, levels: np.ndarray):
         """Advance one period with per-SKU action levels [E, N, K]."""
+        if self._fused():
+            lv = self._lv
+            if np.shape(levels) != lv.shape:
+                raise ValueError(f"levels must have shape {lv.shape}, got {np.shape(levels)}")
+            np.copyto(lv, levels, casting="unsafe")
+            self.period_levels(lv)
+            return self._finish(self._qty, {})
         lv = np.array(levels, dtype=np.int64, copy=True)
         if lv.shape != (self.E, self.N, self.K):
             raise ValueError(f"levels must have shape {(self.E, self.N, self.K)}, got {lv.shape}")
@@ -213,6 +225,61 @@ class ArrayEnv:
         self._qty[:] = np.clip(q, 0, 2**30)
         return self._advance(self._qty)
 
+    # ---------------------------------------------------------------- the one-call period
+    def _fused(self) -> bool:
+        """Whether `step` can run the period as one compiled call (`kernel.period`): a serial batch,
+        no shield between the policy and the kernel, `_advance` not wrapped, an episode under way."""
+        return (
+            not self._parallel
+            and self.shield is None
+            and "_advance" not in self.__dict__
+            and int(self.state.t[0]) < self._horizon
+        )
+
+    def bound(self) -> kn.Bound:
+        """The `kernel.Bound` over this batch's arrays (rebuilt when one of them was replaced)."""
+        to = self._bound_to
+        if (
+            self._bound is None
+            or to[0] is not self.params
+            or to[1] is not self.state
+            or to[2] is not self.work
+            or to[3] is not self.out
+            or to[4] is not self.obs
+            or to[5] is not self.mask
+            or to[6] is not self.ub
+        ):
+            self._bound_to = (self.params, self.state, self.work, self.out, self.obs, self.mask, self.ub)
+            self._bound = kn.bind(
+                self.params,
+                self.state,
+                self.work,
+                self.out,
+                self.obs,
+                self.mask,
+                self.ub,
+                self._qty,
+                self.episode_cost,
+                self.episode_kpi,
+                self.episode_revenue,
+                self.episode_clipped,
+                self._clipped,
+            )
+        return self._bound
+
+    def period_levels(self, lv: np.ndarray) -> np.ndarray:
+        """Run one period from int64 levels lv[E, N, K] in one compiled call, with no dicts built.
+
+        For fast faces (`InventoryEnv.step`) that have checked `_fused()`: ``lv`` is clipped in place
+        in clip mode; in strict mode a masked-out level raises before anything changes. Returns the
+        levels clipped per node this period ([E, N], a buffer overwritten by the next call).
+        """
+        clip = self.mode == "clip"
+        bad, e, n, k = kn.period(self.bound(), lv, clip, self.features, self.demand.get(int(self.state.t[0])))
+        if bad and not clip:
+            raise ValueError(self.explain_masked(e, n, k, int(lv[e, n, k])))
+        return self._clipped
+
     def _count_clipped(self, raw: np.ndarray, fixed: np.ndarray) -> None:
         self.episode_clipped += (np.asarray(raw) != fixed).sum(axis=2)
 
@@ -235,7 +302,11 @@ class ArrayEnv:
         self.episode_kpi += self.out.kpi
         self.episode_revenue += self.out.revenue
         self._observe(self.params, self.state, self.work, self.obs, self.mask, self.ub)
-        done = self.done()
+        return self._finish(qty, info)
+
+    def _finish(self, qty: np.ndarray, info: dict[str, Any]):
+        """The end of a period, after the kernel stepped and observed: info, episode end, auto reset."""
+        done = int(self.state.t[0]) >= self._horizon
         info.update(cost=self.out.cost, kpi=self.out.kpi, revenue=self.out.revenue, executed=qty)
         if done:
             self.episodes_done += self.E

@@ -270,17 +270,25 @@ def next_order_step(q, lot, moq):
 
 
 @njit(cache=True)
-def owed_out_into(owed, parent, e, oo):
-    """oo[d, k] = units DC d owes its children for SKU k in environment e (rows of non-DCs zero)."""
-    N, K = oo.shape
-    for d in range(N):
+def owed_out_rows(owed, parent, e, oo, M):
+    """oo[d, k] = units DC d owes its children for SKU k in environment e, for the rows d < M (the DCs:
+    nodes are DCs first); rows from M on are not touched. THE owed-out sum: the kernel (steps, masks,
+    inventory positions) and the shield both call it."""
+    N, K = owed.shape[1], owed.shape[2]
+    for d in range(M):
         for k in range(K):
             oo[d, k] = 0
-    for c in range(owed.shape[1]):
+    for c in range(N):
         d = parent[c]
         if d >= 0:
             for k in range(K):
                 oo[d, k] += owed[e, c, k]
+
+
+@njit(cache=True)
+def owed_out_into(owed, parent, e, oo):
+    """oo[d, k] = units DC d owes its children for SKU k in environment e (rows of non-DCs zero)."""
+    owed_out_rows(owed, parent, e, oo, oo.shape[0])
 
 
 @njit(cache=True, inline="always")

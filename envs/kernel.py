@@ -1,5 +1,14 @@
 """The inventory kernel: the only place where inventory physics lives.
 
+Why one module of this size (a numba reason): every function here is compiled with ``cache=True``,
+and Numba invalidates a cached function only when *its own* source file changes: a caller in one
+file keeps the machine code of callees it inlined or linked from another file after they change
+(Numba's "Notes on caching"). `period` compiles `step`, `observe` and `levels_to_qty` into itself,
+and `step` its shipping helpers; split over files, an edit to the physics could leave a stale
+`period` in every cache that silently disagrees with the NumPy reference. Keeping the physics and
+its entries in one file makes any edit recompile all of them together. Only small leaf predicates
+(`constraints`, `rng`) live outside, and they change rarely (clear ``__pycache__/*.nb[ic]`` when they do).
+
 Numba-jitted functions over `Params` and `State` NamedTuples, batched over E environments. The
 period contract (docs/design.md#period-contract), for each period t:
 
@@ -24,6 +33,11 @@ period contract (docs/design.md#period-contract), for each period t:
 `step` runs steps 3-6 of period t, advances t and runs step 1 of period t+1, so a `State` always sits
 at a decision point. A lead time of L means an order placed in period t is usable for demand in t+L.
 
+Entry points: the separate functions (`check_levels`, `levels_to_qty`, `step`, `observe`, for tests,
+tools and shields that act between them) and `period`, which runs all of them for one period in one
+compiled call over a `Bound` (the batch's parameters and buffers bound once): what `ArrayEnv.step`
+and the PettingZoo step use when no shield sits between the policy and the kernel.
+
 Implementation notes: every batched entry point is one Python function compiled twice, serially
 and with ``parallel=True`` (``prange`` is ``range`` in the serial build). Inside, arrays are unpacked
 into locals once and the per-pair loops call only small helpers that take scalars or arrays: passing
@@ -40,8 +54,9 @@ import math
 import sys
 
 import numpy as np
-from numba import njit, prange
-from restock.envs.constraints import BIG, bound_values, tightest
+from numba import njit, prange, types
+from numba.experimental import structref
+from restock.envs.constraints import BIG, bound_values, owed_out_rows, tightest
 from restock.envs.jit import variant
 from restock.envs.rng import uniform_at
 from restock.envs.types import (
@@ -237,20 +252,6 @@ def level_qty(p, n, k, l, ip, tc):
     return level_quantity(
         l, p.mode[n], p.qstep[n, k], p.cover_step[n], p.mean[n, k] * p.season[tc], ip, p.lot[k], p.moq[k]
     )
-
-
-@njit(cache=True)
-def _owed_out(owed, parent, e, oo):
-    """oo[d, k] = units DC d owes its children (their backlogged orders), for environment e."""
-    M, K = oo.shape
-    for d in range(M):
-        for k in range(K):
-            oo[d, k] = 0
-    for c in range(owed.shape[1]):
-        d = parent[c]
-        if d >= 0:
-            for k in range(K):
-                oo[d, k] += owed[e, c, k]
 
 
 @njit(cache=True)
@@ -565,14 +566,7 @@ def _step_impl(p, s, w, qty, demand, out):
         # at stores (backlogged customers first), end-of-period costs and levels, then the next
         # period's arrivals. A DC's backlog is what it owes its children.
         oo = w_oo[e]
-        for d in range(M):
-            for k in range(K):
-                oo[d, k] = 0
-        for c in range(N):
-            d = p.parent[c]
-            if d >= 0:
-                for k in range(K):
-                    oo[d, k] += owed[e, c, k]
+        owed_out_rows(owed, p.parent, e, oo, M)
         t1 = t + 1
         tc1 = t1 if t1 < T else np.int64(T)
         slot1 = t1 % W
@@ -690,20 +684,6 @@ step_par = njit(cache=True, parallel=True)(variant(_step_impl, "_par"))
 # observations, masks, actions
 
 
-@njit(cache=True, inline="always")
-def _owed_out_dcs(owed, parent, e, oo, M):
-    """oo[d, k] = units DC d (d < M) owes its children in environment e; other rows are not touched."""
-    N, K = owed.shape[1], owed.shape[2]
-    for d in range(M):
-        for k in range(K):
-            oo[d, k] = 0
-    for c in range(N):
-        d = parent[c]
-        if d >= 0:
-            for k in range(K):
-                oo[d, k] += owed[e, c, k]
-
-
 def _observe_impl(p, s, w, obs, mask, ub, features=True, rows=None):
     """Observations obs[E, N, D], masks mask[E, N, K, Lmax] and tightest bounds ub[E, N, K].
 
@@ -753,7 +733,7 @@ def _observe_impl(p, s, w, obs, mask, ub, features=True, rows=None):
     )
     E = on_hand.shape[0]
     for e in prange(E):
-        _owed_out_dcs(owed, parent, e, w_oo[e], M)
+        owed_out_rows(owed, parent, e, w_oo[e], M)
     # one row per environment and node, so that one big environment (`large`) uses every thread
     if rows is None:
         R = E * N
@@ -904,7 +884,7 @@ def _levels_to_qty_impl(p, s, w, levels, qty):
     )
     on_hand, transit, owed, backlog, t_arr, w_oo = s.on_hand, s.transit, s.owed, s.backlog, s.t, w.owed_out
     for e in prange(E):
-        _owed_out_dcs(owed, parent, e, w_oo[e], M)
+        owed_out_rows(owed, parent, e, w_oo[e], M)
     # one row per environment and node (integer arithmetic: the same quantities in any order)
     for r in prange(E * N):
         e = r // N
@@ -942,7 +922,7 @@ def inventory_positions(p, s, w, ip_out):
     E, N, K = s.on_hand.shape
     for e in range(E):
         oo = w.owed_out[e]
-        _owed_out(s.owed, p.parent, e, oo)
+        owed_out_rows(s.owed, p.parent, e, oo, oo.shape[0])
         for n in range(N):
             for k in range(K):
                 x = np.int64(s.transit[e, n, k])
@@ -1025,3 +1005,109 @@ def reset_envs(p, s, which, keys, init_on_hand, init_pipe, out):
             out.kpi,
             out.cost,
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# one compiled entry per period
+
+
+@structref.register
+class BoundType(types.StructRef):
+    """Numba type of `Bound` (one per combination of field types: in practice one per array layout)."""
+
+    def preprocess_fields(self, fields):
+        return tuple((name, types.unliteral(t)) for name, t in fields)
+
+
+class Bound(structref.StructRefProxy):
+    """A batch's parameters and buffers bound once (`bind`), handed to `period` as one object.
+
+    Passing the ~50-field `Params` NamedTuple into a compiled function costs microseconds a call (each
+    field is typed and unboxed); a `Bound` is one reference, so the cost of a `period` call no longer
+    grows with the number of parameter fields (`restock bench`: ``dispatch_us``). It holds references,
+    not copies: the arrays it was bound to are the ones `period` reads and writes.
+    """
+
+
+BOUND_FIELDS = (
+    "p",  # Params
+    "s",  # State
+    "w",  # Work
+    "out",  # StepOut
+    "obs",  # [E, N, D] float32
+    "mask",  # [E, N, K, Lmax] int8
+    "ub",  # [E, N, K] int32
+    "qty",  # [E, N, K] int32 executed quantities of the last period
+    "ep_cost",  # [E, N, N_COST] float64 episode sums
+    "ep_kpi",  # [E, N, N_KPI] float64
+    "ep_rev",  # [E, N] float64
+    "ep_clipped",  # [E, N] int64 masked-out levels clipped this episode
+    "clipped",  # [E, N] int64 ... in the last period
+)
+structref.define_proxy(Bound, BoundType, list(BOUND_FIELDS))
+
+
+@njit(cache=True)
+def bind(p, s, w, out, obs, mask, ub, qty, ep_cost, ep_kpi, ep_rev, ep_clipped, clipped):
+    """A `Bound` over these arrays (built once per batch; rebuild it when any of them is replaced)."""
+    return Bound(p, s, w, out, obs, mask, ub, qty, ep_cost, ep_kpi, ep_rev, ep_clipped, clipped)
+
+
+@njit(cache=True)
+def period(b, levels, clip, features, demand):
+    """One whole period for the batch bound in ``b``, in one compiled call (serial build).
+
+    1. mask check of levels[E, N, K] (int64) against ``b.mask``: with ``clip`` each masked-out level is
+       replaced in place by the largest allowed level below it (counted in ``b.clipped`` and
+       ``b.ep_clipped``); without, nothing else happens when one is found (the caller raises);
+    2. `levels_to_qty` into ``b.qty``; 3. `step` with demand[E, S, K]; 4. the episode sums;
+    5. the next observation: `observe` (``features``) or masks and bounds only (`observe_bounds`).
+
+    The same functions as the separate calls, in the same order, so the results are identical.
+    Returns (number of masked-out levels, first offender e, n, k; -1 when none).
+    """
+    p = b.p
+    mask = b.mask
+    clipped = b.clipped
+    E, N, K = levels.shape
+    bad = 0
+    fe, fn, fk = -1, -1, -1
+    for e in range(E):
+        for n in range(N):
+            clipped[e, n] = 0
+            L = p.levels[n]
+            for k in range(K):
+                l = levels[e, n, k]
+                if 0 <= l < L and mask[e, n, k, l]:
+                    continue
+                bad += 1
+                if fe < 0:
+                    fe, fn, fk = e, n, k
+                if clip:
+                    j = l if l < L else L - 1
+                    if j < 0:
+                        j = 0
+                    while j > 0 and mask[e, n, k, j] == 0:
+                        j -= 1
+                    levels[e, n, k] = j
+                    clipped[e, n] += 1
+    if bad and not clip:
+        return bad, fe, fn, fk
+    s, w, out, qty = b.s, b.w, b.out, b.qty
+    levels_to_qty(p, s, w, levels, qty)
+    step(p, s, w, qty, demand, out)
+    ep_cost, ep_kpi, ep_rev, ep_clipped = b.ep_cost, b.ep_kpi, b.ep_rev, b.ep_clipped
+    cost, kpi, rev = out.cost, out.kpi, out.revenue
+    for e in range(E):
+        for n in range(N):
+            ep_clipped[e, n] += clipped[e, n]
+            ep_rev[e, n] += rev[e, n]
+            for j in range(cost.shape[2]):
+                ep_cost[e, n, j] += cost[e, n, j]
+            for j in range(kpi.shape[2]):
+                ep_kpi[e, n, j] += kpi[e, n, j]
+    if features:
+        observe(p, s, w, b.obs, mask, b.ub)
+    else:
+        observe_bounds(p, s, w, b.obs, mask, b.ub, False)
+    return bad, fe, fn, fk

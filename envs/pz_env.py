@@ -51,7 +51,7 @@ from restock.envs.config import ScenarioConfig
 from restock.envs.rng import episode_key
 from restock.envs.spaces import FlatMaskMultiDiscrete
 
-ENV_KWARGS = ("mode", "render_mode", "seed", "shield")
+ENV_KWARGS = ("mode", "render_mode", "seed", "shield", "copy_obs", "info_detail")
 
 
 class InventoryEnv(ParallelEnv):
@@ -64,6 +64,8 @@ class InventoryEnv(ParallelEnv):
         render_mode: str | None = None,
         seed: int | None = None,
         shield=None,
+        copy_obs: bool = False,
+        info_detail: bool = True,
         **overrides: Any,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -98,6 +100,28 @@ class InventoryEnv(ParallelEnv):
         self._episode = 0
         self._seed = int(seed or 0)
         self.mode = mode
+        self.copy_obs = bool(copy_obs)
+        self.info_detail = bool(info_detail)
+        self._n = len(self.possible_agents)
+        self._views = self._make_views()
+
+    def _make_views(self) -> list:
+        """Per agent: (id, observation view, flat mask, and for an agent with fewer levels than the widest
+        role the [K, L] face of its own mask buffer and the core's mask it is filled from each step).
+        Views of the core's buffers, built once."""
+        core = self._core
+        K = self.compiled.K
+        self._views_of = (core.obs, core.mask)
+        views = []
+        for i, a in enumerate(self.possible_agents):
+            L = self._levels[a]
+            if L == core.Lmax:
+                flat, face, src = core.mask[0, i].reshape(K * L), None, None
+            else:
+                flat = np.zeros(K * L, np.int8)
+                face, src = flat.reshape(K, L), core.mask[0, i, :, :L]
+            views.append((a, core.obs[0, i], flat, face, src))
+        return views
 
     # ---------------------------------------------------------------- spaces
     def _make_obs_space(self, L: int) -> gymnasium.spaces.Dict:
@@ -161,6 +185,86 @@ class InventoryEnv(ParallelEnv):
         if not self.agents:
             raise RuntimeError("step() called after the episode ended: call reset()")
         core = self._core
+        if not core._fused():
+            return self._step_general(actions)
+        lv = self._lv
+        if len(actions) == self._n and list(actions) == self.possible_agents:
+            # the common case: every agent, in order; one conversion for all of them
+            try:
+                arr = np.asarray(list(actions.values()))
+            except ValueError:  # ragged: the per-agent loop names the agent
+                arr = None
+            if arr is not None and arr.shape == lv.shape[1:] and arr.dtype != object:
+                np.copyto(lv[0], arr, casting="unsafe")
+            else:
+                self._gather(actions)
+        else:
+            self._gather(actions)
+        clipped = core.period_levels(lv)  # strict mode raises here, before anything changed
+        agents = self.possible_agents
+        done = int(core.state.t[0]) >= core._horizon
+        rewards = dict(zip(agents, core.out.reward[0].tolist(), strict=True))
+        terms = dict.fromkeys(agents, False)
+        truncs = dict.fromkeys(agents, done)
+        if self.info_detail:
+            infos = self._infos(None, clipped[0], None)
+        else:
+            infos = {a: {} for a in agents}
+        obs = self._observations()
+        if done:
+            self.agents = []
+        if self.render_mode == "human":
+            print(self.render())
+        return obs, rewards, terms, truncs, infos
+
+    def _gather(self, actions: dict[str, Any]) -> None:
+        """Actions into self._lv[0], agent by agent, with errors that name the agent (absent: level 0)."""
+        K = self.compiled.K
+        raw = self._raw
+        seen = 0
+        for a, act in actions.items():
+            i = self._index.get(a)
+            if i is None:
+                raise ValueError(f"unknown agent {a!r} (agents: {', '.join(self.possible_agents)})")
+            arr = np.asarray(act)
+            if arr.shape != (K,):
+                raise ValueError(
+                    f"agent {a}: action must have shape ({K},) (one level per SKU), got {arr.shape}"
+                )
+            raw[i] = arr
+            seen += 1
+        if seen != self._n:
+            for a in self.possible_agents:
+                if a not in actions:
+                    raw[self._index[a]] = 0
+        self._lv[0] = raw
+
+    def _infos(self, info: dict | None, clipped: np.ndarray | None, shield_cost: np.ndarray | None) -> dict:
+        """Per-agent infos: cost breakdown and KPIs (copies: they outlive the step), revenue, clipped
+        levels and the constraint cost (the shield's, else the clipped count)."""
+        out = self._core.out
+        cost = out.cost[0].copy()
+        kpi = out.kpi[0].copy()
+        rev = out.revenue[0].tolist()
+        clip = [0] * self._n if clipped is None else clipped.tolist()
+        scost = clip if shield_cost is None else shield_cost[0].tolist()
+        infos = {}
+        for i, a in enumerate(self.possible_agents):
+            infos[a] = {
+                "cost_breakdown": cost[i],
+                "kpi": kpi[i],
+                "revenue": rev[i],
+                "clipped": int(clip[i]),
+                "cost": float(scost[i]),
+            }
+        if info is not None and "shield" in info:
+            for i, a in enumerate(self.possible_agents):
+                infos[a]["shield"] = info["shield"][i]
+        return infos
+
+    def _step_general(self, actions: dict[str, Any]):
+        """The step with a shield (or a wrapped core): levels, quantities, shield, kernel, one call each."""
+        core = self._core
         c = self.compiled
         raw = self._raw
         for a, act in actions.items():
@@ -188,27 +292,14 @@ class InventoryEnv(ParallelEnv):
         kn.levels_to_qty(c.params, core.state, core.work, lv, core._qty)
         _, _, reward, done, info = core._advance(core._qty)
         obs = self._observations()
-        cost = info["cost"][0].copy()
-        kpi = info["kpi"][0].copy()
-        rev = info["revenue"][0]
-        shield_cost = info.get("constraint_cost")
-        rewards, terms, truncs, infos = {}, {}, {}, {}
-        for i, a in enumerate(self.possible_agents):
-            rewards[a] = float(reward[0, i])
-            terms[a] = False
-            truncs[a] = done
-            infos[a] = {
-                "cost_breakdown": cost[i],
-                "kpi": kpi[i],
-                "revenue": float(rev[i]),
-                "clipped": 0 if clipped is None else int(clipped[i]),
-                "cost": float(shield_cost[0, i])
-                if shield_cost is not None
-                else (0.0 if clipped is None else float(clipped[i])),
-            }
-        if "shield" in info:
-            for i, a in enumerate(self.possible_agents):
-                infos[a]["shield"] = info["shield"][i]
+        agents = self.possible_agents
+        rewards = dict(zip(agents, reward[0].tolist(), strict=True))
+        terms = dict.fromkeys(agents, False)
+        truncs = dict.fromkeys(agents, done)
+        if self.info_detail:
+            infos = self._infos(info, clipped, info.get("constraint_cost"))
+        else:
+            infos = {a: {} for a in agents}
         if done:
             self.agents = []
         if self.render_mode == "human":
@@ -216,15 +307,19 @@ class InventoryEnv(ParallelEnv):
         return obs, rewards, terms, truncs, infos
 
     def _observations(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per-agent observations: views of the core's buffers, overwritten by the next step (copies
+        with ``copy_obs=True``)."""
         core = self._core
-        obs = core.obs[0].copy()
-        mask = core.mask[0].copy()
+        if self._views_of[0] is not core.obs or self._views_of[1] is not core.mask:
+            self._views = self._make_views()
         out = {}
-        K = self.compiled.K
-        for i, a in enumerate(self.possible_agents):
-            L = self._levels[a]
-            m = mask[i] if L == core.Lmax else mask[i, :, :L]
-            out[a] = {"observation": obs[i], "action_mask": m.reshape(K * L)}
+        for a, o, m, face, src in self._views:
+            if face is not None:
+                np.copyto(face, src)
+            if self.copy_obs:
+                out[a] = {"observation": o.copy(), "action_mask": m.copy()}
+            else:
+                out[a] = {"observation": o, "action_mask": m}
         return out
 
     def state(self) -> np.ndarray:
