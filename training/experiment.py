@@ -83,6 +83,9 @@ class RLlibSpec(Strict):
     # a trained DC's reward: "region" = mean net cost of the DC and its stores (MAPPO-style shared
     # credit; a DC's own cost has no term for its stores' lost sales), "own" = the DC's own cost
     dc_reward: Literal["region", "own"] = "region"
+    # start the trained roles from these weights (a run directory or any folder with policies/<role>.pt,
+    # e.g. one behaviour-cloned start shared by several seeds) instead of behaviour cloning
+    init_from: str | None = None
     # Ray runtime_env for the driver's job (merged with restock's env_vars), e.g. {"working_dir": "."}
     runtime_env: dict[str, Any] | None = None
 

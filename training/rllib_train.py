@@ -101,6 +101,16 @@ def check_experiment(exp: ExperimentConfig) -> None:
             f"rllib.num_learners = {exp.rllib.num_learners} would stop on its own shard); "
             "set ppo.target_kl: null in the experiment file, or use --num-learners 0 or 1"
         )
+    if exp.rllib.init_from:
+        from restock.agents.learned import load_role
+
+        for r in exp.roles:
+            try:
+                load_role(Path(exp.rllib.init_from), r)
+            except Exception as err:  # missing file, wrong format
+                raise ValueError(
+                    f"rllib.init_from: no usable {r} weights in {exp.rllib.init_from} ({err})"
+                ) from None
     if exp.rllib.num_gpus_per_learner > 0 and not exp.rllib.ray_address:
         import torch
 
@@ -410,7 +420,11 @@ def train_rllib(
             log(f"resumed from {latest['path']} ({latest['env_steps']} env steps)")
         else:
             algo = config.build_algo()
-            if exp.bc_episodes and exp.bc_epochs:
+            if exp.rllib.init_from:
+                start = Path(exp.rllib.init_from)
+                set_learner_nets(algo, {r: load_role(start, r) for r in exp.roles})
+                log(f"started {'+'.join(exp.roles)} from the weights in {start}")
+            elif exp.bc_episodes and exp.bc_epochs:
                 _warm_start(algo, compiled, exp, baseline, shield_factory, log, monitor, net_cfgs)
         target = exp.steps or 10**12
         steps = 0

@@ -48,6 +48,8 @@ def _check_sb3(exp: ExperimentConfig) -> None:
         ("num_learners", r.num_learners),
         ("num_gpus_per_learner", r.num_gpus_per_learner),
         ("runtime_env", r.runtime_env),
+        ("init_from", r.init_from),
+        ("dc_reward", "dc_reward" in r.model_fields_set),
     ):
         if bad:
             raise ValueError(

@@ -196,3 +196,18 @@ def test_joint_run__store_and_dc_policies_both_train(tmp_path, monkeypatch):
         moved = [k for k in start[role] if not torch.equal(start[role][k], end[k])]
         assert any(k.startswith("body.") for k in moved), role
         assert any(k.startswith("logits.") for k in moved), role
+
+
+def test_init_from__checked_before_any_work(tmp_path):
+    """rllib.init_from must hold weights for every trained role; the sb3 trainer refuses it."""
+    from restock.training.experiment import ExperimentConfig
+    from restock.training.rllib_train import check_experiment
+    from restock.training.train import check_for_trainer
+
+    exp = ExperimentConfig.model_validate({"roles": ["store", "dc"], "rllib": {"init_from": str(tmp_path)}})
+    with pytest.raises(ValueError, match="rllib.init_from: no usable store weights"):
+        check_experiment(exp)
+    with pytest.raises(ValueError, match="rllib.init_from"):
+        check_for_trainer(exp, "sb3")
+    with pytest.raises(ValueError, match="rllib.dc_reward"):
+        check_for_trainer(ExperimentConfig.model_validate({"rllib": {"dc_reward": "own"}}), "sb3")
