@@ -473,8 +473,8 @@ def train_dcl_network(
         t_it = time.perf_counter()
         grid.refresh(nets)
         snap, ip_v, eip_v, pol_cost = _visit(
-            compiled, grid, cfg.sample_envs, cfg.sample_periods, cfg.burn_in, exp.seed * 1_000 + it
-        )
+            compiled, grid, cfg.sample_envs, cfg.sample_periods, cfg.burn_in, exp.seed * 1_000
+        )  # the heuristic's training paths every iteration: the policy cost curve is paired
         V = ip_v.shape[0]
         lv_v = np.zeros((V, N), np.int64)
         _lookup(ip_v[:, :, None], eip_v[:, :, None], grid.table, grid.ilo, grid.elo, lv_v[:, :, None])

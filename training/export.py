@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from restock.agents.echelon_features import EXTRA_SKU_FEATURES, augment, uses_echelon
 from restock.agents.learned import load_learned_policy, load_role, read_run
 from restock.agents.networks import MASK_MIN, PerSkuNet
 from restock.envs.roles import role_nodes
@@ -116,11 +117,12 @@ def sample_observations(
     env.reset()
     joint = load_learned_policy(run_dir, compiled, deterministic=False)
     joint.bind(compiled)
+    echelon = uses_echelon(run_dir, role)  # agents.echelon_features: the observation has one more SKU feature
     L = int(compiled.params.levels[nodes[0]])
     K = compiled.K
     obs, masks, rows = [], [], 0
     while rows < n:
-        obs.append(env.obs[:, nodes].reshape(-1, env.obs_dim).copy())
+        obs.append(augment(env, nodes) if echelon else env.obs[:, nodes].reshape(-1, env.obs_dim).copy())
         masks.append(env.mask[:, nodes, :, :L].reshape(-1, K * L).astype(np.float32))
         rows += len(nodes) * num_envs
         env.step_qty(joint.propose(env).qty)
@@ -290,6 +292,8 @@ def export_run(
                 "masked_logit": MASK_MIN,
                 "action": am,
                 "net_config": net.cfg.to_dict(),
+                # per SKU after the F kernel features (agents.echelon_features); the request must carry them
+                "extra_sku_features": list(EXTRA_SKU_FEATURES) if uses_echelon(run_dir, role) else [],
                 "normalisation": {
                     "inside_graph": True,
                     "feat_mean": net.cfg.feat_mean,
