@@ -111,7 +111,13 @@ def write_report(
                 for k, v in s.items():
                     w.writerow([name, pol, k, v["mean"], v["ci95"][0], v["ci95"][1], v["n"]])
     files["kpis.csv"] = out / "kpis.csv"
-    plots = plot_all(res, out)
+    try:
+        import matplotlib  # noqa: F401  (an extra: a serving-only install has none)
+
+        plots = plot_all(res, out)
+    except ImportError:
+        plots = {}
+        res.notes.append("no plots: matplotlib is not installed (pip install 'restock[plot]')")
     files.update(plots)
     if stress:
         files["stress.json"] = _atomic_json(

@@ -1,77 +1,83 @@
-"""Serving metrics in the Prometheus text exposition format (version 0.0.4), without a client library.
+"""Serving metrics on ``GET /metrics`` through `prometheus_client`, in the text exposition format 0.0.4.
 
-Counters and histograms live in process memory and reset on restart (Prometheus handles resets).
-Intervention counts are normalised by exposure in the usual way: divide
-``restock_interventions_total`` by ``restock_sku_decisions_total`` (docs/design.md#what-is-logged).
+Each `Metrics` keeps its metrics in its own `prometheus_client.CollectorRegistry` (several services in
+one process, as in the tests, do not collide). `render` writes the registry's samples itself for two
+reasons: counts print as integers (``1234567``, not ``1.234567e+06``) and the ``*_created`` timestamps
+the client adds are left out. Values reset on restart (Prometheus handles resets). Intervention counts
+are normalised by exposure in the usual way: divide ``restock_interventions_total`` by
+``restock_sku_decisions_total`` (interventions per node-SKU decision, as `restock eval` reports them).
 """
 
 from __future__ import annotations
 
+import math
 import threading
-from collections import defaultdict
+
+import prometheus_client
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
-
-def _labels(d: tuple) -> str:
-    if not d:
-        return ""
-    inner = ",".join(f'{k}="{_esc(v)}"' for k, v in d)
-    return "{" + inner + "}"
 
 
 def _esc(v) -> str:
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _labels(d: dict) -> str:
+    if not d:
+        return ""
+    return (
+        "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in sorted(d.items(), key=lambda kv: kv[0] == "le")) + "}"
+    )
+
+
+def _value(v: float) -> str:
+    """Whole numbers as integers (counts), anything else as Prometheus' Go-style float."""
+    if math.isfinite(v) and v == int(v) and abs(v) < 2**53:
+        return str(int(v))
+    return floatToGoString(v)
+
+
 class Counter:
-    def __init__(self, name: str, help_: str):
-        self.name, self.help = name, help_
-        self.values: dict[tuple, float] = defaultdict(float)
+    """A labelled counter: ``inc(amount, **labels)``."""
+
+    def __init__(self, registry, name: str, help_: str, labelnames: tuple[str, ...] = ()):
+        self.name = name
+        self._m = prometheus_client.Counter(name, help_, labelnames=sorted(labelnames), registry=registry)
 
     def inc(self, amount: float = 1.0, **labels) -> None:
-        self.values[tuple(sorted(labels.items()))] += amount
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        for k, v in sorted(self.values.items()):
-            out.append(f"{self.name}{_labels(k)} {v:g}")
-        return out
+        (self._m.labels(**labels) if labels else self._m).inc(amount)
 
 
 class Histogram:
-    def __init__(self, name: str, help_: str, buckets=LATENCY_BUCKETS):
-        self.name, self.help = name, help_
-        self.buckets = tuple(buckets)
-        self.counts: dict[tuple, list[int]] = {}
-        self.sums: dict[tuple, float] = defaultdict(float)
+    """A labelled histogram: ``observe(x, **labels)``."""
+
+    def __init__(
+        self, registry, name: str, help_: str, labelnames: tuple[str, ...] = (), buckets=LATENCY_BUCKETS
+    ):
+        self.name = name
+        self._m = prometheus_client.Histogram(
+            name, help_, labelnames=sorted(labelnames), registry=registry, buckets=buckets
+        )
 
     def observe(self, x: float, **labels) -> None:
-        key = tuple(sorted(labels.items()))
-        c = self.counts.get(key)
-        if c is None:
-            c = self.counts[key] = [0] * (len(self.buckets) + 1)
-        i = 0
-        for i, b in enumerate(self.buckets):  # noqa: B007 - i is the bucket index after the loop
-            if x <= b:
-                break
-        else:
-            i = len(self.buckets)
-        c[i] += 1
-        self.sums[key] += x
+        (self._m.labels(**labels) if labels else self._m).observe(x)
 
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for key, c in sorted(self.counts.items()):
-            cum = 0
-            for b, n in zip(self.buckets, c, strict=False):
-                cum += n
-                out.append(f"{self.name}_bucket{_labels(key + (('le', f'{b:g}'),))} {cum}")
-            cum += c[-1]
-            out.append(f"{self.name}_bucket{_labels(key + (('le', '+Inf'),))} {cum}")
-            out.append(f"{self.name}_sum{_labels(key)} {self.sums[key]:.9g}")
-            out.append(f"{self.name}_count{_labels(key)} {cum}")
-        return out
+
+def render_registry(registry) -> str:
+    """The text exposition (0.0.4) of every family in ``registry``: HELP, TYPE, then its samples with
+    labels sorted (``le`` last) and counts as integers; ``*_created`` samples are left out."""
+    lines: list[str] = []
+    for fam in registry.collect():
+        name = fam.name + "_total" if fam.type == "counter" else fam.name
+        lines.append(f"# HELP {name} {fam.documentation}")
+        lines.append(f"# TYPE {name} {fam.type}")
+        for smp in fam.samples:
+            if smp.name.endswith("_created"):
+                continue
+            labels = dict(sorted(smp.labels.items()))
+            lines.append(f"{smp.name}{_labels(labels)} {_value(smp.value)}")
+    return "\n".join(lines) + "\n"
 
 
 class Metrics:
@@ -79,30 +85,54 @@ class Metrics:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.requests = Counter("restock_requests_total", "HTTP requests by endpoint and status code.")
+        self.registry = r = prometheus_client.CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            r, "restock_requests_total", "HTTP requests by endpoint and status code.", ("endpoint", "status")
+        )
         self.latency = Histogram(
-            "restock_request_latency_seconds", "Time from request received to response ready, by endpoint."
+            r,
+            "restock_request_latency_seconds",
+            "Time from request received to response ready, by endpoint.",
+            ("endpoint",),
         )
         self.compute_seconds = Histogram(
-            "restock_decision_compute_seconds", "Decision computation (observe, policy, shield) per call."
+            r, "restock_decision_compute_seconds", "Decision computation (observe, policy, shield) per call."
         )
-        self.decisions = Counter("restock_decisions_total", "Committed decisions by role, route and policy.")
-        self.sku_decisions = Counter("restock_sku_decisions_total", "Node-SKU decisions by role.")
+        self.decisions = Counter(
+            r,
+            "restock_decisions_total",
+            "Committed decisions by role, route and policy.",
+            ("role", "route", "policy", "version"),
+        )
+        self.sku_decisions = Counter(
+            r, "restock_sku_decisions_total", "Node-SKU decisions by role.", ("role",)
+        )
         self.interventions = Counter(
-            "restock_interventions_total", "Node-SKUs the shield changed, by role and constraint."
+            r,
+            "restock_interventions_total",
+            "Node-SKUs the shield changed, by role and constraint.",
+            ("role", "constraint"),
         )
         self.fallbacks = Counter(
+            r,
             "restock_fallbacks_total",
             "Decisions not executed as the policy proposed them: safe_action (verifier) or fallback_policy "
             "(model failure), by role.",
+            ("role", "kind"),
         )
-        self.escalations = Counter("restock_escalations_total", "Escalated decisions by role.")
-        self.shadow = Counter("restock_shadow_decisions_total", "Shadow decisions by role and agreement.")
-        self.replays = Counter("restock_idempotent_replays_total", "Requests answered from the audit store.")
+        self.escalations = Counter(r, "restock_escalations_total", "Escalated decisions by role.", ("role",))
+        self.shadow = Counter(
+            r, "restock_shadow_decisions_total", "Shadow decisions by role and agreement.", ("role", "agrees")
+        )
+        self.replays = Counter(
+            r, "restock_idempotent_replays_total", "Requests answered from the audit store."
+        )
         self.audit_alarms = Counter(
+            r,
             "restock_audit_alarms_total",
             "Stored decisions refused because their audit row does not verify (altered or corrupted), by "
             "where it was read (replay: a repeated request_id; get: GET /v1/decisions/{id}).",
+            ("where",),
         )
         self.audit_alarms.inc(0, where="replay")
         self.audit_alarms.inc(0, where="get")
@@ -132,19 +162,4 @@ class Metrics:
 
     def render(self) -> str:
         with self.lock:
-            lines: list[str] = []
-            for m in (
-                self.requests,
-                self.latency,
-                self.compute_seconds,
-                self.decisions,
-                self.sku_decisions,
-                self.interventions,
-                self.fallbacks,
-                self.escalations,
-                self.shadow,
-                self.replays,
-                self.audit_alarms,
-            ):
-                lines += m.render()
-        return "\n".join(lines) + "\n"
+            return render_registry(self.registry)

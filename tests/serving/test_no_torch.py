@@ -1,4 +1,5 @@
-"""The serving import graph pulls in no torch, ray or stable-baselines3, even while deciding."""
+"""The serving import graph pulls in no torch, ray or stable-baselines3, and no plotting (matplotlib), LP
+(highspy) or PettingZoo, even while deciding: `pip install restock[serve]` installs none of them."""
 
 from __future__ import annotations
 
@@ -27,12 +28,15 @@ with TestClient(app) as c:
     codes = [c.post("/v1/decisions", json=request_from_state(comp, env.state, 0, n, f"r{n}")).status_code
              for n in range(comp.N)]
     kinds = c.get("/healthz").json()
-bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "ray", "stable_baselines3", "sb3_contrib"))
+heavy = ("torch", "ray", "stable_baselines3", "sb3_contrib", "matplotlib", "highspy", "pettingzoo")
+bad = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in heavy})
 print(json.dumps({"codes": codes, "bad": bad}))
 """
 
 
-def test_no_torch__serving_imports_and_decides_without_torch_ray_sb3(tiny_artifact, registry_of):
+def test_no_torch__serving_imports_and_decides_without_torch_ray_sb3_plots_lp_pettingzoo(
+    tiny_artifact, registry_of
+):
     reg = registry_of(tiny_artifact)  # an ONNX artifact: the onnxruntime path is exercised too
     res = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(reg)], capture_output=True, text=True, cwd=ROOT, timeout=300
