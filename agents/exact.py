@@ -16,7 +16,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from restock.agents.single_node_dp import NotCovered, solve, spec_from_scenario
+from restock.agents.optimal import serial_from_scenario
+from restock.agents.single_node_dp import evaluate_table, solve, state_space
+from restock.agents.single_node_scenario import NotCovered, StateTable, spec_from_scenario
+from restock.envs.array_env import ArrayEnv
+from restock.envs.types import NODE_FEATURES, sku_feature_names
 
 
 def exact_optimum(compiled, tol: float = 1e-9) -> dict:
@@ -24,8 +28,6 @@ def exact_optimum(compiled, tol: float = 1e-9) -> dict:
     t0 = time.perf_counter()
     reasons = []
     try:
-        from restock.agents.optimal import serial_from_scenario
-
         spec = serial_from_scenario(compiled)
         sol = spec.solve()
         single = len(spec.nodes) == 1
@@ -88,9 +90,6 @@ def exact_policy_cost(compiled, joint, node: int = 0) -> tuple[float, float]:
     inventory position and on hand, and learned networks whose other features carry no weight (the
     dcl trainer's, `training.dcl_train.STATE_FEATURES`); `ValueError` for a network that reads others.
     """
-    from restock.agents.single_node_dp import StateTable, _state_space, evaluate_table
-    from restock.envs.array_env import ArrayEnv
-
     spec = spec_from_scenario(compiled)
     for p in joint.policies.values():
         net = getattr(p, "net", None)
@@ -99,7 +98,7 @@ def exact_policy_cost(compiled, joint, node: int = 0) -> tuple[float, float]:
                 "the learned policy reads features outside the exact state (last period's flows, time): "
                 "its exact cost is not defined on the DP's states"
             )
-    coords, _, _, _ = _state_space(spec)
+    coords, _, _, _ = state_space(spec)
     table = StateTable(compiled)
     env = ArrayEnv(compiled, num_envs=coords.shape[0], seed=0, features=True)
     env.reset()
@@ -111,8 +110,6 @@ def exact_policy_cost(compiled, joint, node: int = 0) -> tuple[float, float]:
 
 
 def _reads_only_state(net, W: int) -> bool:
-    from restock.envs.types import NODE_FEATURES, sku_feature_names
-
     keep = {"on_hand", "backlog", "pipeline_total", "inventory_position"} | {
         f"pipeline_{j}" for j in range(1, W)
     }

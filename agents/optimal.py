@@ -36,15 +36,36 @@ lower by mu * sum_{j>=2} h_j; the optimal levels are the same.
 Demand (argument ``demand``): a positive float is the mean of i.i.d. Poisson demand; a 1-D array is
 the pmf of one period's demand on 0, 1, ..., M. For a lattice of step u work in lattice units (cost
 rates times u, returned levels times u). Poisson tails are cut at 1e-16 and renormalised.
+
+Layout: the model's demand, parameters, level helpers and result types are in `agents.serial_model`,
+the forward evaluation (exact distributions, stationary and transient) in `agents.serial_forward`;
+this module holds the backward recursion, the newsvendor, the pathwise oracle and the scenario
+adapter, and is the one to import from (``__all__``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from restock.agents.serial_forward import (
+    Forward,
+    Initial,
+    evaluate_echelon_base_stock,
+    expected_cost_by_period,
+)
+from restock.agents.serial_model import (
+    Demand,
+    Evaluation,
+    SerialSolution,
+    canonical_initial_state,
+    check_levels,
+    discretized_normal_pmf,
+    local_from_echelon,
+    modified_echelon_levels,
+    pipeline_constant,
+    serial_params,
+)
 
 __all__ = [
     "Evaluation",
@@ -64,426 +85,11 @@ __all__ = [
     "serial_from_scenario",
 ]
 
-_TAIL = 1e-16  # Poisson tail mass cut off (renormalised); also the settling tolerance of starts above S
 
-
-# ------------------------------------------------------------------------------------------------
-# demand
-
-
-class _Demand:
-    """One period's demand on the integer lattice, with the pmfs of n-period windows."""
-
-    def __init__(self, demand):
-        if np.ndim(demand) == 0:
-            mu = float(demand)
-            if not mu > 0:
-                raise ValueError(f"the Poisson mean must be > 0, got {mu}")
-            self.poisson_mu: float | None = mu
-            self.pmf = None
-            self.mean = mu
-        else:
-            p = np.asarray(demand, dtype=float)
-            if p.ndim != 1 or p.size == 0 or np.any(p < 0):
-                raise ValueError("a demand pmf must be a 1-D array of non-negative numbers")
-            s = p.sum()
-            if abs(s - 1.0) > 1e-9:
-                raise ValueError(f"the demand pmf sums to {s}, not 1")
-            self.poisson_mu = None
-            self.pmf = p / s
-            self.mean = float(np.arange(p.size) @ self.pmf)
-        self._cache: dict[int, np.ndarray] = {}
-
-    def window(self, n: int) -> np.ndarray:
-        """pmf on 0, 1, ... of the total demand of n periods."""
-        n = int(n)
-        if n < 0:
-            raise ValueError("negative demand window")
-        w = self._cache.get(n)
-        if w is not None:
-            return w
-        if n == 0:
-            w = np.array([1.0])
-        elif self.poisson_mu is not None:
-            m = n * self.poisson_mu
-            w = stats.poisson.pmf(np.arange(int(stats.poisson.isf(_TAIL, m)) + 3), m)
-            w = w / w.sum()
-        else:
-            w = self.pmf
-            for _ in range(n - 1):
-                w = np.convolve(w, self.pmf)
-        self._cache[n] = w
-        return w
-
-
-def discretized_normal_pmf(mean: float, sd: float, step: float, tail_sd: float = 10.0) -> np.ndarray:
-    """pmf of Normal(mean, sd) rounded to the lattice step * {0, 1, ...} (mass below 0 goes to 0).
-
-    Use it with cost rates multiplied by ``step`` and levels read in units of ``step``.
-    """
-    hi = int(np.ceil((mean + tail_sd * sd) / step)) + 1
-    cdf = stats.norm.cdf((np.arange(hi + 2) - 0.5) * step, mean, sd)
-    p = np.diff(cdf)
-    p[0] += cdf[0]
-    return p / p.sum()
-
-
-# ------------------------------------------------------------------------------------------------
-# parameters and level helpers
-
-
-def _params(lead_times, installation_holding, backorder, pipeline_holding):
-    L = [int(x) for x in np.atleast_1d(lead_times)]
-    H = [float(x) for x in np.atleast_1d(installation_holding)]
-    N = len(L)
-    if N == 0 or len(H) != N:
-        raise ValueError("lead_times and installation_holding need one entry per stage (same length)")
-    if any(x < 0 for x in L):
-        raise ValueError("lead times must be >= 0")
-    Hn = [*H, 0.0]
-    h = [Hn[j] - Hn[j + 1] for j in range(N)]
-    if isinstance(pipeline_holding, str):
-        if pipeline_holding != "upstream":
-            raise ValueError("pipeline_holding must be 'upstream', a number or one number per stage")
-        P = Hn[1:]
-    elif np.ndim(pipeline_holding) == 0:
-        P = [float(pipeline_holding)] * N
-    else:
-        P = [float(x) for x in pipeline_holding]
-        if len(P) != N:
-            raise ValueError("pipeline_holding needs one rate per stage")
-    return N, L, H, h, float(backorder), P
-
-
-def _check_S(S, N: int) -> list[int]:
-    raw = np.atleast_1d(S)
-    out = [round(float(x)) for x in raw]
-    if any(abs(float(a) - b) > 1e-9 for a, b in zip(raw, out, strict=True)):
-        raise ValueError("base-stock levels must be integers (lattice units)")
-    if len(out) != N:
-        raise ValueError(f"S needs one level per stage ({N}), got {len(out)}")
-    return out
-
-
-def _pipeline_constant(L, H, P, mu) -> float:
-    """The policy-independent term sum_j (P_j - H_{j+1}) L_j mu."""
-    Hn = [*H, 0.0]
-    return sum((P[j] - Hn[j + 1]) * L[j] * mu for j in range(len(L)))
-
-
-def modified_echelon_levels(S: Sequence[int]) -> list[int]:
-    """Nested levels S~_j = min_{k>=j} S_k: the same physical paths and cost as S.
-
-    Only the internal owed quantities differ (stage j then carries a constant extra S_j - S~_j owed).
-    """
-    out = [int(x) for x in S]
-    for j in range(len(out) - 2, -1, -1):
-        out[j] = min(out[j], out[j + 1])
-    return out
-
-
-def local_from_echelon(S: Sequence[int]) -> list[int]:
-    """Installation levels s_j = S~_j - S~_{j-1} (S~_0 = 0).
-
-    The local policy with these levels reproduces the echelon policy only when stages order bottom-up
-    within a period (each sees its child's order of the same period); ordered simultaneously from last
-    period's positions it is a different, much costlier policy. Prefer echelon positions.
-    """
-    St = modified_echelon_levels(S)
-    return [St[0]] + [St[j] - St[j - 1] for j in range(1, len(St))]
-
-
-def canonical_initial_state(S: Sequence[int]) -> tuple[list[int], int]:
-    """The 'system at rest' start for S: on_hand_j = S~_j - S~_{j-1}, empty pipelines, nothing owed.
-
-    Returns (on_hand per stage, customer backlog). It is what a long run of zero demand leaves, not a
-    stationary draw: periods before L_1 + ... + L_N are biased, every later one is exactly stationary.
-    """
-    oh = local_from_echelon(S)
-    backlog = 0
-    if oh[0] < 0:
-        backlog, oh[0] = -oh[0], 0
-    return oh, backlog
-
-
-# ------------------------------------------------------------------------------------------------
-# results
-
-
-@dataclass
-class Evaluation:
-    """Exact expectations of END-OF-PERIOD quantities (what costs are charged on) under a policy S."""
-
-    cost: float  # expected cost of the period
-    on_hand: np.ndarray  # E[on_hand_j], j = 1..N
-    in_transit: np.ndarray  # E[in_transit_j] on the lane into j
-    owed: np.ndarray  # E[owed_j] (stage j+1 -> j); owed_N = 0
-    backlog: float  # E[customer backlog]
-    echelon_level: np.ndarray  # E[echelon inventory level_j]
-    holding_cost: float  # sum_j H_j E[on_hand_j]
-    pipeline_cost: float  # sum_j P_j E[in_transit_j]
-    backorder_cost: float  # b E[backlog]
-    prob_stockout: float = float("nan")  # P(IL_1 < 0) at the end of the period
-    il1_dist: tuple | None = field(default=None, repr=False)  # (offset, pmf) of stage 1's net inventory
-
-
-@dataclass
-class SerialSolution:
-    """Result of `clark_scarf_serial`; unpacks as ``S, cost``."""
-
-    echelon: list[int]  # optimal echelon levels S_1..S_N (smallest minimisers)
-    cost: float  # optimal expected cost per period
-    local: list[int]  # installation levels
-    echelon_modified: list[int]  # nested S~ (same cost)
-    evaluation: Evaluation  # steady-state breakdown at the optimum
-    C_functions: list = field(default_factory=list, repr=False)  # (lo, C_j on lo, lo+1, ...) per stage
-
-    def __iter__(self):
-        return iter((self.echelon, self.cost))
-
-
-# ------------------------------------------------------------------------------------------------
-# forward evaluation: exact distributions from a start state, stationary and transient.
-# A joint distribution is (offset, P[v, c]): value offset + v and c = min(D[0, t-1], cmax), the demand
-# so far lumped at cmax (beyond which every echelon position has come down to its level S).
-
-
-class _Initial:
-    """A start state: on hand per stage, customer backlog, pipeline contents, nothing owed.
-
-    pipeline[j][k] = units on lane j arriving in step 1 of period k (k < L_j).
-    """
-
-    def __init__(self, N, L, S, on_hand=None, backlog=0, pipeline=None):
-        if on_hand is None:
-            if pipeline is not None:
-                raise ValueError("give initial_on_hand together with initial_pipeline")
-            on_hand, backlog = canonical_initial_state(S)
-        self.on_hand = [int(x) for x in on_hand]
-        self.backlog = int(backlog)
-        if pipeline is None:
-            pipeline = [[0] * L[j] for j in range(N)]
-        if len(pipeline) != N:
-            raise ValueError(f"initial_pipeline needs one list per stage ({N})")
-        self.pipeline = [[int(x) for x in pipeline[j]] for j in range(N)]
-        if len(self.on_hand) != N or min(self.on_hand) < 0 or self.backlog < 0:
-            raise ValueError("initial on hand must list N non-negative numbers; the backlog must be >= 0")
-        for j in range(N):
-            if len(self.pipeline[j]) != L[j] or any(x < 0 for x in self.pipeline[j]):
-                raise ValueError(
-                    f"initial_pipeline[{j}] must list {L[j]} non-negative arrivals (one per period < L_j)"
-                )
-        pipe = [sum(p) for p in self.pipeline]
-        self.E0 = [int(x) for x in np.cumsum(np.add(self.on_hand, pipe)) - self.backlog]
-        self.E0ex = [self.E0[j] - pipe[j] for j in range(N)]  # without lane j's own pipeline
-
-    def base(self, j: int, t: int) -> int:
-        """W_j(t) for t < L_j before demand: the echelon stock without lane j, plus its arrivals so far."""
-        return self.E0ex[j] + sum(self.pipeline[j][: t + 1])
-
-
-def _jminus(J, w, cmax):
-    """(V - D, min(C + D, cmax)) for (V, C) ~ J and an independent D ~ w on 0, 1, ..."""
-    off, P = J
-    nv = P.shape[0]
-    dmax = w.size - 1
-    if cmax == 0:
-        return off - dmax, np.convolve(P[:, 0], w[::-1])[:, None]
-    out = np.zeros((nv + dmax, cmax + 1))
-    for d in range(min(cmax, w.size)):
-        rows = slice(dmax - d, dmax - d + nv)
-        out[rows, d:cmax] += w[d] * P[:, : cmax - d]
-        out[rows, cmax] += w[d] * P[:, cmax - d :].sum(axis=1)
-    if w.size > cmax:
-        tail = w.copy()
-        tail[:cmax] = 0.0
-        out[:, cmax] += np.convolve(P.sum(axis=1), tail[::-1])
-    return off - dmax, out
-
-
-def _jcap(J, X):
-    """min(X[C], V) for (V, C) ~ J: each column c capped at its own level X[c]."""
-    off, P = J
-    nv, nc = P.shape
-    top = off + nv - 1
-    lo = min(off, int(X.min()))
-    hi = min(top, int(X.max()))
-    out = np.zeros((hi - lo + 1, nc))
-    for c in range(nc):
-        x, col = int(X[c]), P[:, c]
-        if x >= top:
-            out[off - lo : off - lo + nv, c] = col
-        elif x < off:
-            out[x - lo, c] = col.sum()
-        else:
-            k = x - off
-            out[off - lo : off - lo + k, c] = col[:k]
-            out[x - lo, c] = col[k:].sum()
-    return lo, out
-
-
-def _marg(J):
-    return J[0], J[1].sum(axis=1)
-
-
-def _mean(dist) -> float:
-    off, p = dist
-    return float((off + np.arange(p.size)) @ p)
-
-
-def _minus(dist, w):
-    off, p = dist
-    return off - (w.size - 1), np.convolve(p, w[::-1])
-
-
-class _Forward:
-    """Exact distributions of the closed-form recursion (0-based stages k), from a start state:
-
-    W_k(t) = Y_k(t - L_k) - D[t-L_k, t-1]  (t >= L_k),  base_k(t) - D[0, t-1]  (t < L_k)
-    Y_{N-1}(t) = X_{N-1}(t),  Y_k(t) = min(X_k(t), W_{k+1}(t)),  X_k(t) = max(S_k, E0_k - D[0, t-1]).
-    Starts above S (E0_k > S_k) are tracked exactly through the lumped demand-so-far coordinate.
-    """
-
-    def __init__(self, dem: _Demand, L, S, init: _Initial):
-        self.dem, self.L, self.S, self.init = dem, list(L), list(S), init
-        self.N = len(L)
-        self.cmax = max(0, *(init.E0[k] - S[k] for k in range(self.N)))
-        c = np.arange(self.cmax + 1)
-        self.X = [np.maximum(S[k], init.E0[k] - c) for k in range(self.N)]
-        self._Y: dict = {}
-        self._W: dict = {}
-
-    def settled_after(self, limit: int) -> int:
-        """First t from which every period is stationary (to 1e-16 of probability), at most ``limit``."""
-        Tstar = sum(self.L)
-        if self.cmax == 0:
-            return min(Tstar, limit)
-        for t in range(limit + 1):
-            if self.dem.window(t)[: self.cmax].sum() <= _TAIL:
-                return min(t + Tstar, limit)
-        return limit
-
-    def C(self, t):
-        """pmf of min(D[0, t-1], cmax)."""
-        w = self.dem.window(t)
-        p = np.zeros(self.cmax + 1)
-        n = min(w.size, self.cmax)
-        p[:n] = w[:n]
-        p[self.cmax] += w[self.cmax :].sum()
-        return p
-
-    def Y(self, k, t):
-        key = (k, t)
-        if key not in self._Y:
-            if k == self.N - 1:
-                X = self.X[k]
-                lo = int(X.min())
-                P = np.zeros((int(X.max()) - lo + 1, self.cmax + 1))
-                P[X - lo, np.arange(self.cmax + 1)] = self.C(t)
-                self._Y[key] = (lo, P)
-            else:
-                self._Y[key] = _jcap(self.W(k + 1, t), self.X[k])
-        return self._Y[key]
-
-    def W(self, k, t):
-        key = (k, t)
-        if key not in self._W:
-            Lk = self.L[k]
-            if t >= Lk:
-                self._W[key] = _jminus(self.Y(k, t - Lk), self.dem.window(Lk), self.cmax)
-            else:
-                start = np.zeros((1, self.cmax + 1))
-                start[0, 0] = 1.0
-                self._W[key] = _jminus((self.init.base(k, t), start), self.dem.window(t), self.cmax)
-        return self._W[key]
-
-    def moments(self, t, H, b, P) -> Evaluation:
-        N, mu = self.N, self.dem.mean
-        EY = np.array([_mean(_marg(self.Y(k, t))) for k in range(N)])
-        EW = np.array([_mean(_marg(self.W(k, t))) for k in range(N)])
-        it = EY - EW
-        ech = EW - mu
-        il1 = _minus(_marg(self.W(0, t)), self.dem.window(1))
-        off, p = il1
-        x = off + np.arange(p.size)
-        back = float(np.maximum(-x, 0) @ p)
-        oh = np.empty(N)
-        oh[0] = ech[0] + back
-        for j in range(1, N):
-            oh[j] = ech[j] - ech[j - 1] - it[j - 1]
-        pc = self.C(t)
-        EX = np.array([float(self.X[k] @ pc) for k in range(N)])
-        owed = np.zeros(N)
-        owed[:-1] = EX[:-1] - EY[:-1]
-        hold = float(np.dot(H, oh))
-        pipe = float(np.dot(P, it))
-        return Evaluation(
-            cost=hold + pipe + b * back,
-            on_hand=oh,
-            in_transit=it,
-            owed=owed,
-            backlog=back,
-            echelon_level=ech,
-            holding_cost=hold,
-            pipeline_cost=pipe,
-            backorder_cost=b * back,
-            prob_stockout=float(p[x < 0].sum()),
-            il1_dist=il1,
-        )
-
-
-def evaluate_echelon_base_stock(
-    demand, lead_times, installation_holding, backorder, S, pipeline_holding="upstream"
-) -> Evaluation:
-    """Exact steady-state expected cost per period (and its breakdown) of ANY integer echelon vector S.
-
-    S may be non-nested and H need not decrease upstream. Stationary = every period t >= sum(L) from a
-    start with empty pipelines, nothing owed and echelon stocks <= S.
-    """
-    dem = _Demand(demand)
-    N, L, H, _, b, P = _params(lead_times, installation_holding, backorder, pipeline_holding)
-    S = _check_S(S, N)
-    return _Forward(dem, L, S, _Initial(N, L, S)).moments(sum(L), H, b, P)
-
-
-def expected_cost_by_period(
-    demand,
-    lead_times,
-    installation_holding,
-    backorder,
-    S,
-    T: int,
-    pipeline_holding="upstream",
-    initial_on_hand=None,
-    initial_backlog: int = 0,
-    initial_pipeline=None,
-) -> tuple[np.ndarray, list[Evaluation]]:
-    """Exact E[cost_t], t = 0..T-1, of the echelon policy S from a given start state.
-
-    This is what a finite-horizon simulation must match, warm-up included: the episode total's
-    expectation is ``costs.sum()``. Start (period 0 begins with its arrivals): on hand
-    ``initial_on_hand`` per stage (default `canonical_initial_state`), customer backlog
-    ``initial_backlog``, ``initial_pipeline[j][k]`` units on lane j arriving in period k < L_j (default
-    empty), nothing owed. Starts above S (the policy idles until demand brings a stage down to S_j) are
-    exact too. Returns (costs[T], one `Evaluation` per period).
-    """
-    dem = _Demand(demand)
-    N, L, H, _, b, P = _params(lead_times, installation_holding, backorder, pipeline_holding)
-    S = _check_S(S, N)
-    fw = _Forward(dem, L, S, _Initial(N, L, S, initial_on_hand, initial_backlog, initial_pipeline))
-    T = int(T)
-    settle = fw.settled_after(max(T - 1, 0))
-    evs: list[Evaluation] = []
-    for t in range(T):
-        evs.append(fw.moments(t, H, b, P) if t <= settle else evs[settle])
-    return np.array([e.cost for e in evs]), evs
-
-
-# ------------------------------------------------------------------------------------------------
 # backward recursion (Clark-Scarf / Chen-Zheng) on the integer lattice
 
 
-def _backward(dem: _Demand, L, h, penalty, S_fixed=None):
+def _backward(dem: Demand, L, h, penalty, S_fixed=None):
     """C_k on a grid [lo, hi] for k = 1..N; returns (S, [(lo, C_k)], C_N(S_N)).
 
     C_1(y) = E[h_1 (y - D^{L_1+1}) + penalty (y - D^{L_1+1})^-],  penalty = b + H_1
@@ -536,8 +142,8 @@ def clark_scarf_serial(
     pipeline_holding 'upstream' (P_j = H_{j+1}, none on the supplier lane), a number or [P_1..P_N]; any
     P only adds the constant sum_j (P_j - H_{j+1}) L_j mu.
     """
-    dem = _Demand(demand)
-    N, L, H, h, b, P = _params(lead_times, installation_holding, backorder, pipeline_holding)
+    dem = Demand(demand)
+    N, L, H, h, b, P = serial_params(lead_times, installation_holding, backorder, pipeline_holding)
     if any(x < -1e-12 for x in h):
         raise ValueError(
             "installation holding costs must not increase upstream (echelon rates h_j >= 0) "
@@ -546,10 +152,10 @@ def clark_scarf_serial(
     if not b > 0:
         raise ValueError("the backorder cost must be > 0")
     S, Cs, ech_cost = _backward(dem, L, h, b + H[0])
-    ev = _Forward(dem, L, S, _Initial(N, L, S)).moments(sum(L), H, b, P)
+    ev = Forward(dem, L, S, Initial(N, L, S)).moments(sum(L), H, b, P)
     return SerialSolution(
         echelon=S,
-        cost=ech_cost + _pipeline_constant(L, H, P, dem.mean),
+        cost=ech_cost + pipeline_constant(L, H, P, dem.mean),
         local=local_from_echelon(S),
         echelon_modified=modified_echelon_levels(S),
         evaluation=ev,
@@ -561,11 +167,11 @@ def echelon_cost_backward(
     demand, lead_times, installation_holding, backorder, S, pipeline_holding="upstream"
 ) -> float:
     """Steady-state cost of a given S by the backward recursion (independent of the forward pass)."""
-    dem = _Demand(demand)
-    N, L, H, h, b, P = _params(lead_times, installation_holding, backorder, pipeline_holding)
-    S = _check_S(S, N)
+    dem = Demand(demand)
+    N, L, H, h, b, P = serial_params(lead_times, installation_holding, backorder, pipeline_holding)
+    S = check_levels(S, N)
     _, _, c = _backward(dem, L, h, b + H[0], S_fixed=S)
-    return c + _pipeline_constant(L, H, P, dem.mean)
+    return c + pipeline_constant(L, H, P, dem.mean)
 
 
 def newsvendor_base_stock(demand, lead_time, holding, backorder, pipeline_holding=0.0) -> tuple[int, float]:
@@ -574,7 +180,7 @@ def newsvendor_base_stock(demand, lead_time, holding, backorder, pipeline_holdin
     An order of period t is usable in t + L, so the end-of-period net inventory is S - D^{(L+1)}: the
     protection interval is L + 1 periods. S* is the smallest S with P(D^{(L+1)} <= S) >= b / (b + h).
     """
-    dem = _Demand(demand)
+    dem = Demand(demand)
     L = int(lead_time)
     cdf = np.cumsum(dem.window(L + 1))
     S = int(np.flatnonzero(cdf >= backorder / (backorder + holding) - 1e-14)[0])
@@ -583,7 +189,7 @@ def newsvendor_base_stock(demand, lead_time, holding, backorder, pipeline_holdin
 
 def newsvendor_cost(demand, lead_time, holding, backorder, S, pipeline_holding=0.0) -> float:
     """h E[(S - D^{(L+1)})^+] + b E[(S - D^{(L+1)})^-] + pipeline_holding L mu (steady state)."""
-    dem = _Demand(demand)
+    dem = Demand(demand)
     w = dem.window(int(lead_time) + 1)
     x = S - np.arange(w.size)
     return float(
@@ -616,7 +222,7 @@ def echelon_path_oracle(
     L = [int(x) for x in lead_times]
     N = len(L)
     S = [int(x) for x in S]
-    init = _Initial(N, L, S, initial_on_hand, initial_backlog, initial_pipeline)
+    init = Initial(N, L, S, initial_on_hand, initial_backlog, initial_pipeline)
     E0 = np.asarray(init.E0, np.int64)
     cD = np.concatenate([np.zeros((R, 1), np.int64), np.cumsum(D, axis=1)], axis=1)  # cD[:, t] = D[0..t-1]
     X = np.maximum(np.asarray(S)[None, None, :], E0[None, None, :] - cD[:, :T, None])

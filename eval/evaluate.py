@@ -98,7 +98,7 @@ def parse_policies(
                 )
             )
         elif raw == "dp_optimal":
-            from restock.agents.single_node_dp import DPOptimalPolicy, NotCovered, spec_from_scenario
+            from restock.agents.single_node_scenario import DPOptimalPolicy, NotCovered, spec_from_scenario
 
             try:
                 spec_from_scenario(compiled)

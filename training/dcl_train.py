@@ -15,7 +15,7 @@ step of policy iteration with a learned, generalising policy:
    weighted by how often they were visited), then repeat from 2 with the new network.
 
 Scope: one decision per period (a one-store, one-SKU scenario with a fixed lead time: what
-`agents.single_node_dp.spec_from_scenario` accepts), because rollouts restart from sampled exact
+`agents.single_node_scenario.spec_from_scenario` accepts), because rollouts restart from sampled exact
 states. The policy is the same `PerSkuNet` the other trainers use, reading the same observation; its
 feature normalisation gives features that are not part of the state (time, last period's flows,
 constants) a scale of 1e9, so the learned policy is a function of the exact state (on hand, backlog and
@@ -44,7 +44,7 @@ import torch
 from restock.agents.base import JointPolicy
 from restock.agents.learned import load_role, save_role
 from restock.agents.networks import PerSkuNet
-from restock.agents.single_node_dp import StateTable
+from restock.agents.single_node_scenario import StateTable
 from restock.envs.array_env import ArrayEnv, compile_any
 from restock.envs.compile import Compiled
 from restock.envs.roles import role_nodes

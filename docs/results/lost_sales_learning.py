@@ -30,7 +30,8 @@ from restock.agents.base import JointPolicy
 from restock.agents.catalogue import make_policy
 from restock.agents.exact import exact_policy_cost
 from restock.agents.learned import TorchPolicy, load_role
-from restock.agents.single_node_dp import DPOptimalPolicy, StateTable, solve, spec_from_scenario
+from restock.agents.single_node_dp import solve
+from restock.agents.single_node_scenario import DPOptimalPolicy, StateTable, spec_from_scenario
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario

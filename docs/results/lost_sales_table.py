@@ -26,8 +26,8 @@ from restock.agents.single_node_dp import (
     _snap_to_actions,
     best_base_stock,
     solve,
-    spec_from_scenario,
 )
+from restock.agents.single_node_scenario import spec_from_scenario
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
 

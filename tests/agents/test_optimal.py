@@ -10,9 +10,6 @@ import pytest
 import yaml
 from restock.agents.echelon import EchelonBaseStock
 from restock.agents.optimal import (
-    _Demand,
-    _Forward,
-    _Initial,
     canonical_initial_state,
     clark_scarf_serial,
     discretized_normal_pmf,
@@ -26,6 +23,8 @@ from restock.agents.optimal import (
     newsvendor_cost,
     serial_from_scenario,
 )
+from restock.agents.serial_forward import Forward, Initial
+from restock.agents.serial_model import Demand
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario, scenario_dir
 from restock.envs.types import C_HOLD, C_PIPE, C_STOCKOUT, K_BACKLOG, K_ON_HAND, K_PIPELINE
@@ -175,7 +174,7 @@ def test_expected_cost_by_period__settles_exactly_on_the_stationary_cost(init):
     costs, _ = expected_cost_by_period(
         mu, L, H3, 10.0, S, 40, initial_on_hand=init[0], initial_backlog=init[1], initial_pipeline=init[2]
     )
-    fw = _Forward(_Demand(mu), L, S, _Initial(3, L, S, init[0], init[1], init[2]))
+    fw = Forward(Demand(mu), L, S, Initial(3, L, S, init[0], init[1], init[2]))
     full = [fw.moments(t, H3, 10.0, [2.0, 1.0, 0.0]).cost for t in range(40)]
     np.testing.assert_allclose(costs, full, rtol=1e-12)
     assert costs[-1] == pytest.approx(evaluate_echelon_base_stock(mu, L, H3, 10.0, S).cost, rel=1e-12)

@@ -13,15 +13,8 @@ import json
 import numpy as np
 import pytest
 from restock.agents.optimal import newsvendor_base_stock
-from restock.agents.single_node_dp import (
-    DPOptimalPolicy,
-    NotCovered,
-    SingleNodeSpec,
-    best_base_stock,
-    poisson_pmf,
-    solve,
-    spec_from_scenario,
-)
+from restock.agents.single_node_dp import SingleNodeSpec, best_base_stock, poisson_pmf, solve
+from restock.agents.single_node_scenario import DPOptimalPolicy, NotCovered, spec_from_scenario
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
