@@ -28,8 +28,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
     __version__ = "0+unknown"
 
-# name -> (modules to try in order, attribute). The policy catalogue is looked up by module name so the
-# API follows it wherever it lives (agents.catalogue; agents.tuning before it moved).
+# name -> (modules to try in order, attribute).
 _LAZY: dict[str, tuple[tuple[str, ...], str]] = {
     "parallel_env": (("restock.envs.pz_env",), "parallel_env"),
     "ArrayEnv": (("restock.envs.array_env",), "ArrayEnv"),
@@ -38,8 +37,8 @@ _LAZY: dict[str, tuple[tuple[str, ...], str]] = {
     "compile_scenario": (("restock.envs.compile",), "compile_scenario"),
     "make": (("restock.single_node",), "make"),
     "SingleNodeEnv": (("restock.single_node",), "SingleNodeEnv"),
-    "make_policy": (("restock.agents.catalogue", "restock.agents.tuning"), "make_policy"),
-    "load_params": (("restock.agents.catalogue", "restock.agents.tuning"), "load_params"),
+    "make_policy": (("restock.agents.catalogue",), "make_policy"),
+    "load_params": (("restock.agents.catalogue",), "load_params"),
     "JointPolicy": (("restock.agents.base",), "JointPolicy"),
     "Shield": (("restock.agents.shield",), "Shield"),
 }
