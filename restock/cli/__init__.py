@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # the order of these imports is the order `restock --help` lists the commands in
 # isort: off
-from restock.cli import simulate, tune, evaluate, train, bench, export, serve, demo  # noqa: F401
+from restock.cli import simulate, tune, evaluate, train, bench, export, serve, data, demo  # noqa: F401
 
 # isort: on
 from restock.cli.common import app
