@@ -156,6 +156,7 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
         **lead.fields,
         **_capacities(cfg, rng, nodes, means.mean, lead.W),
         **_costs(nodes, skus),
+        **_suppliers(cfg),
         **_actions(cfg, nodes, skus.lot),
         unit_cost=skus.unit_cost,
         volume=skus.volume,
@@ -165,6 +166,7 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
         net_weight=float(cfg.reward.network_weight),
         reward_scale=float(cfg.reward.scale),
         include_revenue=bool(cfg.reward.include_revenue),
+        **_discounts(cfg),
         horizon=int(cfg.horizon),
         n_dcs=int(nodes.M),
     )
@@ -458,15 +460,42 @@ def _costs(nodes: _Nodes, skus: _Skus) -> dict:
             pipe_hold[n] = hold[n]
     price_nk = np.zeros((N, K))
     price_nk[M:] = skus.price[None, :]
+    order_cost = np.tile(skus.order_cost, (N, 1))
+    for n, s in enumerate(nodes.specs):  # per-node selling prices and purchase costs
+        if s.price is not None:
+            price_nk[n] = s.price
+        if s.purchase_cost is not None:
+            order_cost[n] = s.purchase_cost
     return dict(
         hold=hold,
         pipe_hold=pipe_hold,
         stockout=stock_f[:, None] * skus.stockout[None, :],
-        order_cost=np.tile(skus.order_cost, (N, 1)),
+        order_cost=order_cost,
+        ship_first=np.asarray(
+            [1 if getattr(s, "ship_before_arrivals", False) else 0 for s in nodes.specs], np.int8
+        ),
         fixed_cost=np.tile(skus.fixed_cost, (N, 1)),
         price=price_nk,
         crit_ratio=_crit_ratio(hold, stock_f[:, None] * skus.stockout[None, :]),
     )
+
+
+def _suppliers(cfg: C.ScenarioConfig) -> dict:
+    """What suppliers do with what they cannot ship: owe it or cancel it, and the penalty per unit."""
+    K = cfg.skus.count
+    sups = cfg.network.suppliers
+    backlog = np.asarray([1 if s.unmet == "backlog" else 0 for s in sups], np.int8)
+    penalty = np.asarray([[s.shortage_cost] * K for s in sups], float).reshape(len(sups), K)
+    settle = np.asarray(
+        [1 if b or s.shortage_cost > 0 else 0 for b, s in zip(backlog, sups, strict=True)], np.int8
+    )
+    return dict(sup_backlog=backlog, sup_penalty=penalty, sup_settle=settle)
+
+
+def _discounts(cfg: C.ScenarioConfig) -> dict:
+    """discount^t for t = 0..T (the discounted_profit KPI) and the reward weights (reward.discounted)."""
+    disc = float(cfg.discount) ** np.arange(cfg.horizon + 1, dtype=float)
+    return dict(disc=disc, reward_disc=disc.copy() if cfg.reward.discounted else np.ones_like(disc))
 
 
 # ---- actions
@@ -514,6 +543,9 @@ def _initial_state(
             "or pipeline_cover"
         )
     init_on_hand = np.round(cover[:, None] * mean * season[0]).astype(np.int64)
+    for n, s in enumerate(nodes.specs):  # units given per node replace the cover
+        if s.initial_stock is not None:
+            init_on_hand[n] = s.initial_stock
     init_pipe = np.zeros((N, K, W), np.int64)
     if cfg.initial.pipeline_cover > 0:
         fill = np.round(cfg.initial.pipeline_cover * mean).astype(np.int64)

@@ -19,7 +19,10 @@ period contract (docs/design.md#period-contract), for each period t:
    DC, parents before children, ships to its children from on hand (proportional rationing with
    largest remainders, or by priority). Lane capacity then scales each lane's shipment down pro rata
    (rounded down). A DC with ``unmet: backlog`` owes its children what it did not ship and ships it
-   first later; with ``lost`` the rest of the order is cancelled. Suppliers never backlog.
+   first later; with ``lost`` the rest of the order is cancelled. A supplier with ``unmet: backlog``
+   owes what it did not ship in the same way (``lost``: cancelled), at its ``shortage_cost`` per unit
+   charged to the node it feeds. A DC with ``ship_before_arrivals`` ships from its stock at the start
+   of the period: what arrived in step 1 ships from the next period on (OR-Gym's stages).
    A shipment sent in period t with lead time L (drawn per lane and period for stochastic lanes, plus
    any lead-time spike) arrives in step 1 of period t+L; with L = 0 it is put on hand at once, before
    the receiving node ships further down;
@@ -28,7 +31,8 @@ period contract (docs/design.md#period-contract), for each period t:
 6. costs: holding on end on hand, pipeline holding on units in transit, stockout (per unit lost, or per
    unit backlogged at the end of the period), variable ordering cost per unit shipped, fixed cost per
    positive order line, overflow (per volume unit above capacity at the end of the period); revenue
-   at the selling price on units sold.
+   at the node's selling price on units sold (stores) or shipped to children (DCs). The reward of
+   period t is weighted by discount^t with ``reward.discounted``; the discounted_profit KPI always is.
 
 `step` runs steps 3-6 of period t, advances t and runs step 1 of period t+1, so a `State` always sits
 at a decision point. A lead time of L means an order placed in period t is usable for demand in t+L.
@@ -69,6 +73,7 @@ from restock.envs.types import (
     K_ARRIVED,
     K_BACKLOG,
     K_DEMAND,
+    K_DISCOUNTED_PROFIT,
     K_DISPOSED,
     K_FILLED,
     K_LOST,
@@ -326,20 +331,23 @@ def _receive(
 
 
 @njit(cache=True)
-def _rewards(e, cost, revenue, reward, include_revenue, net_weight, scale):
+def _rewards(e, cost, revenue, reward, kpi, include_revenue, net_weight, scale, disc, rdisc):
+    """Rewards of period t (weighted by rdisc = discount^t with reward.discounted, else 1) and the
+    discounted_profit KPI disc x (revenue - cost) per node."""
     N = cost.shape[1]
     tot = 0.0
     for n in range(N):
         c = 0.0
         for j in range(N_COST):
             c += cost[e, n, j]
+        kpi[e, n, K_DISCOUNTED_PROFIT] = disc * (revenue[e, n] - c)
         if include_revenue:
             c -= revenue[e, n]
         reward[e, n] = c  # the node's net cost for now
         tot += c
     mean = tot / N
     for n in range(N):
-        reward[e, n] = -((1.0 - net_weight) * reward[e, n] + net_weight * mean) / scale
+        reward[e, n] = -((1.0 - net_weight) * reward[e, n] + net_weight * mean) / scale * rdisc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -401,11 +409,11 @@ def _step_impl(p, s, w, qty, demand, out):
             if src < U:
                 lo, hi = p.sup_ptr[src], p.sup_ptr[src + 1]
                 idx = p.sup_idx
-                bl = 0
+                bl = p.sup_backlog[src]
                 for i in range(lo, hi):
                     c = idx[i]
                     for k in range(K):
-                        shipped[e, c, k] = qty[e, c, k]
+                        shipped[e, c, k] = qty[e, c, k] + (owed[e, c, k] if bl else 0)
                 if p.sup_capped[src]:
                     for k in range(K):
                         cap = p.sup_cap[tc, src, k]
@@ -413,11 +421,11 @@ def _step_impl(p, s, w, qty, demand, out):
                             continue
                         total = np.int64(0)
                         for i in range(lo, hi):
-                            total += qty[e, idx[i], k]
+                            total += shipped[e, idx[i], k]
                         if total <= cap:
                             continue
                         for i in range(lo, hi):
-                            req[idx[i]] = qty[e, idx[i], k]
+                            req[idx[i]] = shipped[e, idx[i], k]
                         _ration(np.int64(cap), req, ship, frac, idx, lo, hi, RATION_PROPORTIONAL)
                         for i in range(lo, hi):
                             shipped[e, idx[i], k] = ship[idx[i]]
@@ -442,6 +450,8 @@ def _step_impl(p, s, w, qty, demand, out):
                     last_demand[e, d, k] = tot2[k]
                     dem_units += tot2[k]
                     avail = np.int64(on_hand[e, d, k])
+                    if p.ship_first[d]:  # this period's arrivals ship next period
+                        avail -= arrived[e, d, k]
                     if tot[k] <= avail:
                         continue
                     if avail <= 0:
@@ -517,6 +527,18 @@ def _step_impl(p, s, w, qty, demand, out):
                 cost[e, c, C_ORDER] += ocost
                 kpi[e, c, K_RECEIVED_SHIP] += units
             if src < U:
+                # what the supplier did not ship is owed (backlog) or cancelled, with its penalty
+                if p.sup_settle[src]:
+                    for i in range(lo, hi):
+                        c = idx[i]
+                        short_cost = 0.0
+                        for k in range(K):
+                            r = np.int64(qty[e, c, k]) + (np.int64(owed[e, c, k]) if bl else np.int64(0))
+                            short = r - np.int64(shipped[e, c, k])
+                            if bl:
+                                owed[e, c, k] = short
+                            short_cost += p.sup_penalty[src, k] * short
+                        cost[e, c, C_STOCKOUT] += short_cost
                 continue
             # settle the DC: on hand, owed or lost. Owed units are served first, so this period's
             # orders were filled at once by what was shipped beyond the old debts.
@@ -544,11 +566,13 @@ def _step_impl(p, s, w, qty, demand, out):
             unmet = np.int64(0)
             stockout_skus = np.int64(0)
             sales_value = 0.0
+            dc_rev = 0.0
             for k in range(K):
                 sk = tot[k]
                 on_hand[e, d, k] -= sk
                 ship_units += sk
                 sales_value += unit_cost[k] * sk
+                dc_rev += p.price[d, k] * sk
                 new_orders = np.int64(last_demand[e, d, k])
                 f = min(max(sk - tot2[k], 0), new_orders)
                 filled += f
@@ -560,7 +584,8 @@ def _step_impl(p, s, w, qty, demand, out):
             kpi[e, d, K_LOST] = lost
             kpi[e, d, K_STOCKOUT_SKUS] = stockout_skus
             kpi[e, d, K_SALES_VALUE] = sales_value
-            cost[e, d, C_STOCKOUT] = stock_cost
+            revenue[e, d] = dc_rev
+            cost[e, d, C_STOCKOUT] += stock_cost
 
         # steps 4-6, node by node (nodes no longer interact once shipping is done): customer demand
         # at stores (backlogged customers first), end-of-period costs and levels, then the next
@@ -641,7 +666,7 @@ def _step_impl(p, s, w, qty, demand, out):
                 kpi[e, n, K_STOCKOUT_SKUS] = stockout_skus
                 kpi[e, n, K_SALES_VALUE] = sales_value
                 revenue[e, n] = rev
-                cost[e, n, C_STOCKOUT] = stock_cost
+                cost[e, n, C_STOCKOUT] += stock_cost
             else:
                 cost[e, n, C_STOCKOUT] += stock_cost
             cost[e, n, C_HOLD] = hold
@@ -671,7 +696,18 @@ def _step_impl(p, s, w, qty, demand, out):
                 cost,
             )
         t_arr[e] = t1
-        _rewards(e, cost, revenue, reward, p.include_revenue, p.net_weight, p.reward_scale)
+        _rewards(
+            e,
+            cost,
+            revenue,
+            reward,
+            kpi,
+            p.include_revenue,
+            p.net_weight,
+            p.reward_scale,
+            p.disc[tc],
+            p.reward_disc[tc],
+        )
 
 
 # No fastmath: reassociated (vectorised) float sums were 1.5x faster but their rounding depended on

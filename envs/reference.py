@@ -20,6 +20,7 @@ from restock.envs.types import (
     K_ARRIVED,
     K_BACKLOG,
     K_DEMAND,
+    K_DISCOUNTED_PROFIT,
     K_DISPOSED,
     K_FILLED,
     K_LOST,
@@ -145,9 +146,15 @@ def reference_step(p: Params, s: State, qty: np.ndarray, demand: np.ndarray):
         avail = np.where(np.isinf(cap), np.iinfo(np.int64).max // 4, np.nan_to_num(cap, posinf=0)).astype(
             np.int64
         )
-        shipped[:, kids, :] = ration(avail, qty[:, kids, :], RATION_PROPORTIONAL)
+        # a backlogging supplier is asked for the new orders plus what it still owes
+        req = qty[:, kids, :] + (owed[:, kids, :] if p.sup_backlog[u] else 0)
+        shipped[:, kids, :] = ration(avail, req, RATION_PROPORTIONAL)
         for c in kids:
             send(c)
+        short = req - shipped[:, kids, :]  # after lane capacities
+        if p.sup_backlog[u]:
+            owed[:, kids, :] = short
+        cost[:, kids, C_STOCKOUT] += (short * p.sup_penalty[u][None, None, :]).sum(axis=2)
 
     # step 3b: DCs, parents first
     for d in range(M):
@@ -158,7 +165,9 @@ def reference_step(p: Params, s: State, qty: np.ndarray, demand: np.ndarray):
         new_orders = qty[:, kids, :].sum(axis=1)
         last_demand[:, d, :] = new_orders
         kpi[:, d, K_DEMAND] = new_orders.sum(axis=1)
-        shipped[:, kids, :] = ration(on_hand[:, d, :], req, int(p.rationing[d]))
+        # a DC that ships first ships from its start-of-period stock: this period's arrivals wait
+        avail = on_hand[:, d, :] - (s.arrived[:, d, :] if p.ship_first[d] else 0)
+        shipped[:, kids, :] = ration(avail, req, int(p.rationing[d]))
         for c in kids:
             send(c)
         sh = shipped[:, kids, :]
@@ -166,7 +175,7 @@ def reference_step(p: Params, s: State, qty: np.ndarray, demand: np.ndarray):
             owed[:, kids, :] = req - sh
         else:
             kpi[:, d, K_LOST] = (req - sh).sum(axis=(1, 2))
-            cost[:, d, C_STOCKOUT] = ((req - sh) * p.stockout[d][None, None, :]).sum(axis=(1, 2))
+            cost[:, d, C_STOCKOUT] += ((req - sh) * p.stockout[d][None, None, :]).sum(axis=(1, 2))
         sku_ship = sh.sum(axis=1)
         on_hand[:, d, :] -= sku_ship
         filled = np.clip(sku_ship - old_owed.sum(axis=1), 0, new_orders)
@@ -175,6 +184,7 @@ def reference_step(p: Params, s: State, qty: np.ndarray, demand: np.ndarray):
         kpi[:, d, K_UNMET] = (new_orders - filled).sum(axis=1)
         kpi[:, d, K_STOCKOUT_SKUS] = ((new_orders - filled) > 0).sum(axis=1)
         kpi[:, d, K_SALES_VALUE] = (sku_ship * p.unit_cost).sum(axis=1)
+        revenue[:, d] = (sku_ship * p.price[d]).sum(axis=1)
 
     # steps 4-5: customers at stores
     for n in range(M, N):
@@ -189,7 +199,7 @@ def reference_step(p: Params, s: State, qty: np.ndarray, demand: np.ndarray):
             backlog[:, n, :] = b + d - serve
         else:
             kpi[:, n, K_LOST] = (d - serve).sum(axis=1)
-            cost[:, n, C_STOCKOUT] = ((d - serve) * p.stockout[n]).sum(axis=1)
+            cost[:, n, C_STOCKOUT] += ((d - serve) * p.stockout[n]).sum(axis=1)
         kpi[:, n, K_DEMAND] = d.sum(axis=1)
         kpi[:, n, K_SHIPPED_OUT] = serve.sum(axis=1)
         kpi[:, n, K_FILLED] = filled.sum(axis=1)
@@ -244,8 +254,10 @@ def reference_step(p: Params, s: State, qty: np.ndarray, demand: np.ndarray):
     kpi[:, :, K_ARRIVED] += arrived.sum(axis=2)
 
     # rewards
+    kpi[:, :, K_DISCOUNTED_PROFIT] = p.disc[tc][:, None] * (revenue - cost.sum(axis=2))
     net = cost.sum(axis=2) - (revenue if p.include_revenue else 0.0)
     reward = -((1 - p.net_weight) * net + p.net_weight * net.mean(axis=1, keepdims=True)) / p.reward_scale
+    reward = reward * p.reward_disc[tc][:, None]
 
     new = State(
         t=t1.astype(np.int32),

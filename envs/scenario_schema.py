@@ -218,6 +218,12 @@ class NodeCommon(Strict):
     # holding cost on units in transit to this node: none, the parent's rate (Clark-Scarf
     # accounting: the shipper owns goods in transit) or this node's own rate
     pipeline_holding: Literal["none", "parent", "own"] = "none"
+    # on hand at reset, units of every SKU (None: initial.store_cover / dc_cover periods of demand)
+    initial_stock: Units | None = None
+    # selling price per unit shipped out: a store's per unit sold (None: skus.price), a DC's per unit
+    # shipped to its children (None: 0). With purchase_cost, transfers between stages can be priced.
+    price: NonNegativeFloat | None = None
+    purchase_cost: NonNegativeFloat | None = None  # per unit shipped to this node (None: skus.order_cost)
 
 
 class DCSpec(NodeCommon):
@@ -228,6 +234,21 @@ class DCSpec(NodeCommon):
     unmet: Literal["backlog", "lost"] = "backlog"  # children's orders it cannot fill
     rationing: Literal["proportional", "priority"] = "proportional"
     stockout_factor: NonNegativeFloat = 0.0
+    # ship from the stock on hand at the start of the period: what arrives this period ships from the
+    # next one (OR-Gym's stages). Needs an inbound lead time of at least 1 in every case.
+    ship_before_arrivals: StrictBool = False
+
+    @model_validator(mode="after")
+    def _ship_first(self) -> DCSpec:
+        if self.ship_before_arrivals:
+            lt = self.lead_time
+            low = lt if isinstance(lt, int) else min(getattr(lt, "values", None) or lt.per_sku)
+            if low < 1:
+                raise ValueError(
+                    "ship_before_arrivals needs an inbound lead_time of at least 1 (a delivery of the same "
+                    "period would be on hand before the DC ships)"
+                )
+        return self
 
 
 class StoreGroup(NodeCommon):
@@ -245,6 +266,11 @@ class SupplierSpec(Strict):
 
     id: str
     capacity: Attr | None = None  # units per SKU per period (None = unlimited)
+    # what it cannot ship (capacity, lane capacity): cancelled (lost) or owed and shipped first later
+    unmet: Literal["lost", "backlog"] = "lost"
+    # per unit of an order it did not ship, each period (lost: once; backlog: per unit still owed at
+    # the end of the period), charged to the node it feeds
+    shortage_cost: NonNegativeFloat = 0.0
 
 
 class NetworkSpec(Strict):
@@ -411,6 +437,7 @@ class RewardSpec(Strict):
     network_weight: Float = Field(default=0.0, ge=0, le=1)  # 0 = own cost only, 1 = network mean
     scale: PositiveFloat = 1.0  # reward = -cost / scale
     include_revenue: StrictBool = False  # reward = (revenue - cost) / scale
+    discounted: StrictBool = False  # period t's reward times discount^t (OR-Gym's discounted profit)
 
 
 class ActionSpec(Strict):

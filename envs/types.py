@@ -39,6 +39,7 @@ KPI_NAMES = (
     "disposed",  # units disposed at arrival for lack of space (overflow: dispose)
     "on_hand_value",  # sum of unit_cost x on hand at the end of the period (money)
     "sales_value",  # sum of unit_cost x shipped_out (money, cost of goods; turns use it)
+    "discounted_profit",  # discount^t x (revenue - every cost) of the node this period (money)
 )
 (
     K_DEMAND,
@@ -59,7 +60,8 @@ KPI_NAMES = (
     K_DISPOSED,
     K_ON_HAND_VALUE,
     K_SALES_VALUE,
-) = range(18)
+    K_DISCOUNTED_PROFIT,
+) = range(19)
 N_KPI = len(KPI_NAMES)
 
 MODE_QUANTITY, MODE_ORDER_UP_TO = 0, 1
@@ -114,9 +116,12 @@ class Params(NamedTuple):
     hold: np.ndarray  # [N, K] float64 per unit on hand per period
     pipe_hold: np.ndarray  # [N, K] float64 per unit in transit to n per period (parent's rate)
     stockout: np.ndarray  # [N, K] float64 per unit lost, or backlogged per period
-    order_cost: np.ndarray  # [N, K] float64 per unit shipped to n
+    order_cost: np.ndarray  # [N, K] float64 per unit shipped to n (the node's purchase cost)
+    ship_first: np.ndarray  # [N] int8: 1 = ships from start-of-period stock (this period's arrivals wait)
     fixed_cost: np.ndarray  # [N, K] float64 per positive order line
-    price: np.ndarray  # [N, K] float64 (stores only; 0 elsewhere)
+    price: (
+        np.ndarray
+    )  # [N, K] float64 per unit shipped out (stores: sold; DCs: to children; default 0 at DCs)
     mean: np.ndarray  # [N, K] float64 base mean demand per period (DCs: sum over descendant stores)
     scale: np.ndarray  # [N, K] float64 observation scale: max(mean, 0.1)
     inv_scale: np.ndarray  # [N, K] float64 1 / scale
@@ -137,6 +142,9 @@ class Params(NamedTuple):
     # suppliers
     sup_cap: np.ndarray  # [T+1, U, K] float64 units per SKU per period (inf = none), outages applied
     sup_capped: np.ndarray  # [U] int8: 1 when any cap of the supplier is finite
+    sup_backlog: np.ndarray  # [U] int8: 1 = what it did not ship is owed (s.owed of the node it feeds)
+    sup_penalty: np.ndarray  # [U, K] float64 per unit of an order it did not ship (charged to the node)
+    sup_settle: np.ndarray  # [U] int8: 1 when it backlogs or charges a penalty
     # demand shape over time (forecasts use mean * season[t])
     season: np.ndarray  # [T+1] float64
     # actions
@@ -148,6 +156,8 @@ class Params(NamedTuple):
     net_weight: float
     reward_scale: float
     include_revenue: bool
+    disc: np.ndarray  # [T+1] float64 discount^t (the discounted_profit KPI)
+    reward_disc: np.ndarray  # [T+1] float64 weight of period t's reward: discount^t, or 1 (reward.discounted)
     horizon: int
     n_dcs: int  # M; stores are nodes M..N-1
 
