@@ -37,83 +37,26 @@ the program with y in {0, 1} (the MILP) is below every policy too. Without a con
 SKUs (lane caps, finite storage with an overflow penalty) the program splits into one small LP per SKU.
 
 With y continuous, x <= B y alone lets y = x / B, and B is the rest of the horizon's demand: the fixed
-cost all but vanishes. Two families of cuts (`cuts=True`) restore much of it.
-
-Lot-sizing cuts (echelon (l, S) inequalities) hold at every point of the MILP, so they remove no integer
-point and the MILP's optimum does not move (tests/eval/test_oracle_cuts.py checks this with HiGHS).
-Write, for node n, SKU k and a window of periods a0..l (l - a0 <= WINDOW, l < T):
-
-    E(a0, l) = sum over the subtree of n (n and every node under it) of
-               I[m, l] + disposed[m, a0..l] + (shipments into m != n sent in a0..l, still moving at l)
-               + (backlog stores) b[m, e] for e in a0-1..l-1 (or only e = a0-1, where noted),
-    G(a, l)  = (demand at the stores under n in a..l) - (constant inflow of the subtree in a..l: the
-               initial pipeline's arrivals, and its initial stock if a = 0).
-
-Flow balance, summed over the subtree: whatever reaches n by shipments arriving in a..l, together with
-the constant inflow, ends at l on hand in the subtree, in transit inside it (sent in a..l), disposed of
-in a..l, or sold in a..l; and stores sell in a..l at most the demand of a..l, plus b[a-1] at backlog
-stores. So the shipments into n arriving in a..l total at most G(a, l) + E(a, l) (with only e = a-1 for
-the backlog), whatever the policy.
-
-- Shipment lines (y on x): with S the lines into n that arrive in a0..l and g_s = max(0, G(a_s, l)),
-
-      sum_{s in S} x_s <= sum_{s in S} g_s y_s + E(a0, l).
-
-  At an integer point the lines with y = 0 ship nothing; if any line of S has y = 1, let a* be the
-  earliest arrival among them: all of them arrive in a*..l, so they ship at most G(a*, l) + E(a*, l)
-  <= g_{s*} + E(a0, l) (E grows as the window starts earlier, and the backlog sum over a0-1..l-1 holds
-  b[a*-1]). Lines arriving together are summed, so random lead times (which can reorder shipments) are
-  fine. Windows of one line at a time are weaker; full windows were what moved the bound on `default`.
-- Order lines (y on q, children of a backlogging DC), only where owed units cost something: the order
-  of period t and the shipment x_t that arrives in a (a + k < T, k <= WINDOW) give
-
-      q_t <= G(a, a+k) y_t + o_t + E(a, a+k)        (backlog term b[a-1] only)
-
-  since q_t = o_t - o_{t-1} + x_t <= o_t + x_t, and q_t = 0 when y_t = 0. An order line's units can
-  ship in any later period, so windows of many order lines have no such bound. Where owed units are
-  free the LP keeps o large at no cost (one early order feeds every later shipment) and these cuts
-  hardly bind: they are skipped there (on `default` they doubled the solve time for 0.02% of bound).
-
-Activation cuts use one more fact of the kernel that the LP above does not encode: a backlogging DC
-ships all it can, so it ends a period with stock only when it owes nothing. Let DC n backlog, none of
-its children have a lane cap (a lane cap can cut a shipment after rationing and leave n with stock
-while it owes), and every shipment into n be a shipment line with a y (n's parent is a supplier or a
-lost-sales DC; a line without fixed cost but with B > 0 disables the cut for the periods it reaches n).
-For a child c with an order line y^q[c, t], whose shipment x[c, t] arrives in a (a + k < T, k <=
-ACTIVATION_WINDOW), with G, E taken over c's subtree and P[n, t] the constant inflow into n in t:
-
-    x[c, t] <= max(0, G(a, a+k)) (y^q[c, t] + sum_{s: s + L[n, s] = t} y[n, s]) + P[n, t] + E(a, a+k).
-
-If n owed nothing at the end of t-1, x[c, t] <= q[c, t], zero unless c ordered in t. Otherwise n had
-shipped all its stock, so everything it ships in t arrived in t: at most P[n, t] unless one of the
-lines arriving in t was ordered. In the remaining cases x[c, t] <= G + E by flow balance, as above.
-On the trimmed trajectory, with y the kernel's order indicators: trimming only removes units, so what n
-owes only falls (the first case stays) and shipments only fall (the bound P[n, t] still holds). These
-cuts can raise the MILP (their point: on `default` they stop stores from ordering once and being served
-for the whole horizon from what the DC owes, while the DC keeps stock and orders rarely).
+cost all but vanishes. Two families of valid cuts (`cuts=True`, `eval.oracle_cuts`, whose docstring
+proves them) restore part of it; `eval.bound` solves the MILP itself (y in {0, 1}) per SKU, with a
+Lagrangian relaxation of the constraints that couple SKUs.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import highspy
 import numpy as np
-import scipy.sparse as sp
 from restock.envs.compile import Compiled
 from restock.envs.demand import sample_paths
 from restock.envs.rng import episode_key, uniform_at
 from restock.envs.types import C_PIPE, C_STOCKOUT, COST_NAMES, N_COST
+from restock.eval.oracle_cuts import ACTIVATION_WINDOW, WINDOW, _activation_cuts, _Echelon, _lot_sizing_cuts
+from restock.eval.oracle_lp import _LP
 
 __all__ = ["OracleResult", "coupled", "oracle", "oracle_paths", "path_lead_times"]
-
-WINDOW = 8  # the (l, S) cuts' windows span 1..WINDOW + 1 periods
-ACTIVATION_WINDOW = 0  # the activation cuts' windows span 1..ACTIVATION_WINDOW + 1 periods
 
 
 @dataclass
@@ -193,304 +136,6 @@ def _big_m(c: Compiled, L: np.ndarray, serve: np.ndarray, ks: np.ndarray) -> tup
     return b_ship, b_order
 
 
-class _LP:
-    """Sparse LP under construction: variable blocks, rows, and linear terms per cost part."""
-
-    def __init__(self) -> None:
-        self.nv = 0
-        self.c: list[np.ndarray] = []
-        self.lo: list[np.ndarray] = []
-        self.hi: list[np.ndarray] = []
-        self.rows = {"eq": 0, "ub": 0}
-        self.rhs: dict[str, list[np.ndarray]] = {"eq": [], "ub": []}
-        self.ent: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {"eq": [], "ub": []}
-        self.terms: list[tuple[int, np.ndarray, np.ndarray]] = []  # (part, variable ids, coefficients)
-        self.const = np.zeros(N_COST)
-        self.ids: dict[str, np.ndarray] = {}  # variable ids by block name (-1 where absent)
-        self.stages: list[int] = []  # "ub" row counts that end a stage of the solve
-
-    def var(self, mask: np.ndarray, upper=np.inf, **parts: np.ndarray) -> np.ndarray:
-        """Variables where mask holds (ids, -1 elsewhere), bounded by [0, upper]; parts: cost by part name."""
-        mask = np.asarray(mask, bool)
-        idx = np.full(mask.shape, -1, np.int64)
-        n = int(mask.sum())
-        idx[mask] = self.nv + np.arange(n)
-        self.nv += n
-        cost = np.zeros(n)
-        for name, coef in parts.items():
-            co = np.broadcast_to(coef, mask.shape)[mask].astype(np.float64)
-            cost += co
-            self.terms.append((COST_NAMES.index(name), idx[mask], co))
-        self.c.append(cost)
-        self.lo.append(np.zeros(n))
-        self.hi.append(np.broadcast_to(upper, mask.shape)[mask].astype(np.float64))
-        return idx
-
-    def fix(self, ids: np.ndarray, values: np.ndarray) -> None:
-        """Fix variables ids (>= 0) to values: prices a given plan instead of optimising it."""
-        lo, hi = np.concatenate(self.lo), np.concatenate(self.hi)
-        ok = ids >= 0
-        lo[ids[ok]] = hi[ids[ok]] = values[ok]
-        self.lo, self.hi = [lo], [hi]
-
-    def row(self, kind: str, mask: np.ndarray, rhs) -> np.ndarray:
-        """Rows (== rhs for 'eq', <= rhs for 'ub') where mask holds; ids, -1 elsewhere."""
-        mask = np.asarray(mask, bool)
-        idx = np.full(mask.shape, -1, np.int64)
-        n = int(mask.sum())
-        idx[mask] = self.rows[kind] + np.arange(n)
-        self.rows[kind] += n
-        self.rhs[kind].append(np.broadcast_to(rhs, mask.shape)[mask].astype(np.float64))
-        return idx
-
-    def add(self, kind: str, rows: np.ndarray, cols: np.ndarray, vals) -> None:
-        """Coefficients vals at (rows, cols), broadcast together; entries with a -1 id are skipped."""
-        rows, cols, vals = np.broadcast_arrays(rows, cols, np.asarray(vals, np.float64))
-        ok = (rows >= 0) & (cols >= 0)
-        self.ent[kind].append((rows[ok], cols[ok], vals[ok]))
-
-    def matrix(self, kind: str):
-        if self.rows[kind] == 0:
-            return None, None
-        r, c, v = (np.concatenate(a) for a in zip(*self.ent[kind], strict=True))
-        A = sp.csr_matrix((v, (r, c)), shape=(self.rows[kind], self.nv))
-        return A, np.concatenate(self.rhs[kind])
-
-    def stage(self) -> None:
-        """Mark the rows so far as a stage: `solve` solves them, then adds each later stage's rows and
-        solves again from the last basis (dual simplex from a dual feasible start)."""
-        self.stages.append(self.rows["ub"])
-
-    def solve(self, time_limit: float | None) -> tuple[str, np.ndarray, float]:
-        t0 = time.perf_counter()
-        A_eq, b_eq = self.matrix("eq")
-        A_ub, b_ub = self.matrix("ub")
-        if A_ub is None:
-            A_ub, b_ub = sp.csr_matrix((0, self.nv)), np.zeros(0)
-        ends = sorted({*self.stages, self.rows["ub"]})
-        first = ends[0]
-        A = sp.vstack([A_eq, A_ub[:first]]).tocsc()
-        model = highspy.HighsLp()
-        model.num_col_, model.num_row_ = self.nv, A.shape[0]
-        model.col_cost_ = np.concatenate(self.c)
-        model.col_lower_ = np.concatenate(self.lo)
-        model.col_upper_ = np.concatenate(self.hi)
-        model.row_lower_ = np.concatenate([b_eq, np.full(first, -highspy.kHighsInf)])
-        model.row_upper_ = np.concatenate([b_eq, b_ub[:first]])
-        model.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        model.a_matrix_.start_ = A.indptr.astype(np.int32)
-        model.a_matrix_.index_ = A.indices.astype(np.int32)
-        model.a_matrix_.value_ = A.data
-        h = _highs()
-        h.passModel(model)
-        status = highspy.HighsModelStatus.kNotset
-        for lo, hi in [(first, first), *zip(ends[:-1], ends[1:], strict=True)]:
-            if hi > lo:
-                R = A_ub[lo:hi]
-                h.addRows(hi - lo, np.full(hi - lo, -highspy.kHighsInf), b_ub[lo:hi], R.nnz,
-                          R.indptr[:-1].astype(np.int32), R.indices.astype(np.int32), R.data)  # fmt: skip
-            if time_limit is not None:
-                h.setOptionValue("time_limit", max(float(time_limit) - (time.perf_counter() - t0), 1e-3))
-            h.run()
-            status = h.getModelStatus()
-            if status != highspy.HighsModelStatus.kOptimal:
-                break
-        parts = np.full(N_COST, np.nan)
-        if status == highspy.HighsModelStatus.kOptimal:
-            sol = np.asarray(h.getSolution().col_value)
-            parts = self.const.copy()
-            for j, ids, co in self.terms:
-                parts[j] += float(co @ sol[ids])
-        return _status(status), parts, self.rows["eq"] + self.rows["ub"]
-
-
-_QUIET = False
-
-
-def _highs() -> highspy.Highs:
-    """A silent HiGHS instance. The first one in a process prints HiGHS's banner to stdout before any
-    option can be set (which would corrupt `restock eval --json`), so it is built with stdout closed."""
-    global _QUIET
-    h = None
-    if not _QUIET:
-        _QUIET = True
-        try:
-            sys.stdout.flush()
-            saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-        except (OSError, ValueError):  # no stdout to protect
-            saved = null = None
-        if saved is not None:
-            try:
-                os.dup2(null, 1)
-                h = highspy.Highs()
-                _flush_c_stdout()
-            finally:
-                os.dup2(saved, 1)
-                os.close(saved)
-                os.close(null)
-    if h is None:
-        h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    return h
-
-
-def _flush_c_stdout() -> None:
-    try:
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError, TypeError):  # no C library to reach (Windows): nothing buffered to lose
-        pass
-
-
-def _status(s) -> str:
-    M = highspy.HighsModelStatus
-    names = {M.kOptimal: "optimal", M.kTimeLimit: "time_limit", M.kInfeasible: "infeasible",
-             M.kUnbounded: "unbounded", M.kUnboundedOrInfeasible: "unbounded_or_infeasible"}  # fmt: skip
-    return names.get(s, f"status_{s.name}" if hasattr(s, "name") else f"status_{s}")
-
-
-def _subtree(c: Compiled) -> np.ndarray:
-    """sub[n, m]: node m is n or lies under it."""
-    p = c.params
-    sub = np.zeros((c.N, c.N), bool)
-    for m in range(c.N):
-        n = m
-        while n >= 0:
-            sub[n, m] = True
-            n = p.parent[n]
-    return sub
-
-
-class _Echelon:
-    """What node n's subtree can absorb in a window of periods a0..l, for the cuts' right-hand sides.
-
-    Units that reach n in a0..l are, at the end of l, on hand in the subtree, in transit inside it
-    (shipped in a0..l), disposed of in a0..l, or sold in a0..l at its stores: at most the window's
-    demand at lost-sales stores, plus what was owed at the window's start at backlog stores. The
-    constant inflow of the subtree in a0..l (initial pipeline, initial stock) arrives there too.
-    """
-
-    def __init__(self, lp: _LP, c: Compiled, v: dict, Lk: np.ndarray, d: np.ndarray, inflow: np.ndarray):
-        self.lp, self.v, self.Lk, self.M = lp, v, Lk, c.M
-        self.backlog = c.params.backlog
-        self.sub = _subtree(c)
-        dsub = np.einsum("nm,mkt->nkt", self.sub[:, c.M :].astype(np.float64), d)
-        csub = np.einsum("nm,mkt->nkt", self.sub.astype(np.float64), inflow)
-        self.cum = np.zeros((c.N, Lk.shape[1], c.horizon + 1))
-        self.cum[:, :, 1:] = np.cumsum(dsub - csub, axis=2)
-
-    def net_demand(self, n: int, jj: np.ndarray, a0: np.ndarray, ll: np.ndarray) -> np.ndarray:
-        """Demand at the stores under n in a0..ll less the subtree's constant inflow then."""
-        return self.cum[n, jj, ll + 1] - self.cum[n, jj, a0]
-
-    def absorb(self, n: int, r, jj, a0, ll, first_backlog: bool) -> None:
-        """Subtract, in rows r (SKUs jj), the stock of n's subtree at the end of ll, its disposals and
-        the shipments inside it in a0..ll still moving at ll, and the backlog at its backlog stores:
-        at the end of a0 - 1 (first_backlog) or at every end a0 - 1..ll - 1 (any window start)."""
-        lp, v, Lk = self.lp, self.v, self.Lk
-        span = int((ll - a0).max()) + 1
-        for m in np.flatnonzero(self.sub[n]):
-            lp.add("ub", r, v["inv"][m, jj, ll], -1.0)
-            for u in range(span):
-                inside = a0 + u <= ll
-                s = np.where(inside, a0 + u, 0)
-                lp.add("ub", r[inside], v["disp"][m, jj[inside], s[inside]], -1.0)
-                if m != n:
-                    moving = inside & (s + Lk[m, jj, s] > ll)
-                    lp.add("ub", r[moving], v["x"][m, jj[moving], s[moving]], -1.0)
-            if m >= self.M and self.backlog[m] == 1:
-                back = v["back"][m - self.M]
-                for u in range(1 if first_backlog else span):
-                    e = a0 - 1 + u
-                    ok = (e >= 0) & (e < ll)
-                    lp.add("ub", r[ok], back[jj[ok], e[ok]], -1.0)
-
-
-def _lot_sizing_cuts(lp: _LP, ech: _Echelon, v: dict, has_q, owed_rate, Lk, window: int) -> None:
-    """Echelon (l, S) cuts on shipment lines (x <= B y) and order lines (q <= B y); module docstring."""
-    N, Kc, T = Lk.shape
-    tt = np.arange(T)
-    x, y = v["x"], v["y"]
-    for n in range(N):
-        arrive = tt[None, :] + Lk[n]  # [Kc, T]
-        lines = (y[n] >= 0) & (arrive < T)
-        # shipment lines: every window a0..a0+k, S = the lines arriving in it
-        ship = lines & ~has_q[n]
-        js, ss = np.nonzero(ship)
-        at = arrive[js, ss]
-        for k in range(window + 1):
-            starts = [at - d0 for d0 in range(k + 1)]  # window starts that hold each line's arrival
-            used = np.zeros((Kc, T), bool)
-            for a0 in starts:
-                ok = (a0 >= 0) & (a0 + k < T)
-                used[js[ok], a0[ok]] = True
-            if not used.any():
-                continue
-            rows = lp.row("ub", used, 0.0)
-            for a0 in starts:
-                ok = (a0 >= 0) & (a0 + k < T)
-                j, s, a, a0 = js[ok], ss[ok], at[ok], a0[ok]
-                r = rows[j, a0]
-                lp.add("ub", r, x[n, j, s], 1.0)
-                lp.add("ub", r, y[n, j, s], -np.maximum(ech.net_demand(n, j, a, a0 + k), 0.0))
-            jj, a0 = np.nonzero(used)
-            ech.absorb(n, rows[jj, a0], jj, a0, a0 + k, first_backlog=False)
-        # order lines of a backlogging DC's child, where what is owed costs: one order at a time
-        order = lines & has_q[n] & (owed_rate[n] > 0)
-        for k in range(window + 1):
-            ok = order & (arrive + k < T)
-            jj, ts = np.nonzero(ok)
-            if len(jj) == 0:
-                continue
-            r = lp.row("ub", ok, 0.0)[jj, ts]
-            a = arrive[jj, ts]
-            lp.add("ub", r, v["q"][n, jj, ts], 1.0)
-            lp.add("ub", r, v["owed"][n, jj, ts], -1.0)
-            lp.add("ub", r, y[n, jj, ts], -ech.net_demand(n, jj, a, a + k))
-            ech.absorb(n, r, jj, a, a + k, first_backlog=True)
-
-
-def _activation_cuts(
-    lp: _LP, c: Compiled, ech: _Echelon, v: dict, has_q, Lk, inflow, b_ship, window: int
-) -> None:
-    """A backlogging DC's shipment to a child needs an order line of the child or an arrival at the DC
-    in the same period (module docstring)."""
-    p = c.params
-    N, Kc, T = Lk.shape
-    tt = np.arange(T)
-    x, y = v["x"], v["y"]
-    js, ss = np.nonzero(np.ones((Kc, T), bool))
-    for n in range(c.M):
-        kids = np.flatnonzero(p.parent == n)
-        par = p.parent[n]
-        if p.backlog[n] != 1 or np.isfinite(p.lane_cap[kids]).any() or (par >= 0 and p.backlog[par] == 1):
-            continue  # n may keep stock while it owes, or receive without ordering
-        at = ss + Lk[n, js, ss]  # arrival period of the DC's shipment (j, s)
-        land = at < T
-        # periods whose arrivals at the DC all carry an order line (or are forced to zero)
-        covered = np.ones((Kc, T), bool)
-        loose = land & (y[n, js, ss] < 0) & (b_ship[n, js, ss] > 0)
-        covered[js[loose], at[loose]] = False
-        lined = land & (y[n, js, ss] >= 0)
-        j2, s2, t2 = js[lined], ss[lined], at[lined]
-        for ch in kids:
-            arrive = tt[None, :] + Lk[ch]
-            base = (y[ch] >= 0) & has_q[ch] & (arrive < T) & covered
-            for k in range(window + 1):
-                ok = base & (arrive + k < T)
-                jj, ts = np.nonzero(ok)
-                if len(jj) == 0:
-                    continue
-                rows = lp.row("ub", ok, inflow[n])
-                r = rows[jj, ts]
-                a = arrive[jj, ts]
-                g = np.zeros((Kc, T))
-                g[jj, ts] = np.maximum(ech.net_demand(ch, jj, a, a + k), 0.0)
-                lp.add("ub", r, x[ch, jj, ts], 1.0)
-                lp.add("ub", r, y[ch, jj, ts], -g[jj, ts])
-                lp.add("ub", rows[j2, t2], y[n, j2, s2], -g[j2, t2])
-                ech.absorb(ch, r, jj, a, a + k, first_backlog=True)
-
-
 def _build(
     c: Compiled,
     dem: np.ndarray,
@@ -499,8 +144,10 @@ def _build(
     ks: np.ndarray,
     cuts: bool = True,
     activation: bool = True,
+    couple: bool = True,
 ) -> _LP:
-    """The LP of SKUs ks (all of them, or one when decomposed) on one path."""
+    """The LP of SKUs ks (all of them, or one when decomposed) on one path. ``couple`` False leaves out
+    the rows that couple SKUs (storage with an overflow penalty, lane caps): `eval.bound` prices them."""
     p = c.params
     M, N, S, T, W = c.M, c.N, c.S, c.horizon, c.W
     Kc = len(ks)
@@ -539,7 +186,7 @@ def _build(
         overflow=p.overflow_cost[:, None, None] * vol[None, :, None],
     )
     penalty = (p.overflow_dispose == 0) & (p.overflow_cost > 0)
-    over = lp.var(penalty[:, None] & np.isfinite(cap), overflow=p.overflow_cost[:, None])
+    over = lp.var(couple & penalty[:, None] & np.isfinite(cap), overflow=p.overflow_cost[:, None])
     q = lp.var(has_q, upper=b_order)
     owed = lp.var(has_q, stockout=owed_rate)
     lp.const[C_STOCKOUT] += float((np.where(lost_store, stock_s, 0.0) * d).sum())
@@ -595,7 +242,7 @@ def _build(
     lp.add("ub", srow[p.supplier[fed]], x[fed], 1.0)
 
     # lane caps: inbound volume per node and period
-    lane = np.isfinite(p.lane_cap)[:, None] & np.ones((N, T), bool)
+    lane = couple & np.isfinite(p.lane_cap)[:, None] & np.ones((N, T), bool)
     lrow = lp.row("ub", lane, np.where(np.isfinite(p.lane_cap), p.lane_cap, 0.0)[:, None])
     lp.add("ub", lrow[:, None, :], x, vol[None, :, None])
     # order lines: y in [0, 1] carries the fixed cost, with (order or shipment) <= B y

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 from restock.envs.kpis import HEADLINE
 from restock.envs.types import COST_NAMES
-from restock.eval.evaluate import ORACLE, EvalResult
+from restock.eval.evaluate import BOUND_WORDS, ORACLE, EvalResult
+
+GAP_LABEL = "gap to perfect-information bound (unreachable)"
 
 TABLE_KPIS = [*HEADLINE, "bullwhip_0", "bullwhip_1"]
 
@@ -37,7 +39,7 @@ def cell(s: dict | None) -> str:
 
 def markdown_table(res: EvalResult, kpis: list[str] | None = None) -> str:
     kpis = [k for k in (kpis or TABLE_KPIS) if any(k in s for s in res.summary.values())]
-    head = "| policy | " + " | ".join(kpis) + (" | gap to oracle |" if res.oracle_gap else " |")
+    head = "| policy | " + " | ".join(kpis) + (f" | {GAP_LABEL} |" if res.oracle_gap else " |")
     sep = "|---" * (len(kpis) + 1 + (1 if res.oracle_gap else 0)) + "|"
     rows = [head, sep]
     for pol, s in res.summary.items():
@@ -133,8 +135,9 @@ def write_report(
     ]
     if res.oracle_paths is not None:
         md.append(
-            f"The perfect-information bound (`oracle`, an LP that knows the path) was solved on "
-            f"{len(res.oracle_paths)} path(s); gaps are paired on those paths."
+            f"`oracle` is the {BOUND_WORDS} (the exact perfect-information MILP, `restock.eval.bound`), "
+            f"solved on {len(res.oracle_paths)} path(s); gaps to it are paired on those paths and measure "
+            "what a policy might still gain plus the value of knowing the future, not a reachable target."
         )
         md.append("")
     md += [markdown_table(res), ""]
@@ -425,7 +428,7 @@ def text_table(res: EvalResult, kpis: list[str] | None = None, width: int = 80) 
     wrap, wide tables split into blocks of columns, numbers whole); long run labels are shortened in
     the table and listed in full below it."""
     kpis = [k for k in (kpis or TABLE_KPIS) if any(k in s for s in res.summary.values())]
-    header = ["policy", *kpis] + (["gap to oracle"] if res.oracle_gap else [])
+    header = ["policy", *kpis] + ([GAP_LABEL] if res.oracle_gap else [])
     rows, legend = [], []
     short_w = max(12, width // 3)
     for n, (pol, s) in enumerate(res.summary.items()):
