@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from restock.cli import app
@@ -85,3 +86,21 @@ def test_cli__demo_table_says_what_each_row_is_and_judges_the_learned_policy(cap
     assert "cheaper than the best heuristic (capped_base_stock): the 95% interval excludes zero" in out
     assert "optimal policy (DP)" in out and "7.6644" in out
     assert "perfect information (2 p.)" in out and "No policy can reach it" in out
+
+
+@pytest.mark.heavy
+def test_cli__demo_runs_end_to_end_on_a_small_budget(tmp_path):
+    """The whole `restock demo` on a small budget (minutes):
+    `python -m restock demo --episodes 4 --iterations 1 --states 200 --oracle-episodes 1 --out TMP`
+    (pytest -m heavy tests/test_cli.py -k demo_runs_end_to_end)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "restock", "demo", "--episodes", "4", "--iterations", "1"]
+    cmd += ["--states", "200", "--oracle-episodes", "1", "--out", str(tmp_path / "demo")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    out = " ".join(res.stdout.split())
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "learned policy vs the best heuristic" in out and "optimal policy (DP)" in out
+    assert "POST /v1/decisions for store_0" in out and "hash chain ok" in out
+    assert (tmp_path / "demo" / "artifact" / "manifest.json").exists()

@@ -131,7 +131,7 @@ def demo(
     else:
         step("training skipped (--iterations 0)")
 
-    step(f"evaluating on {episodes} held-out paths x {c.horizon} periods, every policy on the same demand")
+    step(f"evaluating every policy on the same {episodes} held-out paths")
     names = [*HEURISTICS] + ([str(run_dir)] if run_dir else []) + ["dp_optimal"]
     if oracle_episodes > 0 and _have_oracle():
         names.append("oracle")
@@ -206,7 +206,12 @@ def _print_table(res, opt: dict, learned: str | None, horizon: int, scenario: st
         if p not in cost:
             continue
         k = len(cost[p])  # the perfect-information bound: its first k paths
-        vs_best = "(best heuristic)" if p == best else _pct(*_paired_pct(cost[p], cost[best][:k]))
+        if p == best:
+            vs_best = "(best heuristic)"
+        elif p == "oracle":  # a few paths: an interval would say little
+            vs_best = f"{_paired_pct(cost[p], cost[best][:k])[0]:+.1f}%"
+        else:
+            vs_best = _pct(*_paired_pct(cost[p], cost[best][:k]))
         vs_opt = "" if p == "dp_optimal" else f"{_paired_pct(cost[p], cost['dp_optimal'][:k])[0]:+.2f}%"
         t.add_row(label, f"{cost[p].mean():.3f}", vs_best, vs_opt)
     console.print(t)
@@ -298,7 +303,18 @@ def _demo_train(out: Path, params: Path, iterations: int, states: int, minutes: 
     if res.returncode != 0 or run_dir is None or not list((run_dir / "policies").glob("*.pt")):
         err.print(f"[red]the dcl run failed (exit {res.returncode})[/]")
         return None
-    console.print(f"trained: {run_dir}")
+    try:  # how far dcl got: the time cap is checked between iterations
+        summ = json.loads((run_dir / "run.json").read_text())["summary"]
+        done = len(summ.get("iterations", []))
+        capped = any(r.get("stopped_for_time") for r in summ.get("roles", {}).values())
+        console.print(
+            f"trained: {run_dir} ({done} of {iterations} iteration(s)"
+            + (f"; stopped by the {minutes:g}-minute cap" if capped else "")
+            + ")",
+            highlight=False,
+        )
+    except (OSError, KeyError, ValueError):
+        console.print(f"trained: {run_dir}", highlight=False)
     return run_dir
 
 
@@ -319,7 +335,6 @@ def _demo_serve(c, out: Path, params: Path, run_dir: Path | None, heuristic: str
     from restock.serving.registry import Registry
     from restock.serving.schema import request_from_state
 
-    console.rule("[bold]export and serve")
     art, reg = out / "artifact", out / "registry"
     knobs = load_params(params)["policies"][heuristic]["knobs"]
     try:
