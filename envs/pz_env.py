@@ -26,6 +26,12 @@ Rewards
     (``env.cost_names``), ``kpi`` (``env.kpi_names``), ``revenue``, ``clipped`` (masked-out levels
     replaced in clip mode) and ``cost`` (constraint cost for constrained-RL learners: the number of
     SKUs whose proposal had to be changed).
+Speed options
+    Observations are views of the env's buffers, overwritten by the next ``step`` or ``reset``: keep
+    one past a step with ``.copy()``, or build the env with ``copy_obs=True``. ``info_detail=False``
+    returns an empty dict per agent (the per-period detail stays readable on ``env.array_env.out``).
+    Without a shield a step is one compiled call (`envs.kernel.period`); with one, the shield runs
+    between the level-to-quantity mapping and the kernel step.
 Masked-out actions
     ``mode="strict"`` (default) raises ``ValueError`` naming the agent, SKU, level and constraint.
     ``mode="clip"`` replaces each by the largest allowed level below it and counts the event (for
@@ -361,7 +367,8 @@ class InventoryEnv(ParallelEnv):
 def parallel_env(scenario: Any = "default", **kwargs: Any) -> InventoryEnv:
     """Build ``inventory_v0`` for a shipped scenario name, a YAML path or a config object.
 
-    Keyword arguments ``mode``, ``render_mode``, ``seed`` and ``shield`` configure the env; any other
-    keyword overrides a scenario field (``horizon=20``, ``demand__model="poisson"``).
+    Keyword arguments ``mode``, ``render_mode``, ``seed``, ``shield``, ``copy_obs`` and ``info_detail``
+    configure the env (see the env card above); any other keyword overrides a scenario field
+    (``horizon=20``, ``demand__model="poisson"``).
     """
     return InventoryEnv(scenario, **kwargs)
