@@ -153,15 +153,18 @@ def _pz_steps_per_s(scenario: str, seconds: float) -> float:
 class NumpySerialReference:
     """An OR-Gym-shaped 3-stage serial inventory env in pure NumPy (the comparison for small problems).
 
-    Written the way the common Python environments are (OR-Gym's ``InvManagement``): per-period arrays
-    of the whole episode, one demand draw per period (NumPy's Poisson, faster than the ``scipy.stats``
-    draw OR-Gym makes: a generous reference), per-stage Python arithmetic for receipts, capacity and
-    upstream-stock clipping, sales, backlog and profit, and a state of on-hand plus recent orders.
+    Written the way the common Python environments are (OR-Gym's ``InvManagement``-v0, with its
+    defaults: 30 periods, lead times 3/5/10, capacities, prices and costs): per-period arrays of the
+    whole episode, one demand draw per period (NumPy's Poisson, faster than the ``scipy.stats`` draw
+    OR-Gym makes: a generous reference), per-stage Python arithmetic for receipts, capacity and
+    upstream-stock clipping, sales, backlog and profit, and a state of on-hand plus the last orders.
+    The same period as the test-verified port ``tests/envs/orgym_ref.py`` (which replays given demand
+    and is not installed with the package), plus the draw and the state vector a learner would see.
     """
 
-    def __init__(self, horizon: int = 200, seed: int = 0):
+    def __init__(self, horizon: int = 30, seed: int = 0):
         self.m = 3  # stages 0 (retailer) .. 2; stage 3 is the unlimited raw-material source
-        self.lead = np.array([1, 1, 2])
+        self.lead = np.array([3, 5, 10])
         self.cap = np.array([100.0, 90.0, 80.0])
         self.price = np.array([2.0, 1.5, 1.0, 0.75])
         self.order_cost = np.array([1.5, 1.0, 0.75, 0.5])
