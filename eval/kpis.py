@@ -10,6 +10,8 @@ Definitions (network-wide unless stated; "stores" are the customer-facing nodes)
                       order_fixed, overflow)
   revenue             price x units sold at stores
   profit              revenue - cost of goods sold (unit_cost x units sold) - total_cost
+  discounted_profit   sum over periods of discount^t x (revenue - total cost), every node's revenue
+                      (per-node prices) and costs (per-node purchase costs): OR-Gym's profit
   fill_rate           units of demand filled at once from stock / units demanded (stores)
   cycle_service_level share of store-SKU-periods in which all demand was filled at once
   stockout_days       periods with unmet demand per store-SKU over the episode (mean)
@@ -29,6 +31,7 @@ from restock.envs.kpis import HEADLINE, mean_ci
 from restock.envs.types import (
     COST_NAMES,
     K_DEMAND,
+    K_DISCOUNTED_PROFIT,
     K_FILLED,
     K_LOST,
     K_ON_HAND,
@@ -70,6 +73,9 @@ def episode_kpis(res, compiled: Compiled) -> dict[str, np.ndarray]:
     if np.any(compiled.params.price > 0):
         out["revenue"] = rev
         out["profit"] = rev - cogs_stores - total
+        out["discounted_profit"] = res.kpi[:, :, K_DISCOUNTED_PROFIT].sum(
+            axis=1
+        )  # sum_t discount^t (rev - cost)
     dem = res.kpi[:, st, K_DEMAND].sum(axis=1)
     out["fill_rate"] = np.where(dem > 0, res.kpi[:, st, K_FILLED].sum(axis=1) / np.maximum(dem, 1e-12), 1.0)
     so = res.kpi[:, st, K_STOCKOUT_SKUS].sum(axis=1)
