@@ -73,9 +73,8 @@ def episode_kpis(res, compiled: Compiled) -> dict[str, np.ndarray]:
     if np.any(compiled.params.price > 0):
         out["revenue"] = rev
         out["profit"] = rev - cogs_stores - total
-        out["discounted_profit"] = res.kpi[:, :, K_DISCOUNTED_PROFIT].sum(
-            axis=1
-        )  # sum_t discount^t (rev - cost)
+        # sum over periods and nodes of discount^t (revenue - cost)
+        out["discounted_profit"] = res.kpi[:, :, K_DISCOUNTED_PROFIT].sum(axis=1)
     dem = res.kpi[:, st, K_DEMAND].sum(axis=1)
     out["fill_rate"] = np.where(dem > 0, res.kpi[:, st, K_FILLED].sum(axis=1) / np.maximum(dem, 1e-12), 1.0)
     so = res.kpi[:, st, K_STOCKOUT_SKUS].sum(axis=1)
