@@ -55,7 +55,7 @@ def audit_key() -> bytes | None:
     return k.encode() if k else None
 
 
-def _row_values(table: str, row) -> list:
+def row_values(table: str, row) -> list:
     """What the row chain covers of a row (a mapping of column -> value), in a fixed order."""
     if table == "decisions":
         names = _DECISION_COLS
@@ -79,6 +79,7 @@ _DECISION_COLS = (
     "response",
 )
 _SHADOW_COLS = ("seq", "request_id", "ts", "node", "role", "period", "policy_id", "policy_version", "hash")
+COVERED = {"decisions": _DECISION_COLS, "shadow_decisions": _SHADOW_COLS}  # what the row chain covers
 
 
 def row_bytes(values: list) -> bytes:
@@ -237,7 +238,7 @@ def check_row(
             return "the stored request does not hash to request_sha256", prev_row, None
     rh = row["row_hash"]
     try:
-        expect = row_hash(prev_row, _row_values(table, row))
+        expect = row_hash(prev_row, row_values(table, row))
     except TypeError:
         return "a column holds a value of the wrong type", prev_row, None
     if not isinstance(rh, str) or not hmac.compare_digest(rh.encode(), expect.encode()):

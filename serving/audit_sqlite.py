@@ -5,6 +5,7 @@ stores (`open_store`); the chains and their verification are `serving.audit_chai
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import json
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from restock.agents.records import GENESIS
 from restock.serving.artifact import now_iso
 from restock.serving.audit_chain import (
+    COVERED,
     LEGACY_SCHEMAS,
     SCHEMA_VERSION,
     TABLES,
@@ -29,6 +31,8 @@ from restock.serving.audit_chain import (
     make_anchor,
     read_anchor,
     row_bytes,
+    row_hash,
+    row_values,
     verify_store,
 )
 
@@ -129,6 +133,13 @@ class SqliteStore:
                 self.legacy_rows = {t: int(lr.get(t, 0)) for t in TABLES}
             except (ValueError, TypeError, AttributeError):
                 raise ValueError(f"{self.path}: meta.legacy_rows is unreadable") from None
+        # trusted row-chain heads: (seq, head) per table, sorted; a replay follows the chain from the
+        # row it returns to the first of these at or after it (`_walk`). A writer trusts its head at
+        # open (checked against the anchor beside the store when there is one), every row it writes,
+        # and every ``TRUST_EVERY``-th row a walk has verified; a read-only store trusts nothing but the
+        # chain itself (its walks run to the end of the table).
+        self._trusted: dict[str, list[tuple[int, str]]] = {t: [] for t in TABLES}
+        self._tlock = threading.Lock()
         if readonly:
             self._wlock = threading.Lock()
             self._rlock = threading.Lock()
@@ -146,13 +157,17 @@ class SqliteStore:
                 f"SELECT seq, hash, COALESCE(row_hash, hash) FROM {t} ORDER BY seq DESC LIMIT 1"
             ).fetchone()
             self.last[t] = row[1] if row else GENESIS
-            self.row_last[t] = row[2] if row else GENESIS
+            # a row written under a legacy schema heads the row chain with its record hash
+            self.row_last[t] = (row[1] if row[0] <= self.legacy_rows[t] else row[2]) if row else GENESIS
             self.next_seq[t] = row[0] + 1 if row else 1
             self.n[t] = int(self._w.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
         self.anchors_written = 0
         self._anchored: tuple | None = None
         if self.anchor_key is not None and anchor_path(self.path).exists():
             self._check_anchor_file()
+        for t in TABLES:
+            if self.n[t]:
+                self._trust(t, self.next_seq[t] - 1, self.row_last[t])
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._unchecked = 0  # bytes committed since the checkpointer was last woken
@@ -261,12 +276,21 @@ class SqliteStore:
                 )
             if n:
                 row = self._w.execute(
-                    f"SELECT COALESCE(row_hash, hash) FROM {t} ORDER BY seq LIMIT 1 OFFSET ?", (n - 1,)
+                    f"SELECT seq, CASE WHEN seq <= ? THEN hash ELSE COALESCE(row_hash, hash) END FROM {t} "
+                    "ORDER BY seq LIMIT 1 OFFSET ?",
+                    (min(self.legacy_rows[t], 2**62), n - 1),
                 ).fetchone()
-                if row is None or not isinstance(row[0], str) or not hmac.compare_digest(row[0], head):
+                if row is None or not isinstance(row[1], str) or not hmac.compare_digest(row[1], head):
                     raise AuditIntegrityError(
                         f"{self.path}: {t} row {n} does not end in the head its anchor {p} signed; "
                         "run restock audit verify"
+                    )
+                # the rows written after the anchor (up to 5 s of them) must chain from its head
+                self._trust(t, row[0], head)
+                why = self._walk(self._w, t, row[0], head, self.next_seq[t] - 1, self.row_last[t])
+                if why is not None:
+                    raise AuditIntegrityError(
+                        f"{self.path}: {t} rows after the one its anchor {p} signed {why}; run restock audit verify"
                     )
 
     def describe(self) -> dict[str, Any]:
@@ -299,7 +323,9 @@ class SqliteStore:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-            self.last, self.row_last, self.n, self.next_seq = state
+            self.last, self.row_last, self.n, self.next_seq = state[:4]
+            for t, seq, head in state[4]:
+                self._trust(t, seq, head)
             # about what was written: request and response texts, plus ~4 KB a row for the record
             self._unchecked += sum(len(e.request_json) + len(e.head) + 4096 for e in entries)
             if self._unchecked >= self.CHECKPOINT_BYTES:
@@ -320,6 +346,7 @@ class SqliteStore:
         last, row_last, n, nxt = dict(self.last), dict(self.row_last), dict(self.n), dict(self.next_seq)
         out: list[tuple[str, str, str]] = []
         rows, shadow_rows = [], []
+        trusted: list[tuple[str, int, str]] = []
         sha256 = hashlib.sha256
         for e in entries:
             prior = stored.get(e.request_id)
@@ -353,6 +380,8 @@ class SqliteStore:
             ]
             rh = sha256(row_last["decisions"].encode() + row_bytes(values)).hexdigest()
             row_last["decisions"] = rh
+            if seq % self.TRUST_EVERY == 0:
+                trusted.append(("decisions", seq, rh))
             nxt["decisions"] = seq + 1
             n["decisions"] += 1
             rows.append((*values[:10], e.request_json, rj, r.prev_hash, r.hash, e.head, rh))
@@ -376,6 +405,8 @@ class SqliteStore:
                 ]
                 srh = sha256(row_last["shadow_decisions"].encode() + row_bytes(sv)).hexdigest()
                 row_last["shadow_decisions"] = srh
+                if sseq % self.TRUST_EVERY == 0:
+                    trusted.append(("shadow_decisions", sseq, srh))
                 nxt["shadow_decisions"] = sseq + 1
                 n["shadow_decisions"] += 1
                 shadow_rows.append((*sv[:8], sj, sr.prev_hash, sr.hash, srh))
@@ -392,18 +423,21 @@ class SqliteStore:
                 "policy_version, record, prev_hash, hash, row_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 shadow_rows,
             )
-        return out, (last, row_last, n, nxt)
+        for t in TABLES:  # the new heads
+            if nxt[t] != self.next_seq[t]:
+                trusted.append((t, nxt[t] - 1, row_last[t]))
+        return out, (last, row_last, n, nxt, trusted)
 
     _CHECKED_SQL = (
         "SELECT d.*, (SELECT p.hash FROM {t} p WHERE p.seq < d.seq ORDER BY p.seq DESC LIMIT 1) AS prev_rec, "
-        "(SELECT COALESCE(p.row_hash, p.hash) FROM {t} p WHERE p.seq < d.seq ORDER BY p.seq DESC LIMIT 1) "
-        "AS prev_row FROM {t} d WHERE d.request_id = ?"
+        "(SELECT CASE WHEN p.seq <= ? THEN p.hash ELSE COALESCE(p.row_hash, p.hash) END FROM {t} p "
+        "WHERE p.seq < d.seq ORDER BY p.seq DESC LIMIT 1) AS prev_row FROM {t} d WHERE d.request_id = ?"
     )
 
     # a store read as written by restock.audit/1 or /2 (read-only, not migrated) has no row_hash column
     _LEGACY_SQL = (
         "SELECT d.*, (SELECT p.hash FROM {t} p WHERE p.seq < d.seq ORDER BY p.seq DESC LIMIT 1) AS prev_rec, "
-        "NULL AS prev_row FROM {t} d WHERE d.request_id = ?"
+        "? AS prev_row FROM {t} d WHERE d.request_id = ?"
     )
 
     def _checked(self, con: sqlite3.Connection, request_id: str) -> tuple[str, str] | None:
@@ -412,18 +446,94 @@ class SqliteStore:
         cur = con.cursor()
         cur.row_factory = sqlite3.Row
         sql = self._CHECKED_SQL if self.legacy_rows["decisions"] != float("inf") else self._LEGACY_SQL
-        row = cur.execute(sql.format(t="decisions"), (request_id,)).fetchone()
+        legacy = self.legacy_rows["decisions"]
+        row = cur.execute(
+            sql.format(t="decisions"), (min(legacy, 2**62) if legacy != float("inf") else None, request_id)
+        ).fetchone()
         if row is None:
             return None
-        why, _, body = self.check_row(
+        why, head, body = self.check_row(
             "decisions", row, row["prev_rec"] or GENESIS, row["prev_row"] or GENESIS
         )
+        if why is None:
+            why = self._walk(con, "decisions", row["seq"], head)
         if why is not None:
             raise AuditIntegrityError(
                 f"the stored decision for request_id {request_id!r} (seq {row['seq']}) fails audit "
                 f"verification ({why}); it is not replayed"
             )
         return row["request_sha256"], body
+
+    TRUST_EVERY = 256  # a walk verifies at most this many rows past the one it checks (a writer)
+
+    def _trust(self, table: str, seq: int, head: str) -> None:
+        with self._tlock:
+            lst = self._trusted[table]
+            if not lst or seq > lst[-1][0]:
+                lst.append((seq, head))
+            else:
+                i = bisect.bisect_left(lst, (seq,))
+                if i == len(lst) or lst[i][0] != seq:
+                    lst.insert(i, (seq, head))
+
+    def _walk(
+        self,
+        con: sqlite3.Connection,
+        table: str,
+        seq: int,
+        head: str,
+        target: int | None = None,
+        want: str | None = None,
+    ) -> str | None:
+        """Follow the row chain from row ``seq`` (whose recomputed head is ``head``) to the first trusted
+        head at or after it (or to ``target``, expecting ``want``); a read-only store with nothing
+        trusted walks to the end of the table. Returns why it fails, or None. Each row's hash is
+        recomputed from its columns, so a row edited and re-hashed (alone, or with every row after it)
+        does not reach the trusted head. Rows verified on the way become trusted every
+        ``TRUST_EVERY`` rows, so later walks stay short."""
+        if type(seq) is not int:
+            return "the seq column is not an integer"
+        if target is None:
+            with self._tlock:
+                lst = self._trusted[table]
+                i = bisect.bisect_left(lst, (seq,))
+                if i < len(lst):
+                    target, want = lst[i]
+        if target is not None and target == seq:
+            return (
+                None if hmac.compare_digest(head, want) else "does not match the chain head this server holds"
+            )
+        cur = con.cursor()
+        cur.row_factory = sqlite3.Row
+        cols = "*" if seq < self.legacy_rows[table] else ", ".join((*COVERED[table], "row_hash"))
+        q = f"SELECT {cols} FROM {table} WHERE seq > ?" + (" AND seq <= ?" if target is not None else "")
+        args = (seq,) if target is None else (seq, target)
+        prev_rec = cur.execute(f"SELECT hash FROM {table} WHERE seq = ?", (seq,)).fetchone()
+        prev_rec = prev_rec[0] if prev_rec else None
+        last, found = seq, []
+        for r in cur.execute(q + " ORDER BY seq", args):
+            s_ = r["seq"]
+            if type(s_) is int and 0 < s_ <= self.legacy_rows[table]:  # the record chain is the row chain
+                why, new, _ = self.check_row(table, r, prev_rec, head)
+                if why is not None:
+                    return f"breaks the chain at seq {s_} after it ({why})"
+            else:
+                try:
+                    new = row_hash(head, row_values(table, r))
+                except (TypeError, IndexError):
+                    return f"breaks the chain at seq {s_} after it (a column of the wrong type)"
+                rh = r["row_hash"]
+                if not isinstance(rh, str) or not hmac.compare_digest(rh.encode(), new.encode()):
+                    return f"breaks the chain at seq {s_} after it (row_hash does not link)"
+            head, prev_rec, last = new, r["hash"], s_
+            if type(s_) is int and s_ % self.TRUST_EVERY == 0:
+                found.append((s_, head))
+        if target is not None:
+            if last != target or not hmac.compare_digest(head, want):
+                return "does not lead to the chain head this server holds (rows edited, re-hashed or removed)"
+            for s_, h in found:
+                self._trust(table, s_, h)
+        return None
 
     def check_row(self, table: str, row, prev_rec: str, prev_row: str) -> tuple[str | None, str, str | None]:
         """`serving.audit_chain.check_row` under this store's legacy rules."""

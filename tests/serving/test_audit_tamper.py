@@ -314,3 +314,57 @@ def test_tamper__in_process_replays_refuse_too(small, shadowed, env):
         assert 'restock_audit_alarms_total{where="replay"} 1' in svc.metrics.render()
     finally:
         svc.close()
+
+
+def _rehash(db, table, from_seq, only=False):
+    """What an attacker without the anchor key can do after editing a row: recompute ``row_hash`` of
+    that row (``only``) or of it and every row after it, so each row checks against its neighbours."""
+    from restock.agents.records import GENESIS
+    from restock.serving.audit import row_hash
+    from restock.serving.audit_chain import _DECISION_COLS, _SHADOW_COLS
+
+    cols = _DECISION_COLS if table == "decisions" else _SHADOW_COLS
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    prev = con.execute(f"SELECT row_hash FROM {table} WHERE seq < ? ORDER BY seq DESC LIMIT 1", (from_seq,))
+    prev = (prev.fetchone() or [GENESIS])[0]
+    for row in con.execute(f"SELECT * FROM {table} WHERE seq >= ? ORDER BY seq", (from_seq,)).fetchall():
+        prev = row_hash(prev, [row[c] for c in cols])
+        con.execute(f"UPDATE {table} SET row_hash = ? WHERE seq = ?", (prev, row["seq"]))
+        if only:
+            break
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("which", ["first", "middle", "last"])
+@pytest.mark.parametrize("suffix", [False, True], ids=["row_only", "whole_suffix"])
+def test_tamper__a_replay_checks_the_chain_up_to_the_head_it_trusts(shadowed, env, tmp_path, which, suffix):
+    """A row edited and re-hashed (its own row_hash, or every row_hash from it to the end, as one can
+    without the key) checks against its neighbours; a replay by the running server still refuses it,
+    because it follows the chain to the head the server holds (or a checkpoint on the way)."""
+    db = tmp_path / "srv.db"
+    svc = DecisionService(shadowed, audit=f"sqlite:///{db}")
+    try:
+        reqs = [request_from_state(env.compiled, env.state, 0, 1 + i % 2, f"r{i}") for i in range(5)]
+        firsts = [svc.decide(r).response for r in reqs]
+        i = {"first": 0, "middle": 2, "last": 4}[which]
+        con = sqlite3.connect(db)
+        head = con.execute("SELECT response FROM decisions WHERE seq = ?", (i + 1,)).fetchone()[0]
+        sku, q = next(iter(json.loads(firsts[i])["orders"].items()))
+        con.execute(
+            "UPDATE decisions SET response = ? WHERE seq = ?",
+            (head.replace(f'"{sku}":{q}', f'"{sku}":{q + 7}'), i + 1),
+        )
+        con.commit()
+        con.close()
+        # this row only (the next row no longer links to it, unless it is the last), or the suffix
+        _rehash(db, "decisions", i + 1, only=not suffix)
+        with pytest.raises(AuditIntegrityError):
+            svc.get(f"r{i}")
+        with pytest.raises(AuditIntegrityError):
+            svc.decide(reqs[i])
+        for j in range(i):  # the untouched rows before it still replay
+            assert svc.get(f"r{j}").response == firsts[j]
+    finally:
+        svc.close()
