@@ -13,6 +13,7 @@ file adds to it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +71,62 @@ def save_params(path: str | Path, result) -> dict:
     return data
 
 
+MAX_PARAMS_BYTES = 16 << 20  # a parameter file holds knobs: far less than this
+
+
+def _not_json_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows (knobs must be finite)")
+
+
+def _check_knob(v: Any, where: str) -> None:
+    finite = lambda x: type(x) in (int, float) and math.isfinite(x)  # noqa: E731 (bool is not a knob)
+    if finite(v) or (isinstance(v, list) and v and all(finite(x) for x in v)):
+        return
+    raise ValueError(
+        f"{where}: a knob is a finite number or a non-empty list of them, not {json.dumps(v)[:80]}"
+    )
+
+
 def load_params(path: str | Path) -> dict:
-    """A parameter file as a dict; ValueError (naming --params) when it cannot be read or is not one."""
+    """A parameter file as a dict; ValueError (naming --params and the field) when it cannot be read or
+    is not one: a JSON object in ``PARAMS_FORMAT``, ``policies`` an object of objects whose ``knobs``
+    map roles or node ids to objects of finite numbers (or lists of them)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--params: cannot read {path}: {exc}") from None
-    if data.get("format") != PARAMS_FORMAT or "policies" not in data:
-        raise ValueError(f"--params: {path} is not a restock parameter file (format {PARAMS_FORMAT})")
+        if path.stat().st_size > MAX_PARAMS_BYTES:
+            raise ValueError(
+                f"--params: {path} is larger than {MAX_PARAMS_BYTES >> 20} MiB: not a parameter file"
+            )
+        data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_not_json_constant)
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise ValueError(f"--params: cannot read {path}: {why}") from None
+    except ValueError as exc:
+        if str(exc).startswith("--params"):
+            raise
+        raise ValueError(f"--params: {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"--params: {path} is not a JSON object ({type(data).__name__}): not a parameter file"
+        )
+    if data.get("format") != PARAMS_FORMAT:
+        raise ValueError(f"--params: {path}: format is not {PARAMS_FORMAT!r}: not a restock parameter file")
+    for key in ("scenario", "config_hash"):
+        if not isinstance(data.get(key), str | None):
+            raise ValueError(f"--params: {path}: {key} must be a string")
+    pols = data.get("policies")
+    if not isinstance(pols, dict):
+        raise ValueError(f"--params: {path}: policies must be an object of policy name -> tuned result")
+    for name, pol in pols.items():
+        where = f"--params: {path}: policies.{name}"
+        if not isinstance(pol, dict):
+            raise ValueError(f"{where} must be an object with knobs")
+        knobs = pol.get("knobs", {})
+        if not isinstance(knobs, dict):
+            raise ValueError(f"{where}.knobs must be an object of role or node id -> knobs")
+        for who, ks in knobs.items():
+            if not isinstance(ks, dict):
+                raise ValueError(f"{where}.knobs.{who} must be an object of knob -> value")
+            for k, v in ks.items():
+                _check_knob(v, f"{where}.knobs.{who}.{k}")
     return data
