@@ -55,6 +55,7 @@ from restock.serving.batcher import Batcher, ComputeFailed
 from restock.serving.http_limits import (
     BODY_TIMEOUT,
     DEFAULT_MAX_BODY,
+    HEADER_TIMEOUT,
     KEEP_ALIVE,
     LIMIT_CONCURRENCY,
     NOT_JSON,
@@ -62,6 +63,7 @@ from restock.serving.http_limits import (
     BodyTooLarge,
     BodyTooSlow,
     bounded_errors,
+    check_limits,
     json_content_type,
     json_error_body,
     read_body,
@@ -503,12 +505,18 @@ def serve(
     access_log: bool = False,
     service: DecisionService | None = None,
     limit_concurrency: int = LIMIT_CONCURRENCY,
+    header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
+    keep_alive: float = KEEP_ALIVE,
 ) -> None:
     """Run the shim on uvicorn (one process: the audit chain has a single writer). ``service``: one
     opened already (`restock serve` opens it before it says it is serving). Bounded: request heads
-    must arrive within HEADER_TIMEOUT s, bodies within BODY_TIMEOUT s, idle keep-alive connections
-    close after KEEP_ALIVE s, and beyond ``limit_concurrency`` connections uvicorn answers 503."""
+    must arrive within ``header_timeout`` s, bodies within ``body_timeout`` s, idle keep-alive
+    connections close after ``keep_alive`` s, and beyond ``limit_concurrency`` connections uvicorn
+    answers 503 (defaults in `serving.http_limits`; `restock serve` has an option for each)."""
     import uvicorn
+
+    check_limits(header_timeout, body_timeout, keep_alive, limit_concurrency, max_body)
 
     app = FastPathApp(
         create_app(
@@ -518,6 +526,7 @@ def serve(
             max_body=max_body,
             settle=True,
             service=service,
+            body_timeout=body_timeout,
         )
     )
     uvicorn.run(
@@ -527,7 +536,7 @@ def serve(
         log_level="warning",
         access_log=access_log,
         lifespan="on",
-        http=timed_protocol(),
+        http=timed_protocol(header_timeout),
         limit_concurrency=limit_concurrency,
-        timeout_keep_alive=KEEP_ALIVE,
+        timeout_keep_alive=keep_alive,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 DEFAULT_MAX_BODY = 256 * 1024
@@ -18,6 +19,23 @@ BODY_TIMEOUT = 15.0  # seconds a request body may take to arrive, from the first
 HEADER_TIMEOUT = 10.0  # seconds a connection may take to send a request's headers (closed after)
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection is kept
 LIMIT_CONCURRENCY = 1000  # connections (or requests in progress) at once; 503 beyond
+
+
+def check_limits(
+    header_timeout: float, body_timeout: float, keep_alive: float, limit_concurrency: int, max_body: int
+) -> None:
+    """ValueError starting with the parameter's name when a bound is not a positive finite number of
+    seconds up to an hour, or a positive integer (a NaN or infinite timeout would be no bound)."""
+    for name, v in (
+        ("header_timeout", header_timeout),
+        ("body_timeout", body_timeout),
+        ("keep_alive", keep_alive),
+    ):
+        if type(v) not in (int, float) or not (math.isfinite(v) and 0 < v <= 3600):
+            raise ValueError(f"{name}: a number of seconds in (0, 3600], not {v!r}")
+    for name, v in (("limit_concurrency", limit_concurrency), ("max_body", max_body)):
+        if type(v) is not int or v < 1:
+            raise ValueError(f"{name}: a positive integer, not {v!r}")
 
 
 def json_content_type(headers) -> bool:
@@ -169,6 +187,7 @@ def timed_protocol(header_timeout: float = HEADER_TIMEOUT) -> Any:
 
     class HeaderTimeoutProtocol(HttpToolsProtocol):
         _head_timer = None
+        timeout = header_timeout  # seconds (what `serve` was given)
 
         def _arm(self) -> None:
             if self._head_timer is None:

@@ -144,6 +144,16 @@ def serve(
     ] = "full",
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes (413 above).")] = 256 * 1024,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a connection may take to send a request's headers (then closed).")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds a request body may take to arrive (408 after).")
+    ] = 15.0,
+    keep_alive: Annotated[float, typer.Option(help="Seconds an idle keep-alive connection is kept.")] = 5.0,
+    max_connections: Annotated[
+        int, typer.Option(help="Connections (or requests in progress) at once; 503 beyond.")
+    ] = 1000,
 ) -> None:
     """Serve decisions over HTTP: POST /v1/decisions, GET /v1/decisions/{id}, /healthz, /metrics.
 
@@ -163,6 +173,14 @@ def serve(
     if durability not in ("full", "normal"):
         fail(f"--durability: full or normal, not {durability!r}")
     from restock.serving.app import serve as run_server
+    from restock.serving.http_limits import check_limits
+
+    try:
+        check_limits(header_timeout, body_timeout, keep_alive, max_connections, max_body)
+    except ValueError as exc:
+        name, why = str(exc).split(": ", 1)
+        flag = "max-connections" if name == "limit_concurrency" else name.replace("_", "-")
+        fail(f"--{flag}: {why}")
 
     try:
         from restock.serving.audit import parse_url
@@ -193,6 +211,10 @@ def serve(
         max_body=max_body,
         access_log=access_log,
         service=svc,
+        limit_concurrency=max_connections,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        keep_alive=keep_alive,
     )
 
 

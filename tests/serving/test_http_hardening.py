@@ -284,3 +284,31 @@ def test_hardening__serve_refuses_a_tampered_artifact_in_one_line(tiny_heuristic
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert lines[0].startswith("error: refusing to serve") and "sha256 of scenario.yaml" in lines[0]
     assert "Traceback" not in res.output
+
+
+def test_hardening__serve_timeouts_and_connection_limit_come_from_the_command_line(
+    monkeypatch, tiny_heuristic_artifact, registry_of
+):
+    import uvicorn
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw, app=app))
+    reg = registry_of(tiny_heuristic_artifact)
+    args = ["serve", str(reg), "--port", "1", "--header-timeout", "2.5", "--body-timeout", "3"]
+    res = CliRunner().invoke(cli_app, [*args, "--keep-alive", "7", "--max-connections", "12"])
+    assert res.exit_code == 0, res.output
+    assert seen["limit_concurrency"] == 12 and seen["timeout_keep_alive"] == 7
+    assert seen["http"].__name__ == "HeaderTimeoutProtocol"
+    assert seen["http"].timeout == 2.5
+    mw = [m for m in seen["app"].app.user_middleware if m.cls.__name__ == "BodyLimit"]
+    assert mw and mw[0].kwargs["body_timeout"] == 3
+    for flag, bad in [
+        ("--header-timeout", "nan"),
+        ("--body-timeout", "inf"),
+        ("--keep-alive", "0"),
+        ("--body-timeout", "-1"),
+        ("--max-connections", "0"),
+    ]:
+        res = CliRunner().invoke(cli_app, ["serve", str(reg), "--port", "1", flag, bad])
+        out = " ".join(res.output.split())
+        assert res.exit_code == 2 and flag in out and "serving" not in out, (flag, out)
