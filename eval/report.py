@@ -276,10 +276,10 @@ def breakdown_policies(res: EvalResult) -> tuple[list[str], list[str]]:
     return shown, [p for p in tot if p not in shown]
 
 
-def plot_all(res: EvalResult, out: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    pols = list(res.summary)
-    # 1. cost breakdown per policy (stacked horizontal bars, cheapest at the top, labels on the left)
+def cost_breakdown_figure(res: EvalResult):
+    """Stacked horizontal bars of each policy's cost parts per episode, cheapest at the top, with the
+    total and its interval; policies off the scale (`breakdown_policies`) are named in the title. A
+    `matplotlib.figure.Figure` (a notebook shows it)."""
     shown, left_out = breakdown_policies(res)
     shown = sorted(shown, key=lambda p: res.summary[p]["total_cost"]["mean"], reverse=True)
     fig, ax = _figure(9, max(3.0, 0.45 * len(shown) + 1.8))
@@ -309,7 +309,14 @@ def plot_all(res: EvalResult, out: Path) -> dict[str, Path]:
         ax.set_xlim(0, 1.3 * float(max(res.summary[p]["total_cost"]["mean"] for p in shown) or 1.0))
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="cost", title_fontsize=8)
     fig.tight_layout()
-    files["cost_breakdown"] = _save(fig, out / "cost_breakdown.png")
+    return fig
+
+
+def plot_all(res: EvalResult, out: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    pols = list(res.summary)
+    # 1. cost breakdown per policy
+    files["cost_breakdown"] = _save(cost_breakdown_figure(res), out / "cost_breakdown.png")
     # 2. fill rate against average inventory
     fig, ax = _figure(6, 4.5)
     for p in pols:
