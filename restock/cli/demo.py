@@ -74,7 +74,7 @@ def demo(
     iterations: Annotated[
         int, typer.Option(min=0, help="dcl policy iterations after behaviour cloning (0: no training).")
     ] = 2,
-    states: Annotated[int, typer.Option(min=100, help="States sampled per dcl iteration.")] = 1500,
+    states: Annotated[int, typer.Option(min=100, help="States sampled per dcl iteration.")] = 1000,
     train_minutes: Annotated[
         float, typer.Option(min=0.5, help="Wall-clock cap on training (checked between iterations).")
     ] = 4.0,
