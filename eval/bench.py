@@ -307,8 +307,9 @@ def bench_dispatch() -> dict[str, float]:
 
 
 def bench_pettingzoo(seconds: float = 2.0) -> dict[str, float]:
-    """PettingZoo steps per second on `serial_3`, `tiny` and `default`, and the NumPy serial reference
-    in the same run (``pettingzoo_serial_3_vs_numpy_reference``: the ratio of the two serial chains)."""
+    """PettingZoo steps per second on `serial_3`, `tiny`, `default` and OR-Gym InvManagement-v0 (the
+    shipped ``benchmarks/orgym_invmgmt_v0``), and the NumPy serial reference in the same run, with the
+    ratios (``pettingzoo_serial_3_vs_numpy_reference``, ``pettingzoo_orgym_v0_vs_numpy_reference``)."""
     res = bench_dispatch()
     res["pettingzoo_serial_3_steps_per_s"] = _pz_steps_per_s("serial_3", seconds)
     res["pettingzoo_tiny_steps_per_s"] = _pz_steps_per_s("tiny", seconds)
@@ -316,6 +317,11 @@ def bench_pettingzoo(seconds: float = 2.0) -> dict[str, float]:
     res["numpy_serial_reference_steps_per_s"] = bench_numpy_serial_reference(seconds)
     res["pettingzoo_serial_3_vs_numpy_reference"] = (
         res["pettingzoo_serial_3_steps_per_s"] / res["numpy_serial_reference_steps_per_s"]
+    )
+    # the very problem the reference simulates (OR-Gym InvManagement-v0 as a restock scenario)
+    res["pettingzoo_orgym_v0_steps_per_s"] = _pz_steps_per_s("benchmarks/orgym_invmgmt_v0", seconds)
+    res["pettingzoo_orgym_v0_vs_numpy_reference"] = (
+        res["pettingzoo_orgym_v0_steps_per_s"] / res["numpy_serial_reference_steps_per_s"]
     )
     return res
 
