@@ -143,10 +143,11 @@ def open_store(
     url: str, durability: str = "full", readonly: bool = False, anchors: bool = True
 ) -> SqliteStore:
     """The store at ``url``; ``readonly`` to inspect one (no migration); ``anchors``: a writer keeps
-    an anchor beside the store when RESTOCK_AUDIT_KEY is set."""
+    an anchor beside the store, HMAC'd with RESTOCK_AUDIT_KEY when it is set, else unkeyed (see
+    docs/design.md, "Audit anchors")."""
     kind, path = parse_url(url)
     return SqliteStore(
-        path, durability=durability, readonly=readonly, anchor_key=audit_key() if anchors else None
+        path, durability=durability, readonly=readonly, anchor_key=audit_key(), anchors=anchors
     )
 
 

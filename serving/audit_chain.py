@@ -7,9 +7,11 @@ chain head before + `row_bytes` of the row: seq, request_id, ts, node, role, per
 id and version, the request's sha256 (which the stored request text must hash to), the record's hash
 (the stored record text must be its canonical JSON, byte for byte) and the response head). The head
 of a table (its last ``row_hash``) with the row count is what an anchor signs (`make_anchor`: an HMAC
-with the key in RESTOCK_AUDIT_KEY, written by the server to ``<db>.anchor``), so dropping the newest
+with the key in RESTOCK_AUDIT_KEY, written by the server to ``<db>.anchor``; without a key a plain
+digest, which catches cut rows but not someone who rewrites the anchor too), so dropping the newest
 rows is caught too. A replay (`get`, `get_many`, a repeated request_id in `append`) checks the row it
-returns and raises `AuditIntegrityError` instead of answering a row that does not verify.
+returns, then follows the row chain from it to a head the writer trusts (`SqliteStore._walk`), and
+raises `AuditIntegrityError` instead of answering a row that does not verify.
 
 `check_row` checks one row against the heads before it (a replay checks the row it returns);
 `verify_store` recomputes both chains of a whole store and checks it against an anchor. The store
@@ -96,28 +98,32 @@ def row_hash(prev: str, values: list) -> str:
     return hashlib.sha256(prev.encode() + row_bytes(values)).hexdigest()
 
 
-def anchor_mac(anchor: dict[str, Any], key: bytes) -> str:
-    body = {k: v for k, v in anchor.items() if k != "mac"}
-    return hmac.new(
-        key, json.dumps(body, sort_keys=True, separators=(",", ":")).encode(), "sha256"
-    ).hexdigest()
+def anchor_mac(anchor: dict[str, Any], key: bytes | None) -> str:
+    """HMAC-SHA256 of the anchor's body with ``key``; without a key, its plain SHA-256 (an unkeyed
+    anchor: it catches rows lost or cut by someone who did not also rewrite the anchor, nothing more)."""
+    body = json.dumps({k: v for k, v in anchor.items() if k != "mac"}, sort_keys=True, separators=(",", ":"))
+    if key is None:
+        return hashlib.sha256(body.encode()).hexdigest()
+    return hmac.new(key, body.encode(), "sha256").hexdigest()
 
 
-def make_anchor(heads: dict[str, Any], key: bytes, schema: str = SCHEMA_VERSION) -> dict[str, Any]:
-    """An HMAC'd checkpoint of a store's chain heads: ``heads`` = {table: {"records": n, "head": hash}}."""
-    a: dict[str, Any] = {"kind": ANCHOR_KIND, "schema": schema, "at": now_iso()}
+def make_anchor(heads: dict[str, Any], key: bytes | None, schema: str = SCHEMA_VERSION) -> dict[str, Any]:
+    """A checkpoint of a store's chain heads: ``heads`` = {table: {"records": n, "head": hash}}; HMAC'd
+    with ``key``, or unkeyed (``"keyed": false``, a plain digest) without one."""
+    a: dict[str, Any] = {"kind": ANCHOR_KIND, "schema": schema, "at": now_iso(), "keyed": key is not None}
     for t in TABLES:
         a[t] = {"records": int(heads[t]["records"]), "head": str(heads[t]["head"])}
     a["mac"] = anchor_mac(a, key)
     return a
 
 
-def read_anchor(path: str | os.PathLike, key: bytes) -> dict[str, Any]:
-    """A checkpoint from its file, its MAC checked; raises AuditIntegrityError (ValueError subclass
-    not used: the caller reports it as a failed verification)."""
+def read_anchor(path: str | os.PathLike, key: bytes | None) -> dict[str, Any]:
+    """A checkpoint from its file, its MAC checked; raises AuditIntegrityError when it does not verify.
+    With a key only a keyed anchor is accepted (an unkeyed one where a key is set is a downgrade:
+    anyone can write one), without a key only an unkeyed one (its MAC cannot be checked)."""
     try:
         a = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
         raise AuditIntegrityError(f"anchor {path}: unreadable ({exc})") from None
     ok = (
         isinstance(a, dict)
@@ -130,11 +136,22 @@ def read_anchor(path: str | os.PathLike, key: bytes) -> dict[str, Any]:
             for t in TABLES
         )
         and isinstance(a.get("mac"), str)
+        and a.get("keyed", True) in (True, False)
     )
     if not ok:
         raise AuditIntegrityError(f"anchor {path}: not a {ANCHOR_KIND} checkpoint")
+    keyed = a.get("keyed", True)  # anchors written before unkeyed ones existed were all keyed
+    if keyed and key is None:
+        raise AuditIntegrityError(f"anchor {path} is HMAC'd: set {KEY_ENV} (the key it was written with)")
+    if not keyed and key is not None:
+        raise AuditIntegrityError(
+            f"anchor {path} is unkeyed but {KEY_ENV} is set: it was replaced, or the store ran without "
+            f"the key; verify the store (restock audit verify DB --anchor A_COPY_YOU_TRUST), then "
+            f"restock audit anchor DB --out {path}"
+        )
     if not hmac.compare_digest(a["mac"].encode(), anchor_mac(a, key).encode()):
-        raise AuditIntegrityError(f"anchor {path}: MAC does not verify (altered, or another {KEY_ENV})")
+        why = f"altered, or another {KEY_ENV}" if keyed else "altered"
+        raise AuditIntegrityError(f"anchor {path}: MAC does not verify ({why})")
     return a
 
 

@@ -80,7 +80,8 @@ class SqliteStore:
     """The SQLite audit store (one writer connection, one reader connection; thread-safe).
 
     ``readonly``: open an existing store to read, verify or export it (no schema change, no migration,
-    no checkpointer). ``anchor_key``: write an HMAC'd checkpoint of the chain heads to
+    no checkpointer). ``anchors`` (default: when there is an ``anchor_key``): write a checkpoint of
+    the chain heads, HMAC'd with ``anchor_key`` or unkeyed without one, to
     `anchor_path` every few seconds while rows are written, and on close; when that file exists at
     open, the store must still match it (`AuditIntegrityError` otherwise).
     """
@@ -91,6 +92,7 @@ class SqliteStore:
         durability: str = "full",
         readonly: bool = False,
         anchor_key: bytes | None = None,
+        anchors: bool | None = None,
     ):
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -98,6 +100,8 @@ class SqliteStore:
         self.durability = durability
         self.readonly = readonly
         self.anchor_key = None if readonly else anchor_key
+        # a writer anchors (keyed with anchor_key, else unkeyed) unless told not to
+        self.anchoring = not readonly and (anchors if anchors is not None else anchor_key is not None)
         if readonly:
             if not self.path.is_file():
                 raise FileNotFoundError(f"{self.path}: no such audit database")
@@ -163,8 +167,18 @@ class SqliteStore:
             self.n[t] = int(self._w.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
         self.anchors_written = 0
         self._anchored: tuple | None = None
-        if self.anchor_key is not None and anchor_path(self.path).exists():
-            self._check_anchor_file()
+        if self.anchoring:
+            if anchor_path(self.path).exists():
+                self._check_anchor_file()
+            elif meta.get("anchored") and any(self.n.values()):
+                raise AuditIntegrityError(
+                    f"{self.path}: its anchor {anchor_path(self.path)} is missing (deleted?); check the store "
+                    f"(restock audit verify {self.path} --anchor A_COPY_YOU_TRUST), then restock audit anchor "
+                    f"{self.path} --out {anchor_path(self.path)}"
+                )
+            self.write_anchor(force=True)
+            if not meta.get("anchored"):
+                self._w.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('anchored', '1')")
         for t in TABLES:
             if self.n[t]:
                 self._trust(t, self.next_seq[t] - 1, self.row_last[t])
@@ -245,7 +259,7 @@ class SqliteStore:
 
     def write_anchor(self, force: bool = False) -> bool:
         """Write the current heads, HMAC'd, to `anchor_path` (atomically) when they changed."""
-        if self.anchor_key is None:
+        if not self.anchoring:
             return False
         h = self.heads()
         key = tuple((t, h[t]["records"], h[t]["head"]) for t in TABLES)
@@ -300,7 +314,8 @@ class SqliteStore:
             "journal": "wal",
             "synchronous": self.durability,
             "schema": self.schema,
-            "anchor": str(anchor_path(self.path)) if self.anchor_key is not None else None,
+            "anchor": str(anchor_path(self.path)) if self.anchoring else None,
+            "anchor_keyed": self.anchoring and self.anchor_key is not None,
         }
 
     # ---------------------------------------------------------------- writing

@@ -201,6 +201,15 @@ def serve(
             f"error: refusing to serve {registry_dir}: {msg}", soft_wrap=True, markup=False, highlight=False
         )
         raise typer.Exit(2) from None
+    from restock.serving.audit import KEY_ENV
+
+    if svc.store.anchoring and svc.store.anchor_key is None:
+        err.print(
+            f"note: {KEY_ENV} is not set: the audit anchor beside the store is unkeyed (it catches lost or "
+            "cut rows, not someone who rewrites the store and its anchor)",
+            soft_wrap=True,
+            highlight=False,
+        )
     err.print(f"serving {registry_dir} on http://{host}:{port} (docs: /docs)")
     run_server(
         registry_dir,
@@ -240,13 +249,11 @@ def _open_audit(db: str):
         fail(str(exc))
 
 
-def _audit_key() -> bytes:
-    from restock.serving.audit import KEY_ENV, audit_key
+def _audit_key() -> bytes | None:
+    """RESTOCK_AUDIT_KEY, or None: anchors are then unkeyed (plain digests, see docs/design.md)."""
+    from restock.serving.audit import audit_key
 
-    key = audit_key()
-    if key is None:
-        fail(f"anchors are HMAC'd with a key: set {KEY_ENV} (the same key the server runs with)")
-    return key
+    return audit_key()
 
 
 @audit_app.command("verify")
@@ -258,15 +265,26 @@ def audit_verify(
         typer.Option(
             "--anchor",
             help="Also check this checkpoint (restock audit anchor, or the server's DB.anchor; key in "
-            "RESTOCK_AUDIT_KEY): the rows it counted are all there and end in its head.",
+            "RESTOCK_AUDIT_KEY, or unkeyed without it): the rows it counted are all there and end in "
+            "its head. Default: DB.anchor when it exists.",
         ),
     ] = None,
+    no_anchor: Annotated[
+        bool, typer.Option("--no-anchor", help="Check the chains only, not the anchor beside the store.")
+    ] = False,
 ) -> None:
     """Recompute the decision hash chains; exit 1 when a row was altered, dropped or reordered (dropping
     the newest rows shows against an --anchor)."""
-    from restock.serving.audit import AuditIntegrityError, read_anchor
+    from restock.serving.audit import AuditIntegrityError, anchor_path, parse_url, read_anchor
 
     a = None
+    if anchor is None and not no_anchor:  # the server's anchor beside the store, when there is one
+        try:
+            beside = anchor_path(parse_url(db)[1])
+        except ValueError:
+            beside = None
+        if beside is not None and beside.exists():
+            anchor = beside
     if anchor is not None:
         try:
             a = read_anchor(anchor, _audit_key())
@@ -300,7 +318,12 @@ def audit_verify(
                 )
         if a is not None and rep["ok"]:
             counted = ", ".join(f"{t} {a[t]['records']:,}" for t in ("decisions", "shadow_decisions"))
-            console.print(f"anchor of {a['at']} ({counted} rows): [green]ok[/]", highlight=False)
+            kind = "" if a.get("keyed", True) else "unkeyed "
+            console.print(
+                f"{kind}anchor {anchor} of {a['at']} ({counted} rows): [green]ok[/]", highlight=False
+            )
+        elif a is None:
+            console.print("no anchor checked: the newest rows could be cut without a trace", highlight=False)
     if not rep["ok"]:
         raise typer.Exit(1)
 
@@ -313,7 +336,8 @@ def audit_anchor(
     ] = None,
 ) -> None:
     """Verify the store, then print an HMAC'd checkpoint of its chain heads (row counts and last row
-    hashes; key in RESTOCK_AUDIT_KEY) for audit verify --anchor. Keep it away from the store."""
+    hashes; key in RESTOCK_AUDIT_KEY, a plain digest without it) for audit verify --anchor. Keep it
+    away from the store."""
     from restock.serving.audit import TABLES, make_anchor
 
     key = _audit_key()

@@ -9,7 +9,7 @@ import pytest
 from restock.agents.base import JointPolicy
 from restock.agents.catalogue import make_policy
 from restock.agents.records import DecisionRecord
-from restock.serving.audit import chain_json, open_store, parse_url
+from restock.serving.audit import AuditIntegrityError, chain_json, open_store, parse_url
 from restock.serving.schema import request_from_state
 from restock.serving.service import DecisionService
 from serving_helpers import simulate
@@ -69,8 +69,10 @@ def test_audit__a_dropped_row_breaks_the_chain(filled):
     con = sqlite3.connect(filled)
     con.execute("DELETE FROM decisions WHERE request_id = 'a3'")
     con.commit()
-    rep = open_store(f"sqlite:///{filled}").verify()
+    rep = open_store(f"sqlite:///{filled}", readonly=True).verify()
     assert not rep["ok"] and rep["decisions"]["broken"]["request_id"] == "a4"
+    with pytest.raises(AuditIntegrityError, match="fewer than the 6"):  # against the unkeyed anchor
+        open_store(f"sqlite:///{filled}")
 
 
 def test_audit__cli_verify_and_export(filled, tmp_path):
@@ -122,6 +124,7 @@ def test_audit__responses_are_stored_without_their_record_and_served_whole(fille
     shutil.copy(filled, old)
     c1 = sqlite3.connect(old)
     c1.execute("UPDATE meta SET value = 'restock.audit/1' WHERE key = 'schema'")
+    c1.execute("DELETE FROM meta WHERE key = 'anchored'")  # as restock.audit/1 wrote it: no anchors
     for rid, head, rec in rows:
         c1.execute("UPDATE decisions SET response = ? WHERE request_id = ?", (full_response(head, rec), rid))
     c1.commit()

@@ -167,9 +167,15 @@ def test_tamper__deleted_rows_fail_verify_the_newest_against_an_anchor(
 
 def test_tamper__anchor_command_and_verify(small, tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
-    res = runner.invoke(app, ["audit", "anchor", str(small)])
-    assert res.exit_code == 2 and KEY_ENV in res.output
-    monkeypatch.setenv(KEY_ENV, KEY)
+    res = runner.invoke(app, ["audit", "anchor", str(small)])  # no key: an unkeyed anchor (a digest)
+    assert res.exit_code == 0 and json.loads(res.stdout)["keyed"] is False, res.output
+    u = tmp_path / "u.json"
+    u.write_text(res.stdout)
+    res = runner.invoke(app, ["audit", "verify", str(small), "--anchor", str(u)])
+    assert res.exit_code == 0 and "unkeyed anchor" in res.output, res.output
+    monkeypatch.setenv(KEY_ENV, KEY)  # with a key, an unkeyed anchor is a downgrade: refused
+    res = runner.invoke(app, ["audit", "verify", str(small), "--anchor", str(u)])
+    assert res.exit_code == 1 and "unkeyed but" in " ".join(res.output.split())
     res = runner.invoke(app, ["audit", "anchor", str(small)])
     assert res.exit_code == 0, res.output
     a = json.loads(res.stdout)
@@ -177,7 +183,7 @@ def test_tamper__anchor_command_and_verify(small, tmp_path, monkeypatch):
     f = tmp_path / "a.json"
     f.write_text(res.stdout)
     res = runner.invoke(app, ["audit", "verify", str(small), "--anchor", str(f)])
-    assert res.exit_code == 0 and "anchor of" in res.output and "ok" in res.output, res.output
+    assert res.exit_code == 0 and "rows): ok" in " ".join(res.output.split()), res.output
     # a forged anchor (fewer rows counted) or another key does not verify
     forged = dict(a, decisions={"records": 2, "head": a["decisions"]["head"]})
     f.write_text(json.dumps(forged))
@@ -224,6 +230,8 @@ def _legacy(db, schema):
     for t in TABLES:
         con.execute(f"ALTER TABLE {t} DROP COLUMN row_hash")
     con.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (schema,))
+    con.execute("DELETE FROM meta WHERE key = 'anchored'")  # no anchors then
+    anchor_path(db).unlink(missing_ok=True)
     if schema == "restock.audit/1":
         for seq, head, rec in con.execute("SELECT seq, response, record FROM decisions").fetchall():
             con.execute("UPDATE decisions SET response = ? WHERE seq = ?", (full_response(head, rec), seq))
@@ -368,3 +376,41 @@ def test_tamper__a_replay_checks_the_chain_up_to_the_head_it_trusts(shadowed, en
             assert svc.get(f"r{j}").response == firsts[j]
     finally:
         svc.close()
+
+
+def test_tamper__without_a_key_the_anchor_is_unkeyed_and_still_catches_cut_rows(
+    shadowed, env, tmp_path, monkeypatch
+):
+    """No RESTOCK_AUDIT_KEY: the server still anchors, with a plain digest. Cutting the newest row, or
+    deleting the anchor, is caught at open and by `audit verify` (which checks DB.anchor by default);
+    someone who rewrites the store and the anchor is not (that needs the key)."""
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    db = tmp_path / "nokey.db"
+    fill(shadowed, db, env, n=3)
+    a = json.loads(anchor_path(db).read_text())
+    assert a["keyed"] is False and a["decisions"]["records"] == 3
+    res = runner.invoke(app, ["audit", "verify", str(db)])
+    assert res.exit_code == 0 and "unkeyed anchor" in res.output, res.output
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM decisions WHERE seq = (SELECT MAX(seq) FROM decisions)")
+    con.commit()
+    con.close()
+    res = runner.invoke(app, ["audit", "verify", str(db)])
+    assert res.exit_code == 1 and "fewer than the 3" in " ".join(res.output.split())
+    res = runner.invoke(app, ["audit", "verify", str(db), "--no-anchor"])
+    assert res.exit_code == 0 and "no anchor checked" in " ".join(res.output.split())
+    with pytest.raises(AuditIntegrityError, match="fewer than the 3"):
+        DecisionService(shadowed, audit=f"sqlite:///{db}")
+    anchor_path(db).unlink()  # the anchor deleted too
+    with pytest.raises(AuditIntegrityError, match="is missing"):
+        DecisionService(shadowed, audit=f"sqlite:///{db}")
+    # a keyed server does not accept the unkeyed anchor of a store (anyone could have written it)
+    db2 = tmp_path / "nokey2.db"
+    fill(shadowed, db2, env, n=2)
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with pytest.raises(AuditIntegrityError, match="unkeyed but"):
+        DecisionService(shadowed, audit=f"sqlite:///{db2}")
+    res = runner.invoke(app, ["audit", "anchor", str(db2), "--out", str(anchor_path(db2))])
+    assert res.exit_code == 0, res.output  # re-anchored with the key after checking the store
+    DecisionService(shadowed, audit=f"sqlite:///{db2}").close()
+    assert read_anchor(anchor_path(db2), KEY.encode())["keyed"] is True
