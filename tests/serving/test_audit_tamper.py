@@ -75,10 +75,19 @@ def _flips(v):
             yield t  # stored as a blob
 
 
-def test_tamper__every_byte_of_every_column_fails_verify_and_is_never_replayed(shadowed, env, tmp_path):
-    """One byte at a time, in every column of every row of both tables (two rows each, ~5,000 bytes):
-    `verify` fails on each, and a replay (`get`) of any decision either refuses (AuditIntegrityError)
-    or returns the original body."""
+# the ~5,900 bytes of a two-row store in three parts of about equal cost (each part a test under 30 s)
+PARTS = {
+    "decisions.record": lambda t, c: (t, c) == ("decisions", "record"),
+    "shadow_decisions.record": lambda t, c: (t, c) == ("shadow_decisions", "record"),
+    "every other column": lambda t, c: c != "record",
+}
+
+
+@pytest.mark.parametrize("part", sorted(PARTS))
+def test_tamper__every_byte_of_every_column_fails_verify_and_is_never_replayed(shadowed, env, tmp_path, part):
+    """One byte at a time, in every column of every row of both tables (two rows each, ~5,900 bytes
+    over the three parts): `verify` fails on each, and a replay (`get`) of any decision either refuses
+    (AuditIntegrityError) or returns the original body."""
     small = tmp_path / "two.db"
     fill(shadowed, small, env, n=2)
     con = sqlite3.connect(small, isolation_level=None)
@@ -102,6 +111,8 @@ def test_tamper__every_byte_of_every_column_fails_verify_and_is_never_replayed(s
             seq = row[0]
             for col, v in zip(cols, row, strict=True):
                 assert v is not None, (table, col)  # every column is written (row_hash included)
+                if not PARTS[part](table, col):
+                    continue
                 for bad in _flips(v):
                     key = bad if col == "seq" else seq
                     try:
@@ -125,7 +136,7 @@ def test_tamper__every_byte_of_every_column_fails_verify_and_is_never_replayed(s
                             store.get(bad)
                     con.execute(f"UPDATE {table} SET {col} = ? WHERE seq = ?", (v, key))
     assert store.verify()["ok"]
-    assert tried > 4_000 and skipped < tried / 100
+    assert tried > 1_500 and skipped < tried / 100
     store.close()
 
 
