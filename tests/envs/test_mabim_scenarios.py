@@ -2,7 +2,8 @@
 
 A few periods of each under tuned-style heuristics behind the shield: no executed violation, the
 independent verifier agrees, the shared warehouse capacity is what the files say, and the lead times are
-MABIM's vlt + 1 (spot-checked against ReplenishmentEnv's sku2778.store{1,2,3}.info.csv).
+MABIM's vlt + 1 (spot-checked against ReplenishmentEnv's sku2778.store{1,2,3}.info.csv). The kernel
+matches the NumPy reference on them under orders that overflow the shared capacity.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from restock.agents.catalogue import make_policy
 from restock.agents.shield import Shield
 from restock.agents.verifier import Verifier
 from restock.envs import ArrayEnv
+from restock.envs import kernel as kn
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
-from restock.envs.types import C_FIXED, C_OVERFLOW, C_STOCKOUT, K_DISPOSED, K_LOST
+from restock.envs.demand import sample_paths
+from restock.envs.reference import reference_step
+from restock.envs.types import C_FIXED, C_OVERFLOW, C_STOCKOUT, K_DISPOSED, K_LOST, new_step_out, new_work
 
 # first SKUs of sku1000.sku_list.csv (SKU0, SKU1, SKU2, SKU3, SKU5, SKU6): MABIM vlt per stage
 MABIM_VLT = {
@@ -80,3 +84,34 @@ def test_mabim__heuristics_run_without_violations(compiled, policy):
         cost[:, :, C_OVERFLOW].sum(), 13.77 * kpi[:, :, K_DISPOSED].sum()
     )  # one overflow rate per disposed unit (volume 1)
     assert cost[:, :, C_STOCKOUT].sum() >= 0
+
+
+def test_mabim__kernel_matches_the_numpy_reference_with_overflow(compiled):
+    """The compiled kernel and the NumPy reference agree period by period under orders large enough to
+    overflow the shared capacity (so pro-rata disposal and its cost run), over 12 periods."""
+    c = compiled
+    E, T = 2, 12
+    s = c.new_state(E)
+    w = new_work(E, c.N, c.M, c.K)
+    out = new_step_out(E, c.N)
+    kn.reset_envs(
+        c.params, s, np.ones(E, np.int8), np.arange(E, dtype=np.uint64) + 5, c.init_on_hand, c.init_pipe, out
+    )
+    dem = sample_paths(c.demand, 0, np.arange(E), 0, T)
+    rng = np.random.default_rng(0)
+    disposed = 0.0
+    for t in range(T):
+        # about 8 days of demand per order, on 70% of SKUs: far more than 100,000 units in all
+        qty = (
+            rng.poisson(c.params.mean * 8.0 + 0.5, size=(E, c.N, c.K)) * (rng.random((E, c.N, c.K)) < 0.7)
+        ).astype(np.int32)
+        ref_s, cost, rev, kpi, rew = reference_step(c.params, s, qty, dem[:, t])
+        kn.step(c.params, s, w, qty.copy(), dem[:, t], out)
+        for f in s._fields:
+            np.testing.assert_array_equal(getattr(s, f), getattr(ref_s, f), err_msg=f"t={t} state.{f}")
+        np.testing.assert_allclose(out.cost, cost, rtol=1e-12, atol=1e-9, err_msg=f"t={t} cost")
+        np.testing.assert_allclose(out.revenue, rev, rtol=1e-12, atol=1e-9, err_msg=f"t={t} revenue")
+        np.testing.assert_allclose(out.kpi, kpi, rtol=1e-12, atol=1e-9, err_msg=f"t={t} kpi")
+        disposed += float(out.kpi[:, :, K_DISPOSED].sum())
+        assert np.all((s.on_hand * c.params.volume).sum(axis=2) <= 100_000)
+    assert disposed > 0  # the overflow path ran
