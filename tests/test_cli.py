@@ -43,7 +43,7 @@ def test_cli__check_good_file(tmp_path):
 def test_cli__simulate_json():
     res = runner.invoke(app, ["simulate", "tiny", "--policy", "random", "--episodes", "3", "--json"])
     assert res.exit_code == 0, res.output
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     fr = data["random"]["fill_rate"]
     assert 0.0 <= fr["mean"] <= 1.0 and fr["ci95"][0] <= fr["mean"] <= fr["ci95"][1]
 

@@ -60,27 +60,34 @@ def load_or_fail(scenario: str, **overrides):
 
 
 def progress_bar(total: int, description: str):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """``(prog, task)`` for the commands' loops: restock.progress underneath (a bar on a terminal, a plain
+    line every ~10 s otherwise, RESTOCK_PROGRESS=bar|plain|off), with rich's ``advance(task, n)`` /
+    ``update(task, ...)`` call shape so the commands read the same. Says so once when the kernel compiles."""
+    from restock.progress import Progress, jit_notice
 
-    prog = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal and total < 0,
-    )
-    task = prog.add_task(description, total=total)
-    return prog, task
+    jit_notice()
+    return _CommandProgress(Progress(total, description)), 0
+
+
+class _CommandProgress:
+    def __init__(self, bar) -> None:
+        self.bar = bar
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def advance(self, _task: int, n: float = 1) -> None:
+        self.bar.advance(n)
+
+    def update(self, _task: int, description: str | None = None, completed: float | None = None) -> None:
+        if description is not None:
+            self.bar.describe(description)
+        if completed is not None and completed > self.bar.done:
+            self.bar.advance(completed - self.bar.done)
 
 
 # ------------------------------------------------------------------------------------------------

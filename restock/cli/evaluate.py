@@ -38,7 +38,10 @@ def eval_cmd(
         str | None, typer.Option(help="Also run stress scenarios: all, or a comma-separated list.")
     ] = None,
     oracle_episodes: Annotated[
-        int | None, typer.Option(help="Solve the oracle LP on only the first N paths.")
+        int | None,
+        typer.Option(
+            help="Solve the perfect-information bound (per-SKU MILP with Lagrangian coupling; no policy can reach it) on only the first N paths."
+        ),
     ] = None,
     no_shield: Annotated[
         bool,
@@ -53,7 +56,7 @@ def eval_cmd(
     the gap to the perfect-information bound, optional stress tests, and a report with plots."""
     from restock.agents.catalogue import load_params
     from restock.eval.evaluate import evaluate, parse_policies, resolve_name
-    from restock.eval.report import markdown_table, write_report
+    from restock.eval.report import text_table, write_report
     from restock.eval.stress import STRESSES, parse_stress
 
     c = load_or_fail(scenario)
@@ -101,7 +104,9 @@ def eval_cmd(
     if json_out:
         print(json.dumps(main.kpis_json(), indent=2))
         return
-    console.print(markdown_table(main), highlight=False, markup=False)  # labels hold [...]
+    console.print(
+        text_table(main, width=max(60, console.width)), highlight=False, markup=False
+    )  # labels hold [...]
     for n in main.notes:
         console.print(f"[yellow]note:[/] {n}", highlight=False)
     console.print(f"report: {files['report.md']}  ({main.seconds:.1f} s)")

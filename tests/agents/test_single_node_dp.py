@@ -207,12 +207,12 @@ def test_optimum_command():
 
     r = CliRunner().invoke(app, ["optimum", "lost_sales/ls_L1_p9", "--json"])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output)
+    out = json.loads(r.stdout)
     assert out["method"] == "dp" and round(out["average_cost"], 2) == 5.44
     assert set(out) >= {"method", "average_cost", "levels", "seconds"}
     r = CliRunner().invoke(app, ["optimum", "serial_3", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["method"] == "clark_scarf"
+    assert json.loads(r.stdout)["method"] == "clark_scarf"
     r = CliRunner().invoke(app, ["optimum", "tiny", "--json"])
     assert r.exit_code == 2
     assert "no exact method covers" in r.output

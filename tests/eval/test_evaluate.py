@@ -106,7 +106,7 @@ def test_cli__tune_then_eval_with_stress(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    data = json.loads(r.output)
+    data = json.loads(r.stdout)
     assert set(data) == {"zero", "base_stock"}
     assert "demand_shock" in json.loads((out / "stress.json").read_text())
     r = runner.invoke(app, ["eval", "tiny", "--policies", "zero,nonsense"])

@@ -78,7 +78,7 @@ def test_audit__a_dropped_row_breaks_the_chain(filled):
 def test_audit__cli_verify_and_export(filled, tmp_path):
     res = runner.invoke(app, ["audit", "verify", f"sqlite:///{filled}", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["decisions"]["records"] == 6
+    assert json.loads(res.stdout)["decisions"]["records"] == 6
     out = tmp_path / "audit.jsonl"
     res = runner.invoke(app, ["audit", "export", str(filled), "--out", str(out)])
     assert res.exit_code == 0, res.output

@@ -65,7 +65,7 @@ def test_cli__export_heuristic_with_tuned_params(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    m = json.loads(res.output)
+    m = json.loads(res.stdout)
     assert m["baseline"]["knobs"] == {"store": {"z": 1.25}} and m["scenario"]["name"] == "tiny"
     res = runner.invoke(
         app,
@@ -116,7 +116,7 @@ def test_cli__export_run_and_registry_commands(tiny_run, tiny_heuristic_artifact
         == 0
     )
     res = runner.invoke(app, ["registry", "list", str(reg), "--json"])
-    d = json.loads(res.output)
+    d = json.loads(res.stdout)
     assert d["roles"]["store"]["candidate"] == "v2" and d["roles"]["store"]["fraction"] == 0.25
     assert runner.invoke(app, ["registry", "promote", str(reg), "store", "v2"]).exit_code == 0
     res = runner.invoke(app, ["registry", "rollback", str(reg), "store"])

@@ -100,7 +100,7 @@ def test_sb3__train_writes_a_run_that_evaluates(tiny, tmp_path):
     )
     assert r.exit_code == 0, r.output
     # store trained, tiny's DC played by the run's baseline: labelled so (issue 12, item 4)
-    keys = list(json.loads(r.output))
+    keys = list(json.loads(r.stdout))
     assert any(
         k.startswith(f"{run.name} [store learned; dc: ") and k.endswith(" heuristic]") for k in keys
     ), keys
