@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -74,6 +75,14 @@ CREATE TABLE IF NOT EXISTS shadow_decisions (
   row_hash TEXT
 );
 """
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _same(a: str, b: str) -> bool:
+    """Constant-time equality of two digests as bytes (compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(a.encode(), b.encode())
 
 
 class SqliteStore:
@@ -157,14 +166,13 @@ class SqliteStore:
         self.n: dict[str, int] = {}  # rows per table
         self.next_seq: dict[str, int] = {}
         for t in TABLES:
-            row = self._w.execute(
-                f"SELECT seq, hash, COALESCE(row_hash, hash) FROM {t} ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
+            row = self._w.execute(f"SELECT seq, hash, row_hash FROM {t} ORDER BY seq DESC LIMIT 1").fetchone()
             self.last[t] = row[1] if row else GENESIS
             # a row written under a legacy schema heads the row chain with its record hash
             self.row_last[t] = (row[1] if row[0] <= self.legacy_rows[t] else row[2]) if row else GENESIS
             self.next_seq[t] = row[0] + 1 if row else 1
             self.n[t] = int(self._w.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+        self._check_newest()
         self.anchors_written = 0
         self._anchored: tuple | None = None
         if self.anchoring:
@@ -277,6 +285,19 @@ class SqliteStore:
         self.anchors_written += 1
         return True
 
+    def _check_newest(self) -> None:
+        """At open: the chain heads the writer continues from (the newest row's row_hash, or its record
+        hash for a legacy row) are well-formed digests. A newest row whose content was edited is not
+        refused here: replays that reach it refuse (`_walk`), and verify reports it."""
+        for t in TABLES:
+            for name, v in (("row_hash", self.row_last[t]), ("hash", self.last[t])):
+                if not (isinstance(v, str) and _HEX64.fullmatch(v)):
+                    raise AuditIntegrityError(
+                        f"{self.path}: the newest row of {t} (seq {self.next_seq[t] - 1}) has no usable "
+                        f"{name} ({str(v)[:20]!r}...): a writer cannot continue its chain; run restock audit "
+                        f"verify {self.path}"
+                    )
+
     def _check_anchor_file(self) -> None:
         """At open: the store still holds the rows the anchor beside it counted, ending in its head."""
         p = anchor_path(self.path)
@@ -294,7 +315,7 @@ class SqliteStore:
                     "ORDER BY seq LIMIT 1 OFFSET ?",
                     (min(self.legacy_rows[t], 2**62), n - 1),
                 ).fetchone()
-                if row is None or not isinstance(row[1], str) or not hmac.compare_digest(row[1], head):
+                if row is None or not isinstance(row[1], str) or not _same(row[1], head):
                     raise AuditIntegrityError(
                         f"{self.path}: {t} row {n} does not end in the head its anchor {p} signed; "
                         "run restock audit verify"
@@ -515,9 +536,7 @@ class SqliteStore:
                 if i < len(lst):
                     target, want = lst[i]
         if target is not None and target == seq:
-            return (
-                None if hmac.compare_digest(head, want) else "does not match the chain head this server holds"
-            )
+            return None if _same(head, want) else "does not match the chain head this server holds"
         cur = con.cursor()
         cur.row_factory = sqlite3.Row
         cols = "*" if seq < self.legacy_rows[table] else ", ".join((*COVERED[table], "row_hash"))
@@ -544,7 +563,7 @@ class SqliteStore:
             if type(s_) is int and s_ % self.TRUST_EVERY == 0:
                 found.append((s_, head))
         if target is not None:
-            if last != target or not hmac.compare_digest(head, want):
+            if last != target or not _same(head, want):
                 return "does not lead to the chain head this server holds (rows edited, re-hashed or removed)"
             for s_, h in found:
                 self._trust(table, s_, h)

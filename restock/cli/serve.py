@@ -369,11 +369,42 @@ def audit_anchor(
 def audit_export(
     db: Annotated[str, typer.Argument(help="Audit database: a path or sqlite:///PATH.")],
     out: Annotated[Path, typer.Option(help="JSON-lines file to write.")] = Path("audit.jsonl"),
+    unverified: Annotated[
+        bool, typer.Option("--unverified", help="Export a store that does not verify (a warning says so).")
+    ] = False,
 ) -> None:
-    """Write every decision (request, record) and shadow decision as JSON lines."""
+    """Verify the store (and DB.anchor when it exists), then write every decision (request, record)
+    and shadow decision as JSON lines; a store that does not verify is not exported (exit 1)."""
+    from restock.serving.audit import TABLES, AuditIntegrityError, anchor_path, parse_url, read_anchor
+
     store = _open_audit(db)
     try:
+        broken = []
+        beside = anchor_path(parse_url(db)[1])
+        a = None
+        if beside.exists():
+            try:
+                a = read_anchor(beside, _audit_key())
+            except AuditIntegrityError as exc:
+                broken.append(str(exc))
+        rep = store.verify(anchor=a)
+        broken += [
+            f"{t}: {rep[t]['broken']['why']} (seq {rep[t]['broken']['seq']})"
+            for t in TABLES
+            if rep[t]["broken"]
+        ]
+        if broken and not unverified:
+            for b in broken:
+                err.print(f"[red]broken[/] {b}", highlight=False)
+            err.print(
+                "not exported: the store does not verify (restock audit verify; --unverified to export anyway)"
+            )
+            raise typer.Exit(1)
         n = store.export(out)
     finally:
         store.close()
+    if broken:
+        err.print(
+            f"[yellow]warning:[/] exported a store that does not verify: {'; '.join(broken)}", highlight=False
+        )
     console.print(f"wrote {n:,} records to {out}")

@@ -425,3 +425,49 @@ def test_tamper__without_a_key_the_anchor_is_unkeyed_and_still_catches_cut_rows(
     assert res.exit_code == 0, res.output  # re-anchored with the key after checking the store
     DecisionService(shadowed, audit=f"sqlite:///{db2}").close()
     assert read_anchor(anchor_path(db2), KEY.encode())["keyed"] is True
+
+
+@pytest.mark.parametrize("bad", ["é" * 64, "xyz", None, "0" * 64])
+def test_tamper__a_bad_newest_row_hash_stops_the_server_at_open_in_one_line(shadowed, env, tmp_path, bad):
+    """The newest row's row_hash is what a writer continues the chain from: a non-ASCII, malformed or
+    missing one is refused at open (AuditIntegrityError; `restock serve`: one line, exit 2), never a
+    TypeError. A well-formed wrong one opens, and no replay that reaches it is answered."""
+    db = tmp_path / "head.db"
+    fill(shadowed, db, env, n=3)
+    anchor_path(db).unlink()
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM meta WHERE key = 'anchored'")  # not even the anchor helps here
+    con.execute("UPDATE decisions SET row_hash = ? WHERE seq = 3", (bad,))
+    con.commit()
+    con.close()
+    if bad == "0" * 64:
+        svc = DecisionService(shadowed, audit=f"sqlite:///{db}")
+        try:
+            for rid in ("a0", "a1", "a2"):
+                with pytest.raises(AuditIntegrityError):
+                    svc.get(rid)
+        finally:
+            svc.close()
+        return
+    with pytest.raises(AuditIntegrityError, match="newest"):
+        DecisionService(shadowed, audit=f"sqlite:///{db}")
+    res = runner.invoke(app, ["serve", str(shadowed), "--audit", f"sqlite:///{db}", "--port", "1"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "newest" in res.output and "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_tamper__export_refuses_a_store_that_does_not_verify(small, tmp_path):
+    """`audit export` used to write the edited values of a tampered store without a word."""
+    out = tmp_path / "x.jsonl"
+    res = runner.invoke(app, ["audit", "export", str(small), "--out", str(out)])
+    assert res.exit_code == 0 and len(out.read_text().splitlines()) == 6, res.output
+    out.unlink()
+    con = sqlite3.connect(small)
+    con.execute("UPDATE decisions SET node = 'x' || node WHERE seq = 2")
+    con.commit()
+    con.close()
+    res = runner.invoke(app, ["audit", "export", str(small), "--out", str(out)])
+    assert res.exit_code == 1 and "not exported" in res.output and not out.exists(), res.output
+    res = runner.invoke(app, ["audit", "export", str(small), "--out", str(out), "--unverified"])
+    assert res.exit_code == 0 and "does not verify" in res.output and out.exists(), res.output
