@@ -5,7 +5,7 @@
 
 Iteration 0 is the behaviour-cloned start (RUN/cloned), iteration k the checkpoint RUN/checkpoints/iter_k.
 Each point: the policy's cost per period minus Clark-Scarf's on the same held-out paths (seed 4242,
-``--episodes`` x 200 periods, behind the shield), relative to Clark-Scarf's; the line is the mean over
+``--episodes`` x 200 periods; the networks as tables, as in serial_3_learning.py), relative to Clark-Scarf's; the line is the mean over
 the training seeds and the band its 95% t-interval. Also writes ``<out stem>_heldout.png``: the trainers'
 own held-out greedy cost (`training.curves.plot_seeds`, tag eval/episodic_cost, per period).
 """
@@ -19,25 +19,13 @@ from pathlib import Path
 import numpy as np
 from restock.agents.base import JointPolicy
 from restock.agents.echelon import EchelonBaseStock
-from restock.agents.learned import load_learned_policy
-from restock.agents.shield import Shield
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
-from restock.eval.rollout import rollout
 from restock.training.curves import _figure, plot_seeds
 from scipy import stats
 
-
-def per_path(c, joint, episodes: int, seed: int) -> np.ndarray:
-    res = rollout(c, joint, episodes=episodes, seed=seed, shield=Shield(c), trace_sku=None)
-    return res.cost.sum(axis=(1, 2)) / c.horizon
-
-
-def _as_run(ckpt: Path, run: Path) -> Path:
-    """A checkpoint directory holds policies/ only; borrow the run's run.json for load_learned_policy."""
-    if not (ckpt / "run.json").exists():
-        (ckpt / "run.json").write_text((run / "run.json").read_text())
-    return ckpt
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serial_3_learning import heuristic, learned, per_path
 
 
 def main(argv=None) -> int:
@@ -48,13 +36,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=4242)
     a = ap.parse_args(argv)
     c = compile_scenario(load_scenario("serial_3"))
-    cs = per_path(c, JointPolicy(EchelonBaseStock.from_clark_scarf(c)), a.episodes, a.seed)
+    cs = per_path(c, heuristic(c, JointPolicy(EchelonBaseStock.from_clark_scarf(c))), a.episodes, a.seed)
     curves = []
     for r in a.runs:
         r = Path(r)
-        dirs = [r / "cloned", *[_as_run(d, r) for d in sorted((r / "checkpoints").glob("iter_*"))]]
+        dirs = [r / "cloned", *sorted((r / "checkpoints").glob("iter_*"))]
         gaps = [
-            100 * float((per_path(c, load_learned_policy(d, c), a.episodes, a.seed) - cs).mean() / cs.mean())
+            100 * float((per_path(c, learned(c, d, check=False), a.episodes, a.seed) - cs).mean() / cs.mean())
             for d in dirs
         ]
         print(r.name, " ".join(f"{g:+.3f}%" for g in gaps))
