@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import pickle
 import random
 import shutil
 import time
@@ -157,13 +156,22 @@ class PerSkuMaskablePolicy(MaskableActorCriticPolicy):
 
 
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}  # noqa: NPY002
+    """The global generators' states as plain JSON (checkpoints hold no pickles)."""
+    py = random.getstate()
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    return {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state().tolist(),
+    }
 
 
 def _set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])  # noqa: NPY002
-    torch.set_rng_state(s["torch"])
+    v, keys, gauss = s["python"]
+    random.setstate((v, tuple(keys), gauss))
+    name, mt, pos, has_gauss, cached = s["numpy"]
+    np.random.set_state((name, np.asarray(mt, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002
+    torch.set_rng_state(torch.tensor(s["torch"], dtype=torch.uint8))
 
 
 def save_checkpoint(ckpt_root: Path, model: MaskablePPO, venv: RoleVecEnv, meta: dict) -> Path:
@@ -188,8 +196,7 @@ def save_checkpoint(ckpt_root: Path, model: MaskablePPO, venv: RoleVecEnv, meta:
         last_obs=model._last_obs,
         last_episode_starts=model._last_episode_starts,
     )
-    with open(tmp / "rng.pkl", "wb") as fh:  # training checkpoints only: serving never loads pickles
-        pickle.dump(_rng_state(), fh)
+    (tmp / "rng.json").write_text(json.dumps(_rng_state()))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     if final.exists():
         shutil.rmtree(final)
@@ -221,8 +228,7 @@ def load_checkpoint(ckpt: Path, venv: RoleVecEnv, device: str = "cpu") -> Maskab
     venv._ep_return[:] = z["ep_return"]
     model._last_obs = z["last_obs"]
     model._last_episode_starts = z["last_episode_starts"]
-    with open(ckpt / "rng.pkl", "rb") as fh:
-        _set_rng_state(pickle.load(fh))
+    _set_rng_state(json.loads((ckpt / "rng.json").read_text()))
     return model
 
 
@@ -451,7 +457,7 @@ def train_sb3(
             remaining = total_env_steps * n_agents
             reset = True
             if exp.bc_episodes and exp.bc_epochs:
-                from restock.training.bc import collect, pretrain
+                from restock.training.bc import bc_budget, collect, pretrain
 
                 data = collect(
                     compiled,
@@ -463,7 +469,10 @@ def train_sb3(
                     reward_scale=venv.reward_scale,
                     shield=shield_factory(compiled) if shield_factory else None,
                 )
-                res = pretrain(model.policy.per_sku_net, data, epochs=exp.bc_epochs, seed=exp.seed, log=log)
+                budget = bc_budget(exp, n_agents)  # proportionate to the run, as on the RLlib path
+                res = pretrain(
+                    model.policy.per_sku_net, data, epochs=exp.bc_epochs, seed=exp.seed, log=log, **budget
+                )
                 monitor.log(0, {"charts/bc_accuracy": res["accuracy"]})
                 # a fresh optimiser: Adam's moments from behaviour cloning do not belong to PPO
                 model.policy.optimizer = model.policy.optimizer_class(
