@@ -1,8 +1,10 @@
 """Tables for docs/results/network_2e.md from one `restock eval` report folder.
 
-    python docs/results/network_2e_table.py out/eval/network_2e
+    python docs/results/network_2e_table.py out/eval/network_2e [more report folders]
 
-Reads kpis.json and paired.json (the eval's --baseline is the best tuned heuristic). Per run (policy names
+Reads kpis.json and paired.json (the eval's --baseline is the best tuned heuristic). Several folders
+(runs evaluated as they finished) must share the baseline, scenario, seed and number of paths: the same
+held-out paths, so every paired difference is against the same baseline episodes. Per run (policy names
 are run directories `network_2e__{experiment}__{seed}__{time}`): cost per period with its 95% interval
 over the held-out paths, the paired relative cost difference to the baseline with its 95% interval,
 executed violations and the shield's intervention rate. Per experiment: the across-seed mean of the
@@ -21,11 +23,22 @@ from scipy import stats
 LABEL = {"network_2e": "store + DC (joint)", "network_2e_store": "store only", "network_2e_dc": "DC only"}
 
 
-def main(folder: str) -> None:
-    d = Path(folder)
-    kpis = json.loads((d / "kpis.json").read_text())
-    pj = json.loads((d / "paired.json").read_text())
-    base, paired, horizon = pj["baseline"], pj["paired"], None
+def main(folders: list[str]) -> None:
+    kpis: dict = {}
+    paired: dict = {}
+    pj: dict = {}
+    for folder in folders:
+        d = Path(folder)
+        p = json.loads((d / "paired.json").read_text())
+        key = (p["baseline"], p["scenario"], p.get("seed"), p["episodes"])
+        if pj and key != (pj["baseline"], pj["scenario"], pj.get("seed"), pj["episodes"]):
+            raise SystemExit(
+                f"{folder}: evaluated on other paths or against another baseline than {folders[0]}"
+            )
+        pj = pj or p
+        kpis.update(json.loads((d / "kpis.json").read_text()))
+        paired.update(p["paired"])
+    base = pj["baseline"]
     from restock.envs.config import load_scenario
 
     horizon = load_scenario(pj["scenario"]).horizon
@@ -80,4 +93,4 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])
