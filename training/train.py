@@ -49,7 +49,8 @@ def _check_sb3(exp: ExperimentConfig) -> None:
         ("num_gpus_per_learner", r.num_gpus_per_learner),
         ("runtime_env", r.runtime_env),
         ("init_from", r.init_from),
-        ("dc_reward", "dc_reward" in r.model_fields_set),
+        # a non-default DC reward only (a sweep re-validates a dumped experiment, so every field is "set")
+        ("dc_reward", r.dc_reward != type(r).model_fields["dc_reward"].default),
     ):
         if bad:
             raise ValueError(
