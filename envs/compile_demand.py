@@ -25,9 +25,9 @@ from restock.envs.demand import (
     MAX_EFFECTS,
     DemandModel,
     build_tables,
-    load_replay_csv,
 )
 from restock.envs.limits import _bytes
+from restock.envs.replay import load_replay_csv
 
 if TYPE_CHECKING:
     from restock.envs.compile import _Nodes, _Skus

@@ -11,7 +11,7 @@ The M5 competition (Walmart, 2020) ships three files, read here in exactly their
 
 `load_m5` selects stores, items and a date window and returns units per day, store and item (and the
 price in force each day); `import_m5` writes a replay CSV (``date,store,sku,units``, zero days left out:
-`envs.demand.load_replay_csv` reads a missing row as zero) and a scenario YAML around it: one supplier,
+`envs.replay.load_replay_csv` reads a missing row as zero) and a scenario YAML around it: one supplier,
 one DC, the selected stores, the items as SKUs (named by ``item_id``), prices from ``sell_price`` and
 costs derived from them (see `scenario_from_m5`). ``restock data import-m5`` is the command. A small
 sample in the same layout, made by ``tests/data/m5_sample/make_sample.py``, is shipped for the tests.

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from restock.envs.demand import load_replay_csv
+from restock.envs.replay import load_replay_csv
 
 
 def _write(tmp_path, rows, name="t.csv"):
