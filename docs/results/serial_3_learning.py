@@ -38,6 +38,7 @@ from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
 from restock.training import dcl_serial as ds
+from restock.training import dcl_serial_parts as dsp
 from scipy import stats
 
 
@@ -61,11 +62,11 @@ def learned(compiled, run: Path, check: bool = True):
     """The run's networks as a table over (node, installation, echelon position), checked against
     the network policy `restock eval` loads (behind the shield) on 32 paths."""
     roles = ds._roles(compiled)
-    grid = ds.Grid(compiled, roles, -60, 100, -60, 160)
+    grid = dsp.Grid(compiled, roles, -60, 100, -60, 160)
     grid.refresh({r: load_role(run, r) for r in roles})
 
     def decide(env):
-        ip, eip = ds.Positions(env)()
+        ip, eip = dsp.Positions(env)()
         lv = np.zeros(ip.shape, np.int64)
         grid.decide(ip, eip, lv)
         return env.levels_to_qty(lv).copy()

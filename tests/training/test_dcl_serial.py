@@ -14,6 +14,7 @@ from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
 from restock.training import dcl_serial as ds
+from restock.training import dcl_serial_parts as dsp
 from restock.training.experiment import load_experiment
 from restock.training.train import train
 
@@ -62,11 +63,11 @@ def test_snapshot_restores_the_state_with_the_pipeline_rotated_to_period_zero():
     rng = np.random.default_rng(0)
     for _ in range(7):  # the ring (W = 3) has turned
         a.step_qty(rng.integers(0, 9, size=(8, c.N, 1)))
-    snap = ds._snapshot(a.state, np.arange(8))
+    snap = dsp._snapshot(a.state, np.arange(8))
     b = ArrayEnv(c, num_envs=8, seed=3, features=False)
     b.reset()
-    ds._write(b.state, snap, np.arange(8))
-    pa, pb = ds.Positions(a), ds.Positions(b)
+    dsp._write(b.state, snap, np.arange(8))
+    pa, pb = dsp.Positions(a), dsp.Positions(b)
     for x, y in zip(pa(), pb(), strict=True):
         np.testing.assert_array_equal(x, y)
     # the same orders from here: arrivals match period by period (demand differs: different t)
@@ -106,13 +107,13 @@ def test_dcl_network_run_directory_eval_and_export(tmp_path):
     # the learned policy as `restock eval` builds it decides what the rollouts' table decides
     roles = ds._roles(c)
     nets = {r: load_role(run, r) for r in roles}
-    grid = ds.Grid(c, roles, -40, 60, -40, 90)
+    grid = dsp.Grid(c, roles, -40, 60, -40, 90)
     grid.refresh(nets)
     joint = load_learned_policy(run, c)
     joint.bind(c)
     env = ArrayEnv(c, num_envs=16, seed=5)
     env.reset()
-    pos = ds.Positions(env)
+    pos = dsp.Positions(env)
     lv = np.zeros(env.state.on_hand.shape, np.int64)
     for _ in range(120):
         ip, eip = pos()
