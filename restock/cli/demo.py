@@ -239,8 +239,9 @@ def _print_table(res, opt: dict, learned: str | None, horizon: int, scenario: st
             )
         say(
             f"- perfect information ({len(cost['oracle'])} p. = on the first {len(cost['oracle'])} paths "
-            "only): on each path, the cheapest orders in hindsight, knowing all future demand (an LP per "
-            "path). No policy can reach it: the gap to it is what not knowing the future costs, not a "
+            "only): on each path, the cheapest orders in hindsight, knowing all future demand (a lower "
+            "bound per path: mixed-integer per SKU where it closes, its LP relaxation otherwise). No "
+            "policy can reach it: the gap to it is what not knowing the future costs, not a "
             f"shortfall of the policy{why}"
         )
     if learned is not None:
