@@ -401,11 +401,14 @@ TARGETS = {
 
 
 def run_all(suites: list[str] | None = None, progress=None) -> dict[str, Any]:
+    """Run the suites; ``progress(name)``, when given, is a context manager around each one."""
     out: dict[str, Any] = {}
     for name in list(SUITES) if suites is None else suites:
         if progress:
-            progress(name)
-        out.update(SUITES[name]())
+            with progress(name):
+                out.update(SUITES[name]())
+        else:
+            out.update(SUITES[name]())
     out["targets_met"] = {
         k: (out[k] >= v if op == ">=" else out[k] <= v) for k, (op, v) in TARGETS.items() if k in out
     }

@@ -12,6 +12,9 @@ The whole API::
     for x in track(items, desc="tuning"):   # an iterator (total: len(items) or ``total=``)
         ...
 
+    with heartbeat("bench: kernel"):    # one long call with no steps: a line every ~10 s
+        ...
+
     jit_notice()   # once per process: says the kernel is being compiled when Numba's cache is cold
 
 On a terminal (the stream's ``isatty()``) a rich bar is drawn. Anywhere else (a log file, CI, a pipe) one
@@ -29,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
-__all__ = ["Progress", "jit_notice", "progress", "track"]
+__all__ = ["Progress", "heartbeat", "jit_notice", "progress", "track"]
 
 INTERVAL = 10.0  # seconds between plain lines
 
@@ -105,7 +108,8 @@ class Progress:
         elif self.mode == "plain":
             took = _hms(self.clock() - self._t0)
             if exc_type is None:
-                self._line(f"done, {self._count()} in {took}")
+                counted = "" if self.total is None and not self.done else f", {self._count()}"
+                self._line(f"done{counted} in {took}")
             else:
                 self._line(f"stopped ({exc_type.__name__}) at {self._count()} after {took}")
 
@@ -189,6 +193,35 @@ def track(
         for x in items:
             yield x
             bar.advance(1)
+
+
+class heartbeat:  # used like a function: ``with heartbeat("bench: kernel"): ...``
+    """For work that reports no steps (one long call): a rich spinner on a terminal, otherwise a plain
+    line at the start, one every ``interval`` seconds from a daemon thread ("still running, 0:00:20
+    elapsed") and one at the end; ``RESTOCK_PROGRESS`` applies as for `Progress`."""
+
+    def __init__(self, desc: str, stream: IO[str] | None = None, interval: float = INTERVAL):
+        self.bar = Progress(None, desc, stream=stream, interval=interval)
+        self._stop = None
+
+    def __enter__(self) -> Progress:
+        import threading
+
+        self.bar.__enter__()
+        if self.bar.mode == "plain":
+            self._stop = threading.Event()
+
+            def beat() -> None:
+                while not self._stop.wait(self.bar.interval):
+                    self.bar._line(f"still running, {_hms(self.bar.clock() - self.bar._t0)} elapsed")
+
+            threading.Thread(target=beat, daemon=True).start()
+        return self.bar
+
+    def __exit__(self, *exc) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        self.bar.__exit__(*exc)
 
 
 _NOTICED = False

@@ -79,3 +79,27 @@ def test_kernel_cache_cold__false_once_the_kernel_is_compiled_here():
     env.reset()
     env.step_qty(np.zeros((1, env.N, env.K)))
     assert pg.kernel_cache_cold() is False
+
+
+def test_heartbeat__plain_lines_while_one_long_call_runs(monkeypatch):
+    """A call that reports no steps still says it is alive: start, 'still running' lines, end."""
+    import threading
+
+    monkeypatch.delenv("RESTOCK_PROGRESS", raising=False)
+    out = io.StringIO()
+    beats = threading.Event()
+    with pg.heartbeat("bench: kernel", stream=out, interval=0.05):
+        # wait (bounded) until two beats were written, instead of sleeping a fixed time
+        for _ in range(200):
+            if out.getvalue().count("still running") >= 2:
+                beats.set()
+                break
+            threading.Event().wait(0.02)
+    lines = out.getvalue().splitlines()
+    assert beats.is_set(), lines
+    assert lines[0] == "bench: kernel: started"
+    assert lines[1].startswith("bench: kernel: still running, 0:00:0")
+    assert lines[-1].startswith("bench: kernel: done in 0:00:0")
+    n = len(lines)
+    threading.Event().wait(0.2)  # the beat thread stopped with the block
+    assert len(out.getvalue().splitlines()) == n

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from restock.cli.common import app, console, err, fail
+from restock.cli.common import app, console, fail
 
 
 @app.command()
@@ -44,17 +44,19 @@ def bench(
             fail(f"--only: unknown suite(s) {bad} (choose from {', '.join(SUITES)})")
     if (training or serving) and only is None:
         suites = []
-    res = run_all(suites, progress=lambda name: err.print(f"[dim]bench: {name}...[/]"))
+    from restock.progress import heartbeat
+
+    res = run_all(suites, progress=lambda name: heartbeat(f"bench: {name}"))
     if training:
-        err.print("[dim]bench: training...[/]")
         from restock.training.bench import run_training_bench
 
-        res.update(run_training_bench())
+        with heartbeat("bench: training"):
+            res.update(run_training_bench())
     if serving:
-        err.print("[dim]bench: serving...[/]")
         from restock.serving.bench import run_serving_bench
 
-        sres = run_serving_bench(artifact=serving_artifact)
+        with heartbeat("bench: serving"):
+            sres = run_serving_bench(artifact=serving_artifact)
         res["targets_met"].update(sres.pop("targets_met", {}))
         res.update(sres)
     if json_out:
