@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from restock.cli.common import app, console, err, fail, load_or_fail
+from restock.cli.common import app, console, fail, load_or_fail
 
 
 @app.command()
@@ -105,18 +105,12 @@ def train(
     except ValueError as exc:
         fail(str(exc))
     c = load_or_fail(scenario, **exp.scenario_overrides)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from restock.progress import Progress, jit_notice
 
+    # a bar on a terminal, a line every ~10 s otherwise (RESTOCK_PROGRESS=bar|plain|off), with the stats
     total = (exp.steps or 0) * len(exp.roles)
-    prog = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=False,
-    )
-    task = prog.add_task(f"training ({trainer})", total=total or None, stats="")
+    head = f"training ({trainer})"
+    bar = Progress(total or None, head)
     done_before: dict[str, int] = {}
 
     def on_progress(d: dict) -> None:
@@ -126,10 +120,13 @@ def train(
         stats = f"{role} steps {d['env_steps']:,} | SPS {d.get('charts/SPS', 0):,.0f}"
         if "inventory/fill_rate" in d:
             stats += f" | cost {d['charts/episodic_cost']:,.0f} | fill {d.get('inventory/fill_rate', 0):.3f}"
-        prog.update(task, completed=completed, stats=stats)
+        bar.describe(f"{head} {stats}")
+        if completed > bar.done:
+            bar.advance(completed - bar.done)
 
+    jit_notice()
     try:
-        with prog:
+        with bar:
             run_dir = run_train(
                 c,
                 exp,
@@ -137,7 +134,7 @@ def train(
                 out_root=out,
                 resume=resume,
                 on_progress=on_progress,
-                log=lambda s: prog.console.print(s, highlight=False),
+                log=bar.log if bar.mode != "off" else (lambda m: print(m, file=sys.stderr, flush=True)),
             )
     except ValueError as exc:
         fail(str(exc))
