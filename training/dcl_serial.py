@@ -122,11 +122,8 @@ def train_dcl_network(
     stop_after_checkpoints: int | None = None,
     log=print,
 ) -> dict:
-    """Coordinate-wise approximate policy iteration from the cloned heuristic (module docstring)."""
-    if resume is not None:
-        raise ValueError(
-            "--resume is not supported by --trainer dcl yet (each iteration is saved; start anew)"
-        )
+    """Coordinate-wise approximate policy iteration from the cloned heuristic (module docstring). Called by
+    `training.dcl_train.train_dcl` (the trainer interface every trainer shares), which refuses ``resume``."""
     _check(compiled, exp)
     cfg = exp.dcl
     seed_everything(exp.seed)
