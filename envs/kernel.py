@@ -970,27 +970,39 @@ def inventory_positions(p, s, w, ip_out):
 def check_levels(p, levels, mask, clip):
     """Count levels[E, N, K] outside the masks; with clip, replace each by the largest allowed level
     at or below it (level 0 is always allowed). Returns the count and the first offender (e, n, k)."""
-    E, N, K = levels.shape
+    E, N, _ = levels.shape
     bad = 0
     fe, fn, fk = -1, -1, -1
     for e in range(E):
         for n in range(N):
-            L = p.levels[n]
-            for k in range(K):
-                l = levels[e, n, k]
-                if 0 <= l < L and mask[e, n, k, l]:
-                    continue
-                bad += 1
-                if fe < 0:
-                    fe, fn, fk = e, n, k
-                if clip:
-                    j = l if l < L else L - 1
-                    if j < 0:
-                        j = 0
-                    while j > 0 and mask[e, n, k, j] == 0:
-                        j -= 1
-                    levels[e, n, k] = j
+            b, k0 = _check_row(p, levels, mask, clip, e, n)
+            bad += b
+            if b and fe < 0:
+                fe, fn, fk = e, n, k0
     return bad, fe, fn, fk
+
+
+@njit(cache=True, inline="always")
+def _check_row(p, levels, mask, clip, e, n):
+    """`check_levels` for one (environment, node) row: the count of its levels outside the mask (each
+    clipped in place with ``clip``) and its first offending SKU (-1 when none)."""
+    L = p.levels[n]
+    bad, fk = 0, -1
+    for k in range(levels.shape[2]):
+        l = levels[e, n, k]
+        if 0 <= l < L and mask[e, n, k, l]:
+            continue
+        bad += 1
+        if fk < 0:
+            fk = k
+        if clip:
+            j = l if l < L else L - 1
+            if j < 0:
+                j = 0
+            while j > 0 and mask[e, n, k, j] == 0:
+                j -= 1
+            levels[e, n, k] = j
+    return bad, fk
 
 
 @njit(cache=True)
@@ -1110,23 +1122,11 @@ def period(b, levels, clip, features, demand):
     fe, fn, fk = -1, -1, -1
     for e in range(E):
         for n in range(N):
-            clipped[e, n] = 0
-            L = p.levels[n]
-            for k in range(K):
-                l = levels[e, n, k]
-                if 0 <= l < L and mask[e, n, k, l]:
-                    continue
-                bad += 1
-                if fe < 0:
-                    fe, fn, fk = e, n, k
-                if clip:
-                    j = l if l < L else L - 1
-                    if j < 0:
-                        j = 0
-                    while j > 0 and mask[e, n, k, j] == 0:
-                        j -= 1
-                    levels[e, n, k] = j
-                    clipped[e, n] += 1
+            r, k0 = _check_row(p, levels, mask, clip, e, n)
+            clipped[e, n] = r if clip else 0
+            bad += r
+            if r and fe < 0:
+                fe, fn, fk = e, n, k0
     if bad and not clip:
         return bad, fe, fn, fk
     s, w, out, qty = b.s, b.w, b.out, b.qty

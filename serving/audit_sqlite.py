@@ -374,6 +374,17 @@ class SqliteStore(ReplayChecks):
         rows, shadow_rows = [], []
         trusted: list[tuple[str, int, str]] = []
         sha256 = hashlib.sha256
+
+        def link(table: str, seq: int, values: list) -> str:
+            """Chain row ``seq`` of ``table`` onto its row head; advance the head, the count and the next seq."""
+            rh = sha256(row_last[table].encode() + row_bytes(values)).hexdigest()
+            row_last[table] = rh
+            if seq % self.TRUST_EVERY == 0:
+                trusted.append((table, seq, rh))
+            nxt[table] = seq + 1
+            n[table] += 1
+            return rh
+
         for e in entries:
             prior = stored.get(e.request_id)
             if prior is not None:
@@ -404,12 +415,7 @@ class SqliteStore(ReplayChecks):
                 r.hash,
                 e.head,
             ]
-            rh = sha256(row_last["decisions"].encode() + row_bytes(values)).hexdigest()
-            row_last["decisions"] = rh
-            if seq % self.TRUST_EVERY == 0:
-                trusted.append(("decisions", seq, rh))
-            nxt["decisions"] = seq + 1
-            n["decisions"] += 1
+            rh = link("decisions", seq, values)
             rows.append((*values[:10], e.request_json, rj, r.prev_hash, r.hash, e.head, rh))
             resp = full_response(e.head, rj)
             stored[e.request_id] = (e.request_sha256, resp)  # a repeat later in this batch replays it
@@ -429,12 +435,7 @@ class SqliteStore(ReplayChecks):
                     sr.policy_version,
                     sr.hash,
                 ]
-                srh = sha256(row_last["shadow_decisions"].encode() + row_bytes(sv)).hexdigest()
-                row_last["shadow_decisions"] = srh
-                if sseq % self.TRUST_EVERY == 0:
-                    trusted.append(("shadow_decisions", sseq, srh))
-                nxt["shadow_decisions"] = sseq + 1
-                n["shadow_decisions"] += 1
+                srh = link("shadow_decisions", sseq, sv)
                 shadow_rows.append((*sv[:8], sj, sr.prev_hash, sr.hash, srh))
             out.append((e.request_id, resp, "new"))
         con.executemany(
