@@ -14,7 +14,7 @@ from restock.agents.base import JointPolicy
 from restock.agents.catalogue import make_policy, policy_classes
 from restock.envs.compile import Compiled
 from restock.envs.kpis import HEADLINE, mean_ci
-from restock.eval.kpis import episode_kpis, paired, summarise
+from restock.eval.kpis import discounted_kpis, episode_kpis, paired, summarise
 from restock.eval.rollout import RolloutResult, rollout
 
 ORACLE = "oracle"
@@ -52,11 +52,16 @@ class EvalResult:
     seconds: float = 0.0
     n_dcs: int = 0
     roles: dict[str, dict[str, str]] = field(default_factory=dict)  # policy -> role -> what played it
+    criteria: dict[str, str] = field(default_factory=dict)  # discounted KPI -> what it is (--discounted)
 
     def kpis_json(self) -> dict[str, dict[str, dict]]:
-        """{policy: {kpi: {"mean": m, "ci95": [lo, hi]}}}."""
+        """{policy: {kpi: {"mean": m, "ci95": [lo, hi]}}}; the discounted KPIs also say their "criterion"."""
         return {
-            pol: {k: {"mean": v["mean"], "ci95": v["ci95"]} for k, v in s.items()}
+            pol: {
+                k: {"mean": v["mean"], "ci95": v["ci95"]}
+                | ({"criterion": self.criteria[k]} if k in self.criteria else {})
+                for k, v in s.items()
+            }
             for pol, s in self.summary.items()
         }
 
@@ -280,8 +285,13 @@ def evaluate(
     oracle_episodes: int | None = None,
     progress: Callable[[int], None] | bool | None = None,
     notes: list[str] | None = None,
+    discount: float | None = None,
 ) -> EvalResult:
     """Run every policy on paths 0..episodes-1 of ``seed`` (common random numbers) and summarise.
+
+    ``discount`` (``restock eval --discounted`` passes the scenario's): also the discounted cost per
+    period of every simulated policy (`eval.kpis.discounted_kpis`), as ``restock tune --discounted``
+    measures it; paired differences include it. The oracle's bound stays undiscounted.
 
     ``progress``: a callback given the periods simulated (oracle: paths solved); None shows
     `restock.progress` (a bar on a terminal, a line every ~10 s otherwise); False shows nothing."""
@@ -294,8 +304,9 @@ def evaluate(
         total += n_or * any(s.name == ORACLE for s in specs)
         with Progress(total, f"evaluating {compiled.config.name}") as bar:
             return evaluate(
-                compiled, specs, episodes, seed, baseline, shield_factory, oracle_episodes, bar.advance, notes
-            )
+                compiled, specs, episodes, seed, baseline, shield_factory, oracle_episodes, bar.advance, notes,
+                discount,
+            )  # fmt: skip
     progress = progress or None  # False: silent
     t0 = time.perf_counter()
     paths = np.arange(episodes, dtype=np.int64)
@@ -304,6 +315,7 @@ def evaluate(
     notes = list(notes or [])
     oracle_costs = None
     oracle_paths = None
+    criteria: dict[str, str] = {}
     for spec in specs:
         if spec.name == ORACLE:
             from restock.eval.bound import bound_paths
@@ -330,12 +342,16 @@ def evaluate(
         res = rollout(compiled, pol, paths=paths, seed=seed, shield=shield, progress=progress)
         rollouts[spec.name] = res
         per_episode[spec.name] = episode_kpis(res, compiled)
+        if discount is not None:
+            disc, criteria = discounted_kpis(res, compiled, discount)
+            per_episode[spec.name].update(disc)
+    notes += [f"{k}: {v}, as `restock tune --discounted` measures it" for k, v in criteria.items()]
     summary = {name: summarise(v) for name, v in per_episode.items()}
     pair: dict[str, dict[str, dict]] = {}
     if baseline is not None and baseline in per_episode and baseline != ORACLE:
         for name, v in per_episode.items():
             if name not in (baseline, ORACLE):
-                pair[name] = paired(v, per_episode[baseline], keys=HEADLINE)
+                pair[name] = paired(v, per_episode[baseline], keys=(*HEADLINE, *criteria))
     gaps: dict[str, dict] = {}
     if oracle_costs is not None:
         for name, v in per_episode.items():
@@ -367,4 +383,5 @@ def evaluate(
         seconds=time.perf_counter() - t0,
         n_dcs=compiled.M,
         roles={s.name: dict(s.roles) for s in specs if s.roles},
+        criteria=criteria,
     )

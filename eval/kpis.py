@@ -21,6 +21,13 @@ Definitions (network-wide unless stated; "stores" are the customer-facing nodes)
   lost_sales          units of customer demand lost (stores)
   bullwhip_<echelon>  variance over periods of the units ordered by an echelon / variance of customer
                       demand (echelon 0 = stores, 1 = their parents, ...)
+
+With ``restock eval --discounted`` (`discounted_kpis`), per episode:
+  discounted_cost_per_period   sum_t discount^t x total cost of period t / sum_t discount^t (t from 0):
+                               the objective of ``restock tune --discounted``; with discount 1 it is
+                               total_cost / horizon, the undiscounted cost per period
+  discounted_cost_minus_revenue_per_period  the same of cost - store revenue (scenarios whose reward
+                               includes revenue: what the tuner minimises there)
 """
 
 from __future__ import annotations
@@ -148,3 +155,25 @@ def paired(a: dict[str, np.ndarray], b: dict[str, np.ndarray], keys=HEADLINE) ->
         rel = (np.asarray(a["total_cost"]) - base) / np.where(base != 0, base, np.nan)
         out["total_cost_relative"] = mean_ci(rel)
     return out
+
+
+DISCOUNTED = "discounted_cost_per_period"
+DISCOUNTED_NET = "discounted_cost_minus_revenue_per_period"
+
+
+def discounted_kpis(res, compiled: Compiled, discount: float) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Per-episode discounted cost per period [P] (and cost - revenue where the scenario's reward includes
+    revenue), weighted as `agents.tuning.Objective` weights ``restock tune --discounted`` (discount >= 1:
+    undiscounted); and what each one is, in words."""
+    from restock.agents.tuning import Objective
+
+    kpis, criteria = {}, {}
+    series = {DISCOUNTED: (False, res.period_cost)}
+    if compiled.params.include_revenue:
+        series[DISCOUNTED_NET] = (True, res.period_cost - res.period_revenue)
+    for key, (revenue, per_period) in series.items():
+        obj = Objective(revenue=revenue, discount=None if discount >= 1.0 else float(discount))
+        w = obj.weights(res.horizon)
+        kpis[key] = per_period @ w / w.sum()
+        criteria[key] = obj.describe() + (" (the scenario's discount is 1)" if obj.discount is None else "")
+    return kpis, criteria

@@ -11,10 +11,12 @@ import numpy as np
 from restock.envs.kpis import HEADLINE
 from restock.envs.types import COST_NAMES
 from restock.eval.evaluate import BOUND_WORDS, ORACLE, EvalResult
+from restock.eval.kpis import DISCOUNTED, DISCOUNTED_NET
 
 GAP_LABEL = "gap to perfect-information bound (unreachable)"
 
-TABLE_KPIS = [*HEADLINE, "bullwhip_0", "bullwhip_1"]
+# the discounted KPIs appear only with `restock eval --discounted` (absent KPIs are left out)
+TABLE_KPIS = [HEADLINE[0], DISCOUNTED, DISCOUNTED_NET, *HEADLINE[1:], "bullwhip_0", "bullwhip_1"]
 
 
 def fmt(x: float) -> str:
@@ -56,7 +58,7 @@ def markdown_table(res: EvalResult, kpis: list[str] | None = None) -> str:
 def paired_table(res: EvalResult) -> str:
     if not res.paired:
         return ""
-    keys = [*HEADLINE, "total_cost_relative"]
+    keys = [HEADLINE[0], *res.criteria, *HEADLINE[1:], "total_cost_relative"]
     rows = [
         f"Paired differences against **{res.baseline}** (policy minus baseline, same paths):",
         "",
@@ -103,6 +105,7 @@ def write_report(
             "seed": res.seed,
             "notes": res.notes,
             "roles": res.roles,
+            "criteria": res.criteria,
         },
     )
     with open(out / "kpis.csv", "w", newline="") as fh:

@@ -29,6 +29,10 @@ class RolloutResult:
     revenue: np.ndarray  # [P, N]
     ordered: np.ndarray  # [P, T, N] units ordered per period (bullwhip)
     demand: np.ndarray  # [P, T, N] demand seen per period (stores: customers; DCs: children's orders)
+    # [P, T] network cost per period, every node and component (anything charged at reset counts in
+    # period 0, so it sums to ``cost``'s total) and store revenue per period: the discounted KPIs
+    period_cost: np.ndarray | None = None
+    period_revenue: np.ndarray | None = None
     trace: dict[str, np.ndarray] = field(default_factory=dict)  # [T, N, K] of path 0 (plots)
     shield: dict[str, Any] = field(default_factory=dict)  # filled by the shield (safety issue)
     seconds: float = 0.0
@@ -63,6 +67,8 @@ def rollout(
     revenue = np.zeros((P, N))
     ordered = np.zeros((P, T, N), np.float32)
     demand = np.zeros((P, T, N), np.float32)
+    period_cost = np.zeros((P, T))
+    period_revenue = np.zeros((P, T))
     trace: dict[str, np.ndarray] = {}
     shield_stats: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -70,6 +76,7 @@ def rollout(
         bp = paths[b0 : b0 + B]
         env = ArrayEnv(compiled, num_envs=len(bp), seed=seed, shield=shield)
         env.reset(paths=bp)
+        period_cost[b0 : b0 + len(bp), 0] = env.episode_cost.sum(axis=(1, 2))  # charged at reset
         if shield is not None and hasattr(shield, "set_policy"):
             shield.set_policy(joint)  # decision records name the policy
         want_trace = trace_sku is not None and b0 == 0
@@ -85,6 +92,8 @@ def rollout(
             _, _, _, _, info = env.step_qty(out.qty)
             ordered[b0 : b0 + len(bp), t] = info["kpi"][:, :, K_ORDERED]
             demand[b0 : b0 + len(bp), t] = info["kpi"][:, :, K_DEMAND]
+            period_cost[b0 : b0 + len(bp), t] += info["cost"].sum(axis=(1, 2))
+            period_revenue[b0 : b0 + len(bp), t] = info["revenue"].sum(axis=1)
             if want_trace:
                 trace["ordered"][t] = info["executed"][0, :, trace_sku]
                 trace["demand"][t] = env.state.last_demand[0, :, trace_sku]
@@ -108,6 +117,8 @@ def rollout(
         revenue=revenue,
         ordered=ordered,
         demand=demand,
+        period_cost=period_cost,
+        period_revenue=period_revenue,
         trace=trace,
         shield=shield_stats,
         seconds=time.perf_counter() - t0,

@@ -206,11 +206,16 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def save_resolved_config(run_dir: Path, compiled: Compiled, exp: ExperimentConfig, trainer: str) -> dict:
+def save_resolved_config(
+    run_dir: Path, compiled: Compiled, exp: ExperimentConfig, trainer: str, gamma: dict | None = None
+) -> dict:
+    """config.yaml (the experiment as run, ``ppo.gamma`` resolved; ``gamma``: {value, source}, where
+    the PPO discount came from) and scenario.yaml."""
     cfg = {
         "trainer": trainer,
         "scenario": compiled.config.name,
         "scenario_hash": compiled.config_hash,
+        **({"gamma": gamma} if gamma is not None else {}),
         "experiment": exp.model_dump(mode="json"),
     }
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -32,7 +32,8 @@ class NetworkSpec(Strict):
 
 class PPOSpec(Strict):
     learning_rate: PositiveFloat = 3e-4
-    gamma: Float = Field(default=0.99, gt=0, le=1)
+    # None (not given): the scenario's ``discount`` when it is below 1, else 0.99 (`resolve_gamma`)
+    gamma: Float | None = Field(default=None, gt=0, le=1)
     gae_lambda: Float = Field(default=0.95, ge=0, le=1)
     clip_range: PositiveFloat = 0.2
     ent_coef: Float = Field(default=0.003, ge=0)
@@ -119,6 +120,21 @@ class ExperimentConfig(Strict):
     rllib: RLlibSpec = Field(default_factory=RLlibSpec)
     dcl: DCLSpec = Field(default_factory=DCLSpec)
     scenario_overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+DEFAULT_GAMMA = 0.99  # PPO's discount when neither the experiment nor the scenario (discount 1) gives one
+
+
+def resolve_gamma(exp: ExperimentConfig, compiled: Any) -> tuple[float, str]:
+    """(gamma, where it came from) of a run: ``ppo.gamma`` when the experiment sets it, else the
+    scenario's ``discount`` when it is below 1, else `DEFAULT_GAMMA`. Every reader of the PPO discount
+    (both trainers, behaviour cloning's value targets, the recorded config) goes through here."""
+    if exp.ppo.gamma is not None:
+        return float(exp.ppo.gamma), "ppo.gamma of the experiment"
+    discount = float(compiled.config.discount)
+    if discount < 1.0:
+        return discount, f"the scenario's discount ({compiled.config.name})"
+    return DEFAULT_GAMMA, f"default (the scenario {compiled.config.name} is undiscounted: discount 1)"
 
 
 def load_experiment(path: str | Path | None, **overrides: Any) -> ExperimentConfig:

@@ -41,7 +41,7 @@ from restock.training.common import (
     observation_stats,
     write_json_atomic,
 )
-from restock.training.experiment import ExperimentConfig
+from restock.training.experiment import ExperimentConfig, resolve_gamma
 
 
 def _quiet() -> None:
@@ -137,11 +137,12 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
     from restock.training.rllib_runner import InventoryEnvRunner
 
     ppo = exp.ppo
+    gamma = resolve_gamma(exp, compiled)[0]
     env_config = {
         "scenario": compiled.config.model_dump(mode="json"),
         "roles": list(exp.roles),
         "baseline": {"policy": baseline.policy, "knobs": baseline.knobs},
-        "reward_scale": baseline.reward_scale / (1.0 - ppo.gamma) if ppo.gamma < 1 else baseline.reward_scale,
+        "reward_scale": baseline.reward_scale / (1.0 - gamma) if gamma < 1 else baseline.reward_scale,
         "seed": exp.seed,
         "shield": shield,
         "shield_penalty": exp.shield.penalty,
@@ -199,7 +200,7 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
             minibatch_size=min(ppo.minibatch_size, exp.rllib.train_batch_size * n_trained),
             num_epochs=ppo.n_epochs,
             lr=ppo.learning_rate,
-            gamma=ppo.gamma,
+            gamma=gamma,
             lambda_=ppo.gae_lambda,
             clip_param=ppo.clip_range,
             entropy_coeff=ppo.ent_coef,
@@ -271,7 +272,8 @@ def _warm_start(
     from restock.training.bc import bc_budget, collect, pretrain
 
     nets = learner_nets(algo, net_cfgs)
-    scale = baseline.reward_scale / (1.0 - exp.ppo.gamma) if exp.ppo.gamma < 1 else baseline.reward_scale
+    gamma = resolve_gamma(exp, compiled)[0]
+    scale = baseline.reward_scale / (1.0 - gamma) if gamma < 1 else baseline.reward_scale
     for role, net in nets.items():
         data = collect(
             compiled,
@@ -279,7 +281,7 @@ def _warm_start(
             baseline.joint(),
             exp.bc_episodes,
             seed=exp.seed + 500,
-            gamma=exp.ppo.gamma,
+            gamma=gamma,
             reward_scale=scale,
             shield=shield_factory(compiled) if shield_factory else None,
         )

@@ -35,7 +35,7 @@ from restock.training.common import (
     seed_everything,
     write_json_atomic,
 )
-from restock.training.experiment import ExperimentConfig
+from restock.training.experiment import ExperimentConfig, resolve_gamma
 from restock.training.sb3_env import RoleVecEnv
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.distributions import MaskableDistribution
@@ -398,6 +398,7 @@ def train_sb3(
         start_role_idx = exp.roles.index(latest["role"])
         for r in exp.roles[:start_role_idx]:
             trained[r] = load_role(resume, r)
+    gamma = resolve_gamma(exp, compiled)[0]  # train() resolved it already; a direct call resolves here
     for idx, role in enumerate(exp.roles):
         if idx < start_role_idx:
             continue
@@ -408,7 +409,7 @@ def train_sb3(
         shield = shield_factory(compiled) if shield_factory else None
         # rewards in units of the baseline's cost per agent and period, times (1 - gamma): returns are
         # then about -1, small enough for the value head under clipped gradients
-        scale = baseline.reward_scale / (1.0 - exp.ppo.gamma) if exp.ppo.gamma < 1 else baseline.reward_scale
+        scale = baseline.reward_scale / (1.0 - gamma) if gamma < 1 else baseline.reward_scale
         venv = RoleVecEnv(
             compiled,
             role,
@@ -442,7 +443,7 @@ def train_sb3(
                 n_steps=ppo.rollout_steps,
                 batch_size=batch,
                 n_epochs=ppo.n_epochs,
-                gamma=ppo.gamma,
+                gamma=gamma,
                 gae_lambda=ppo.gae_lambda,
                 clip_range=ppo.clip_range,
                 ent_coef=ppo.ent_coef,
@@ -465,7 +466,7 @@ def train_sb3(
                     other_joint_for_bc(baseline, trained, role),
                     exp.bc_episodes,
                     seed=exp.seed + 500,
-                    gamma=ppo.gamma,
+                    gamma=gamma,
                     reward_scale=venv.reward_scale,
                     shield=shield_factory(compiled) if shield_factory else None,
                 )

@@ -17,7 +17,7 @@ from restock.training.common import (
     save_resolved_config,
     write_json_atomic,
 )
-from restock.training.experiment import ExperimentConfig
+from restock.training.experiment import ExperimentConfig, resolve_gamma
 
 # trainer name -> (module, function); all take the same arguments and write the same run directory
 TRAINERS = {
@@ -111,7 +111,14 @@ def train(
             raise ValueError(f"--resume: {run_dir} has no checkpoint to resume from")
     else:
         run_dir = new_run_dir(out_root, compiled.config.name, exp.name, exp.seed)
-    cfg = save_resolved_config(run_dir, compiled, exp, trainer)
+    gamma_info = None
+    if trainer != "dcl":  # dcl has no PPO discount (it is configured under dcl:)
+        # resolved once: the trainers, behaviour cloning and config.yaml all see this value
+        gamma, source = resolve_gamma(exp, compiled)
+        exp = exp.model_copy(update={"ppo": exp.ppo.model_copy(update={"gamma": gamma})})
+        log(f"gamma {gamma:g}: {source}")
+        gamma_info = {"value": gamma, "source": source}
+    cfg = save_resolved_config(run_dir, compiled, exp, trainer, gamma=gamma_info)
     log(f"run directory: {run_dir}")
     log(f"watch it with: tensorboard --logdir {Path(run_dir).parent}")
     monitor = Monitor(run_dir)
@@ -125,6 +132,7 @@ def train(
         "scenario_hash": compiled.config_hash,
         "experiment": exp.name,
         "seed": exp.seed,
+        **({"gamma": gamma_info} if gamma_info else {}),
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "version": "1",

@@ -25,7 +25,7 @@ from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
 from restock.training.bc import collect, pretrain
 from restock.training.common import net_config, observation_stats, prepare_baseline
-from restock.training.experiment import load_experiment
+from restock.training.experiment import load_experiment, resolve_gamma
 from restock.training.train import shield_factory_for
 
 
@@ -46,7 +46,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     shield_factory = shield_factory_for(exp)
     baseline = prepare_baseline(compiled, exp, out, shield_factory=shield_factory)
-    scale = baseline.reward_scale / (1.0 - exp.ppo.gamma)
+    gamma = resolve_gamma(exp, compiled)[0]
+    scale = baseline.reward_scale / (1.0 - gamma)
     report = {
         "baseline": baseline.policy,
         "knobs": baseline.knobs,
@@ -63,7 +64,7 @@ def main() -> None:
             baseline.joint(),
             a.episodes,
             seed=a.seed + 500,
-            gamma=exp.ppo.gamma,
+            gamma=gamma,
             reward_scale=scale,
             shield=shield_factory(compiled),
         )

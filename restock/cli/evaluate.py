@@ -50,10 +50,20 @@ def eval_cmd(
             help="Run policies unshielded (simulation only) to measure the violations they would make.",
         ),
     ] = False,
+    discounted: Annotated[
+        bool,
+        typer.Option(
+            "--discounted",
+            help="Also report the cost discounted by the scenario's `discount` a period "
+            "(discounted_cost_per_period: sum_t discount^t cost_t / sum_t discount^t, as `restock tune "
+            "--discounted` measures it); default: undiscounted costs only.",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print kpis.json to stdout.")] = False,
 ) -> None:
     """Evaluate policies on identical sample paths: KPIs with 95% intervals, paired differences,
-    the gap to the perfect-information bound, optional stress tests, and a report with plots."""
+    the gap to the perfect-information bound, optional stress tests, and a report with plots.
+    Costs are undiscounted totals per episode; --discounted adds the discounted cost per period."""
     from restock.agents.catalogue import load_params
     from restock.eval.evaluate import evaluate, parse_policies, resolve_name
     from restock.eval.report import text_table, write_report
@@ -66,6 +76,10 @@ def eval_cmd(
         stresses = parse_stress(stress)
     except ValueError as exc:
         fail(str(exc))
+    if not discounted and c.config.discount < 1:
+        notes.append(
+            f"costs are undiscounted; the scenario's discount {c.config.discount} is applied with --discounted"
+        )
     names = [s.name for s in specs]
     if baseline is not None:  # a run directory's name or path also names its (labelled) policy
         resolved = resolve_name(specs, baseline)
@@ -98,6 +112,7 @@ def eval_cmd(
                 oracle_episodes=oracle_episodes,
                 progress=lambda n: prog.advance(task, n),
                 notes=notes,
+                discount=c.config.discount if discounted else None,
             )
     main = results.pop("none")
     files = write_report(main, out, stress=results or None)
