@@ -106,6 +106,9 @@ class ExperimentConfig(Strict):
     )
     baseline_params: str | None = None  # parameter file; tuned quickly at start when missing
     checkpoint_every: PositiveInt = 20_000  # env steps
+    # checkpoint folders kept (checkpoints/<env steps>/, sb3 and rllib), oldest deleted first after
+    # latest.json moves on; the one it names is always kept. null or 0: keep all
+    keep_checkpoints: Int | None = Field(default=3, ge=0)
     eval_every: PositiveInt = 50_000  # env steps between greedy evaluations on held-out paths
     eval_episodes: PositiveInt = 8
     # keep the weights with the lowest greedy cost on the held-out evaluation paths (seed 10000 + seed;

@@ -8,12 +8,16 @@ outgrowing one machine means adding machines, not code. Workers import restock, 
 ``RAY_AUTH_MODE`` for ``ray start`` and the driver (Ray 2.60 turns token authentication on by
 default).
 
-Checkpoints are RLlib's own (``algo.save_to_path``, written to a temporary folder and renamed), plus
-the plain weights under ``policies/``. RLlib 2.60 does not save its random generators or the
-environments, so a resumed run continues from the checkpointed weights and optimiser but is not bit
-for bit the uninterrupted run; PPO's adaptive KL penalty is switched off because its coefficient is
-not restored (a known RLlib issue), and weights are pushed to remote env runners synchronously after
-a restore (another one).
+Checkpoints are RLlib's own (``algo.save_to_path``, written to a temporary folder and renamed, with
+restock's ``restock.json`` beside), plus the plain weights under ``policies/``; the newest
+``keep_checkpoints`` folders are kept. ``--resume`` builds the algorithm from the current experiment
+(so ``--num-env-runners`` / ``--num-learners`` may change) and restores the checkpoint's learner
+(weights, optimiser), env-runner connectors and counters into it (``restore_from_path``); a checkpoint
+of another scenario, roles, network or ``num_envs`` is refused. RLlib 2.60 does not save its random
+generators or the environments, so a resumed run continues from the checkpointed weights and optimiser
+but is not bit for bit the uninterrupted run; PPO's adaptive KL penalty is switched off because its
+coefficient is not restored (a known RLlib issue), and weights are pushed to remote env runners
+synchronously after a restore (another one).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from restock.agents.learned import load_role, save_role
 from restock.agents.networks import PerSkuNet
 from restock.envs.compile import Compiled
 from restock.envs.roles import policy_id_for, role_nodes
+from restock.training.checkpoints import prune_checkpoints
 from restock.training.common import (
     Baseline,
     Monitor,
@@ -291,20 +296,94 @@ def _warm_start(
     set_learner_nets(algo, nets)
 
 
-def save_checkpoint(algo, run_dir: Path, net_cfgs: dict, env_steps: int) -> Path:
+def checkpoint_meta(compiled: Compiled, exp: ExperimentConfig) -> dict:
+    """What a resume must match (and the runner counts it may change), saved as restock.json."""
+    return {
+        "format": "restock.rllib_checkpoint/1",
+        "scenario": compiled.config.name,
+        "scenario_hash": compiled.config_hash,
+        "roles": list(exp.roles),
+        "network": exp.network.model_dump(mode="json"),
+        "num_envs": exp.num_envs,
+        "num_env_runners": exp.rllib.num_env_runners,
+        "num_learners": exp.rllib.num_learners,
+    }
+
+
+def save_checkpoint(
+    algo, run_dir: Path, net_cfgs: dict, env_steps: int, meta: dict | None = None, keep: int | None = None
+) -> Path:
+    """checkpoints/<env steps>/ written whole under a temporary name and renamed, then latest.json, then
+    the oldest folders beyond ``keep`` deleted (never the one latest.json names)."""
     root = run_dir / "checkpoints"
     root.mkdir(exist_ok=True)
     final = root / f"{env_steps:012d}"
     tmp = root / f".tmp-{env_steps:012d}"
     shutil.rmtree(tmp, ignore_errors=True)
     algo.save_to_path(str(tmp.resolve()))
+    write_json_atomic(tmp / "restock.json", {**(meta or {}), "env_steps": env_steps})
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     for r, net in learner_nets(algo, net_cfgs).items():
         save_role(run_dir, r, net)
     write_json_atomic(root / "latest.json", {"path": final.name, "env_steps": env_steps, "trainer": "rllib"})
+    prune_checkpoints(root, keep)
     return final
+
+
+def check_resume(ckpt: Path, meta: dict) -> dict:
+    """The checkpoint's restock.json, after refusing one this experiment cannot continue (ValueError)."""
+    p = ckpt / "restock.json"
+    if not p.exists():  # written before restock.json existed: the policies must match at least
+        mods = ckpt / "learner_group" / "learner" / "rl_module"
+        have = sorted(d.name for d in mods.iterdir() if d.is_dir()) if mods.is_dir() else []
+        want = sorted(f"{r}_policy" for r in meta["roles"])
+        if have != want:
+            raise ValueError(f"--resume: {ckpt} holds the policies {have}, this experiment trains {want}")
+        return {}
+    old = json.loads(p.read_text())
+    for key, what in (
+        ("scenario_hash", "scenario"),
+        ("roles", "roles"),
+        ("network", "network"),
+        ("num_envs", "num_envs"),
+    ):
+        if old.get(key) != meta[key]:
+            shown = (
+                (old.get("scenario"), meta["scenario"])
+                if key == "scenario_hash"
+                else (old.get(key), meta[key])
+            )
+            raise ValueError(
+                f"--resume: the checkpoint {ckpt.name} was trained with {what} {shown[0]}, this experiment "
+                f"has {shown[1]}; resume with the run's own {what} or start a new run"
+            )
+    return old
+
+
+def restore(config, ckpt: Path, meta: dict, log) -> Any:
+    """Build the algorithm from the current config (its env runners and learners), then load the
+    checkpoint's state into it: learner weights and optimiser, env-runner connector states, the
+    metrics (env-step counters) and the iteration; then push the weights to every env runner."""
+    old = check_resume(ckpt, meta)
+    algo = config.build_algo()
+    try:
+        algo.restore_from_path(str(ckpt.resolve()))
+    except Exception as err:
+        algo.stop()
+        raise ValueError(
+            f"--resume: cannot restore {ckpt} into this experiment "
+            f"({type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]})"
+        ) from None
+    force_sync_env_runner_weights(algo)
+    changes = [
+        f"{meta[k]} {name} (was {old[k]})" if k in old and old[k] != meta[k] else f"{meta[k]} {name}"
+        for k, name in (("num_env_runners", "env runners"), ("num_learners", "learners"))
+    ]
+    at = old.get("env_steps", int(ckpt.name))
+    log(f"resumed from {ckpt.name} ({at:,} env steps) with {' and '.join(changes)}")
+    return algo
 
 
 # RLlib's per-module learner results that restock names like the SB3 trainer's (losses/...)
@@ -382,7 +461,6 @@ def train_rllib(
 ) -> dict:
     _quiet()
     import ray
-    from ray.rllib.algorithms.algorithm import Algorithm
 
     t_start = time.perf_counter()
     deadline = t_start + 60 * exp.minutes if exp.minutes else None
@@ -415,11 +493,10 @@ def train_rllib(
             # network, whose own value head is then unused: the policy's config keeps global_state 0
             net_cfgs[r] = net_config(compiled, r, exp, observation_stats(compiled, r, baseline))
         config = build_config(compiled, exp, baseline, net_cfgs, shield=shield_factory is not None)
+        meta = checkpoint_meta(compiled, exp)
         if resume is not None:
             latest = json.loads((resume / "checkpoints" / "latest.json").read_text())
-            algo = Algorithm.from_checkpoint(str((resume / "checkpoints" / latest["path"]).resolve()))
-            force_sync_env_runner_weights(algo)
-            log(f"resumed from {latest['path']} ({latest['env_steps']} env steps)")
+            algo = restore(config, resume / "checkpoints" / latest["path"], meta, log)
         else:
             algo = config.build_algo()
             if exp.rllib.init_from:
@@ -430,7 +507,7 @@ def train_rllib(
                 _warm_start(algo, compiled, exp, baseline, shield_factory, log, monitor, net_cfgs)
         target = exp.steps or 10**12
         steps = 0
-        last_ckpt = 0
+        last_ckpt = int(latest["env_steps"]) if resume is not None else 0
         n_ckpt = 0
         it = 0
         stopped_for_time = False
@@ -466,7 +543,7 @@ def train_rllib(
                 eval_and_keep(steps)
             if steps - last_ckpt >= exp.checkpoint_every:
                 last_ckpt = steps
-                save_checkpoint(algo, run_dir, net_cfgs, steps)
+                save_checkpoint(algo, run_dir, net_cfgs, steps, meta, exp.keep_checkpoints)
                 n_ckpt += 1
                 if stop_after_checkpoints is not None and n_ckpt >= stop_after_checkpoints:
                     algo.stop()
@@ -476,7 +553,7 @@ def train_rllib(
                 break
         if exp.keep_best and last_eval != steps:
             eval_and_keep(steps)  # the last weights compete too
-        save_checkpoint(algo, run_dir, net_cfgs, steps)
+        save_checkpoint(algo, run_dir, net_cfgs, steps, meta, exp.keep_checkpoints)
         algo.stop()
         summary: dict[str, Any] = {
             "roles": {r: {"env_steps": steps} for r in exp.roles},

@@ -26,6 +26,7 @@ from restock.agents.base import JointPolicy
 from restock.agents.learned import TorchPolicy, load_role, save_role
 from restock.agents.networks import MASK_MIN, NetConfig, PerSkuNet
 from restock.envs.compile import Compiled
+from restock.training.checkpoints import prune_checkpoints
 from restock.training.common import (
     Baseline,
     Monitor,
@@ -174,8 +175,16 @@ def _set_rng_state(s: dict) -> None:
     torch.set_rng_state(torch.tensor(s["torch"], dtype=torch.uint8))
 
 
-def save_checkpoint(ckpt_root: Path, model: MaskablePPO, venv: RoleVecEnv, meta: dict) -> Path:
-    """Atomically write checkpoints/<steps>/ and point checkpoints/latest at it."""
+def save_checkpoint(
+    ckpt_root: Path,
+    model: MaskablePPO,
+    venv: RoleVecEnv,
+    meta: dict,
+    keep: int | None = None,
+    roles: list[str] | None = None,
+) -> Path:
+    """Atomically write checkpoints/<steps>/, point checkpoints/latest at it, then keep the newest ``keep``
+    folders (``roles``: the run's training order, as each role's env steps start again from 0)."""
     steps = int(meta["env_steps"])
     final = ckpt_root / f"{steps:012d}"
     tmp = ckpt_root / f".tmp-{steps:012d}"
@@ -202,7 +211,16 @@ def save_checkpoint(ckpt_root: Path, model: MaskablePPO, venv: RoleVecEnv, meta:
         shutil.rmtree(final)
     os.replace(tmp, final)
     write_json_atomic(ckpt_root / "latest.json", {"path": final.name, **meta})
+    prune_checkpoints(ckpt_root, keep, order=lambda p: _ckpt_order(p, roles or []))
     return final
+
+
+def _ckpt_order(p: Path, roles: list[str]) -> tuple:
+    try:
+        role = json.loads((p / "meta.json").read_text()).get("role")
+    except (OSError, ValueError):
+        role = None
+    return (roles.index(role) if role in roles else -1, int(p.name))
 
 
 def load_checkpoint(ckpt: Path, venv: RoleVecEnv, device: str = "cpu") -> MaskablePPO:
@@ -359,6 +377,8 @@ class TrainCallback(BaseCallback):
                 "role": self.role,
                 "num_timesteps": int(self.model.num_timesteps),
             },
+            keep=self.exp.keep_checkpoints,
+            roles=list(self.exp.roles),
         )
         self.checkpoints += 1
 

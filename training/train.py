@@ -86,6 +86,7 @@ def _check_dcl(exp: ExperimentConfig) -> None:
         "bc_episodes": "dcl.sample_envs / dcl.sample_periods (the states the heuristic visits)",
         "bc_epochs": "dcl.bc_epochs",
         "checkpoint_every": "(every iteration is checkpointed)",
+        "keep_checkpoints": "(every iteration's checkpoint is kept)",
         "eval_every": "dcl.eval_every_iterations",
     }
     for name, instead in moved.items():
