@@ -377,12 +377,12 @@ def restore(config, ckpt: Path, meta: dict, log) -> Any:
             f"({type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]})"
         ) from None
     force_sync_env_runner_weights(algo)
-    changes = [
-        f"{meta[k]} {name} (was {old[k]})" if k in old and old[k] != meta[k] else f"{meta[k]} {name}"
-        for k, name in (("num_env_runners", "env runners"), ("num_learners", "learners"))
+    changes = [  # the runner counts may differ from the checkpoint's: say so
+        f"{k} {meta[k]}" + (f" (was {old[k]})" if k in old and old[k] != meta[k] else "")
+        for k in ("num_env_runners", "num_learners")
     ]
     at = old.get("env_steps", int(ckpt.name))
-    log(f"resumed from {ckpt.name} ({at:,} env steps) with {' and '.join(changes)}")
+    log(f"resumed from {ckpt.name} ({at:,} env steps) with {', '.join(changes)}")
     return algo
 
 

@@ -146,7 +146,7 @@ def test_rllib__keeps_n_checkpoints_then_resumes_with_two_remote_env_runners(tmp
     second = _exp(steps=192, checkpoint_every=32, keep_checkpoints=2, rllib={"num_env_runners": 2})
     train(tiny, second, "rllib", out_root=tmp_path, resume=run, log=logs.append)
 
-    assert any("with 2 env runners (was 0)" in m for m in logs), logs
+    assert any("(128 env steps) with num_env_runners 2 (was 0), num_learners 0" in m for m in logs), logs
     assert seen["n_remote"] == 2 and len(seen["runners"]) == 2
     for k, v in saved.items():
         assert torch.equal(torch.as_tensor(seen["learner"][f"net.{k}"]), v), k
