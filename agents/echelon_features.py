@@ -10,7 +10,9 @@ with ``policies/<role>.features.json`` (``{"extra_sku_features": ["echelon_posit
 `agents.learned.load_learned_policy` reads to build an `EchelonTorchPolicy` instead of a `TorchPolicy`.
 
 The observation with the extra feature is ``augment(ctx, nodes)``: the caller (evaluation, export
-parity, training) builds it from the state; a serving request would have to carry the echelon position.
+parity, training) builds it from the state. A serving request carries the node's echelon position
+itself (``echelon_position``, `serving.schema`), and the engine appends it with `augment_rows`. Only
+`make_echelon_policy` needs torch (imported there), so serving can import this module without it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from restock.agents.echelon import echelon_positions
 
 EXTRA_SKU_FEATURES = ("echelon_position",)
@@ -84,6 +85,7 @@ def _node_features() -> int:
 
 def make_echelon_policy(net, **kwargs):
     """An `EchelonTorchPolicy` (a `TorchPolicy` reading the augmented observation)."""
+    import torch
     from restock.agents.learned import TorchPolicy
 
     class EchelonTorchPolicy(TorchPolicy):

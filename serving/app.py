@@ -71,7 +71,7 @@ from restock.serving.http_limits import (
 )
 from restock.serving.registry import MODES, RegistryError
 from restock.serving.schema import DecisionRequest, RequestInvalid, pydantic_errors
-from restock.serving.service import DecisionService, request_digest, settle_gc
+from restock.serving.service import Conflict, DecisionService, request_digest, settle_gc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -224,6 +224,24 @@ def create_app(
                     s.metrics.replays.inc()
                 done("decisions", t0, 200)
                 return 200, prior.response.encode(), replay
+        try:
+            s.check_features(ns)  # echelon_position, where the routed policy reads it
+        except RequestInvalid as exc:
+            try:  # an id decided before (under a policy that did not read it) still replays
+                prior = s.lookup(rid, digest)
+            except AuditIntegrityError as exc2:
+                return refused(t0, exc2)
+            except Conflict:
+                return problem(409, t0, f"request_id {rid!r} was already used for a different request")
+            if prior is None:
+                for e in exc.errors:
+                    e["loc"] = ["body", *e["loc"]]
+                done("decisions", t0, 422)
+                return 422, json.dumps(bounded_errors(exc.errors)).encode(), {}
+            with s.metrics.lock:
+                s.metrics.replays.inc()
+            done("decisions", t0, 200)
+            return 200, prior.response.encode(), replay
         fut = state["batcher"].submit(req, ns)
         inflight[rid] = (digest, fut)
         try:

@@ -16,6 +16,17 @@ history instead, so the shield is reset before every decision (its breaker never
 a routing decision here, see the registry) and the demand-anomaly guard runs on ``demand_history``
 with the shield's own `AnomalyConfig` thresholds.
 
+A network whose artifact lists ``extra_sku_features`` (``echelon_position``: `dcl` runs on serial
+chains) reads rows of width K*(F+1)+G: the kernel's observation rows with the request's echelon
+position appended per SKU (`agents.echelon_features.augment_rows`, divided by the node's demand scale
+as in training), and the record's observation digest covers those augmented bytes, the ones the model
+read. `DecisionService` refuses (422) a request routed to such a policy without the field; should one
+reach the engine anyway (a shadow candidate, or a route changed between validation and the batch),
+that policy's baseline heuristic decides it, recorded as a fallback, as when the model fails.
+The echelon base-stock heuristic (`agents.echelon.EchelonBaseStock`, the baseline and fallback of
+those runs) orders on the request's ``echelon_position`` where one is sent; without it, it sees only
+the node's own state (nothing downstream), as before.
+
 The decision records are the ones `agents.records.StepBatch.records` writes for a one-node batch,
 built for the whole batch at once by `serving.records.RecordBuilder` (tested field for field against it).
 
@@ -30,11 +41,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from restock.agents.echelon import EchelonBaseStock
+from restock.agents.echelon_features import augment_rows, demand_scale
 from restock.agents.records import ESC_ANOMALY, MemorySink, StepBatch
 from restock.agents.shield import AnomalyConfig, Shield
 from restock.envs import kernel as kn
 from restock.envs.constraints import CONSTRAINTS as _CONSTRAINTS
-from restock.envs.types import new_work
+from restock.envs.types import new_work, sku_feature_names
 from restock.serving.bundle import RolePolicy
 from restock.serving.onnx_policy import PolicyError
 from restock.serving.records import RecordBuilder
@@ -151,6 +164,8 @@ class DecisionEngine:
         self.anomaly = AnomalyConfig()
         self.shield_config_hash = self._ctx(1).shield.config_hash
         self.records = RecordBuilder(compiled)
+        self.scale = demand_scale(p)  # [N, K] what echelon positions are divided by (as in training)
+        self.F = len(sku_feature_names(compiled.W))  # the kernel's per-SKU features
 
     def _ctx(self, E: int) -> _Ctx:
         size = 1
@@ -319,16 +334,30 @@ class DecisionEngine:
             groups.setdefault(id(j.rp), []).append(e)
         level_envs: list[int] = []
         retry: list[int] = []
+        fed: dict[int, np.ndarray] = {}  # env -> the augmented row its model read (extra features)
         for es in groups.values():
             rp = jobs[es[0]].rp
             if rp.kind == "onnx":
+                if rp.extra_sku_features:  # echelon_position: from the request (refused there if absent)
+                    lacking = [e for e in es if jobs[e].ns.echelon_position is None]
+                    if lacking:
+                        retry += lacking
+                        es = [e for e in es if jobs[e].ns.echelon_position is not None]
+                        if not es:
+                            continue
                 nodes = np.asarray([jobs[e].ns.node for e in es])
                 ee = np.asarray(es)
+                obs = ctx.obs[ee, nodes]
+                if rp.extra_sku_features:
+                    eip = np.stack([jobs[e].ns.echelon_position for e in es])
+                    obs = augment_rows(obs, eip, self.scale[nodes], c.K, self.F)
                 try:
-                    lv, cf = rp.policy.act_rows(ctx.obs[ee, nodes], ctx.mask[ee, nodes])
+                    lv, cf = rp.policy.act_rows(obs, ctx.mask[ee, nodes])
                 except PolicyError:
                     retry += es
                     continue
+                if rp.extra_sku_features:
+                    fed.update(zip(es, obs, strict=True))
                 ctx.levels[ee, nodes] = lv
                 conf[ee, nodes] = cf
                 level_envs += es
@@ -359,7 +388,9 @@ class DecisionEngine:
             if fell[e] and fbc[e] == 0:
                 fbc[e] = 2
         obs_rows = ctx.obs[ee, nn]  # [B, D] float32 (a C-contiguous copy): the digests cover these bytes
-        digests = [hashlib.sha256(row).hexdigest() for row in obs_rows]  # each row's bytes, no copy
+        # each row's bytes, no copy; a model that read extra features read (and is digested over) its
+        # augmented row [K*(F+1)+G] instead
+        digests = [hashlib.sha256(fed[e] if e in fed else row).hexdigest() for e, row in enumerate(obs_rows)]
         recs = self.records.build(batch, ee, nn, jobs, used, fell, esc, fbc, digests)
         counts = self.records.last_counts.tolist()
         verifier_fb = (batch.fallback[ee, nn] == 1).tolist()
@@ -379,6 +410,24 @@ class DecisionEngine:
             )
 
     def _heuristic_into(self, ctx: _Ctx, pol, jobs: list[Job], es: list[int], qty: np.ndarray) -> None:
+        if isinstance(pol, EchelonBaseStock):  # reads echelon positions: the requests', where sent
+            have = [e for e in es if jobs[e].ns.echelon_position is not None]
+            if have:
+                rest = [e for e in es if jobs[e].ns.echelon_position is None]
+                if rest:
+                    self._heuristic_into(ctx, pol, jobs, rest, qty)
+                ip = np.zeros(ctx.state.on_hand.shape, np.int64)
+                for e in have:
+                    ip[e, jobs[e].ns.node] = jobs[e].ns.echelon_position
+                pol.positions = lambda _ctx: ip  # shadows the method for this call (one caller at a time)
+                try:
+                    self._heuristic_act(ctx, pol, jobs, have, qty)
+                finally:
+                    del pol.positions
+                return
+        self._heuristic_act(ctx, pol, jobs, es, qty)
+
+    def _heuristic_act(self, ctx: _Ctx, pol, jobs: list[Job], es: list[int], qty: np.ndarray) -> None:
         nodes = sorted({jobs[e].ns.node for e in es})
         pos = {n: i for i, n in enumerate(nodes)}
         res = np.asarray(pol.act(ctx, np.asarray(nodes)))

@@ -24,6 +24,18 @@ last_demand           last_demand[n, k]: customer demand last period (stores) or
 last_order            last_order[n, k]: the node's executed order last period (rate limits use it)
 last_shipped          shipped[n, k]: units the parent dispatched to n last period (default 0)
 last_arrived          arrived[n, k]: units that arrived at n this period (default 0)
+echelon_position      optional; the node's echelon inventory position per SKU (units, may be negative),
+                      as `agents.echelon.echelon_positions` computes it: the on hand + in transit of
+                      every node of n's subtree (n and everything downstream of it) + owed[n] (what
+                      n's parent owes n) - the customer backlog of the subtree's stores (what a node of
+                      the subtree owes another is not counted). Not written into the state: a policy
+                      whose artifact lists ``extra_sku_features: ["echelon_position"]`` (`dcl` runs on
+                      serial chains) reads it as one more SKU feature (divided by the node-SKU demand
+                      scale, `agents.echelon_features.augment_rows`), and a request routed to it
+                      without the field is refused (422). The ``echelon_base_stock`` heuristic orders on
+                      it where sent (without it, it sees nothing downstream of n); other policies
+                      ignore it. At a node without children it must equal on_hand + sum(pipeline) +
+                      owed - backlog
 demand_history        optional rows of past demand, oldest first (the row before ``last_demand`` last):
                       feeds the shield's demand-anomaly guard (`agents.shield.AnomalyConfig`)
 constraints.parent_available   units the parent DC can still promise per SKU -> the parent's on_hand
@@ -39,7 +51,8 @@ constraints.supplier_capacity  units per SKU the node's supplier can still ship 
 ====================  ==============================================================================
 
 Everything else (lead times, costs, lot sizes, MOQs, forecasts) comes from the artifact's scenario.
-Quantities are whole units in [0, 10^8]; money and volume are finite numbers >= 0.
+Quantities are whole units in [0, 10^8] (``echelon_position`` in [-10^8, 10^8]); money and volume are
+finite numbers >= 0.
 """
 
 from __future__ import annotations
@@ -49,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_serializer
 from restock.envs.roles import node_role
 
 MAX_UNITS = 100_000_000
@@ -61,6 +74,21 @@ UnitList = Annotated[
     list[Annotated[int, Field(json_schema_extra={"minimum": 0, "maximum": MAX_UNITS})]], Field(min_length=1)
 ]
 Money = Annotated[float, Field(ge=0.0, allow_inf_nan=False, le=1e15)]
+# whole units that may be negative (the echelon position subtracts backlogs); range checked in `check`
+SignedUnitList = Annotated[
+    list[Annotated[int, Field(json_schema_extra={"minimum": -MAX_UNITS, "maximum": MAX_UNITS})]],
+    Field(min_length=1),
+]
+ECHELON_DOC = (
+    "Optional: the node's echelon inventory position per SKU, in units, in the order of skus (may be "
+    "negative): the on hand plus in transit of every node of the node's subtree (the node itself and "
+    "everything downstream of it), plus what the node's parent owes it, minus the customer backlog of "
+    "the subtree's stores (agents.echelon.echelon_positions). Required when the policy that decides "
+    'for the node reads it (artifact manifest extra_sku_features: ["echelon_position"], e.g. dcl '
+    "runs on serial chains): refused with 422 otherwise. The echelon_base_stock heuristic orders on it "
+    "where sent; other policies ignore it. At a node without "
+    "children it must equal on_hand + sum(pipeline) + owed - backlog."
+)
 
 
 class Constraints(BaseModel):
@@ -95,10 +123,21 @@ class DecisionRequest(BaseModel):
     owed: UnitList | None = None
     last_shipped: UnitList | None = None
     last_arrived: UnitList | None = None
+    echelon_position: SignedUnitList | None = Field(default=None, description=ECHELON_DOC)
     demand_history: Annotated[list[UnitList], Field(max_length=MAX_HISTORY)] | None = None
     constraints: Constraints | None = None
     _canonical: str | None = PrivateAttr(default=None)
     _digest: str | None = PrivateAttr(default=None)
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_echelon(self, handler):
+        """``echelon_position`` is left out when absent, so a request without it serialises (and
+        hashes: the idempotency digest, the audit store's request_sha256) exactly as before the field
+        existed."""
+        d = handler(self)
+        if isinstance(d, dict) and d.get("echelon_position", 0) is None:
+            del d["echelon_position"]
+        return d
 
 
 class RequestInvalid(ValueError):
@@ -127,6 +166,7 @@ class NodeState:
     last_shipped: np.ndarray
     last_arrived: np.ndarray
     history: np.ndarray | None  # [R, K] int64 or None
+    echelon_position: np.ndarray | None  # [K] int64 (may be negative) or None
     parent_available: np.ndarray | None
     budget: float | None
     storage_capacity: float | None
@@ -215,6 +255,7 @@ class ScenarioInfo:
             "owed",
             "last_shipped",
             "last_arrived",
+            "echelon_position",
         ):
             v = getattr(req, name)
             if v is not None and len(v) != K:
@@ -269,6 +310,22 @@ class ScenarioInfo:
                 out_of_range(loc, v)
             return a
 
+        def signed_ints(loc: tuple, v: list) -> np.ndarray:
+            for i, x in enumerate(v):
+                if not -MAX_UNITS <= x <= MAX_UNITS:
+                    if x < 0:
+                        msg = f"Input should be greater than or equal to {-MAX_UNITS}"
+                        bad(loc + (i,), msg, x, "greater_than_equal")
+                    else:
+                        bad(
+                            loc + (i,),
+                            f"Input should be less than or equal to {MAX_UNITS}",
+                            x,
+                            "less_than_equal",
+                        )
+                    return np.zeros(len(v), np.int64)
+            return np.asarray(v, np.int64)
+
         def rows(v: list[list[int]] | None, name: str) -> np.ndarray | None:
             if v is None:
                 return None
@@ -304,6 +361,12 @@ class ScenarioInfo:
         if req.pipeline:
             pipe[: len(req.pipeline)] = rows(req.pipeline, "pipeline")
         history = rows(req.demand_history, "demand_history")
+        eip = None
+        if req.echelon_position is not None:
+            eip = signed_ints(("echelon_position",), req.echelon_position)
+            if perm is not None:
+                eip_given, eip = eip, np.empty(K, np.int64)
+                eip[perm] = eip_given
         if errs:  # out-of-range units: reported before the scenario rules that read them
             raise RequestInvalid(errs)
         if backlog.any():
@@ -327,6 +390,15 @@ class ScenarioInfo:
             if (total > MAX_UNITS).any():
                 k = int(np.argmax(total > MAX_UNITS))
                 bad(("pipeline",), f"units in transit of SKU {self.sku_names[k]!r} exceed {MAX_UNITS}")
+        if eip is not None and not self.children[n]:
+            own = on_hand + pipe.sum(axis=0) + owed - backlog  # a leaf's echelon is its own position
+            if (eip != own).any():
+                k = int(np.argmax(eip != own))
+                bad(
+                    ("echelon_position",),
+                    f"{agent} has no downstream nodes, so its echelon position is on_hand + sum(pipeline) "
+                    f"+ owed - backlog = {int(own[k])} for SKU {self.sku_names[k]!r}, not {int(eip[k])}",
+                )
         overrides: list[tuple] = []
         d = self.availability_parent(n)
         pa = None
@@ -391,6 +463,7 @@ class ScenarioInfo:
             last_shipped=last_shipped,
             last_arrived=last_arrived,
             history=history,
+            echelon_position=eip,
             parent_available=pa,
             budget=cons.budget,
             storage_capacity=cons.storage_capacity,
@@ -434,9 +507,12 @@ def pydantic_errors(exc) -> list[dict[str, Any]]:
     return out
 
 
-def request_from_state(compiled, state, e: int, n: int, request_id: str, history=None) -> dict[str, Any]:
+def request_from_state(
+    compiled, state, e: int, n: int, request_id: str, history=None, echelon: bool = False
+) -> dict[str, Any]:
     """The request that describes node n of environment e of a simulator ``State`` (tests, benchmarks,
-    the demo, and a template for integrators): the inverse of the mapping in the module docstring."""
+    the demo, and a template for integrators): the inverse of the mapping in the module docstring.
+    With ``echelon`` it carries n's ``echelon_position`` too (computed from the whole state)."""
     p = compiled.params
     W = state.pipe.shape[2]
     t = int(state.t[e])
@@ -463,6 +539,15 @@ def request_from_state(compiled, state, e: int, n: int, request_id: str, history
         "last_shipped": state.shipped[e, n].astype(int).tolist(),
         "last_arrived": state.arrived[e, n].astype(int).tolist(),
     }
+    if echelon:
+        from restock.agents.echelon import echelon_positions
+
+        sl = slice(e, e + 1)
+        eip = np.zeros(state.on_hand[sl].shape, np.int64)
+        echelon_positions(
+            state.on_hand[sl], state.transit[sl], state.owed[sl], state.backlog[sl], p.parent, eip
+        )
+        req["echelon_position"] = eip[0, n].astype(int).tolist()
     if history is not None:
         req["demand_history"] = [list(map(int, r)) for r in history]
     d = int(p.parent[n])

@@ -75,8 +75,11 @@ def canonical_json(req: DecisionRequest) -> str:
     priv = req.__pydantic_private__
     c = priv["_canonical"]
     if c is None:
+        d = req.__dict__
+        if d["echelon_position"] is None:  # left out when absent, as model_dump_json does (`schema`)
+            d = {k: v for k, v in d.items() if k != "echelon_position"}
         try:  # the same bytes as model_dump_json (tests/serving/test_decisions.py), five times faster
-            c = orjson.dumps(req.__dict__, default=_fields_of).decode()
+            c = orjson.dumps(d, default=_fields_of).decode()
         except TypeError:  # an int beyond 64 bits
             c = req.model_dump_json()
         priv["_canonical"] = c
@@ -165,6 +168,7 @@ class DecisionService:
                 "pipeline": [],
                 "last_demand": [0] * c.K,
                 "last_order": [0] * c.K,
+                "echelon_position": [0] * c.K,  # read by echelon policies, ignored by the others
             }
             if self.info.availability_parent(n) >= 0:
                 req["constraints"] = {"parent_available": [0] * c.K}
@@ -235,6 +239,32 @@ class DecisionService:
         except ValidationError as exc:
             raise RequestInvalid(pydantic_errors(exc)) from None
         return req, self.info.check(req)
+
+    def check_features(self, ns: NodeState) -> None:
+        """Refuse (RequestInvalid, 422) a request without ``echelon_position`` when the policy its route
+        executes reads it (`serving.bundle`: the role's ``extra_sku_features``). A shadow candidate
+        does not refuse it (its baseline decides in its place, recorded as a fallback): a shadow never
+        changes what the caller gets. Checked after idempotency (a stored decision still replays)."""
+        if ns.echelon_position is not None:
+            return
+        with self._lock:
+            try:
+                ex, route, _ = self.routes(ns.role, ns.agent_id)
+            except ArtifactError:  # no policy at all: compute answers that (503)
+                return
+            rp = ex.roles.get(ns.role)
+        if rp is not None and "echelon_position" in rp.extra_sku_features:
+            raise RequestInvalid(
+                [
+                    {
+                        "type": "missing",
+                        "loc": ["echelon_position"],
+                        "msg": f"required: the {ns.role} policy serving {ns.agent_id} ({rp.policy_id} "
+                        f"{rp.version}, {route}) reads the node's echelon inventory position per SKU",
+                        "input": None,
+                    }
+                ]
+            )
 
     def lookup(self, request_id: str, digest: str) -> Decision | None:
         """The stored decision of a request id, or None; raises Conflict when the body differs."""
@@ -323,6 +353,7 @@ class DecisionService:
                     raise Conflict(f"request_id {req.request_id!r} appears twice with different requests")
                 out[i] = seen[req.request_id][0]
             else:
+                self.check_features(ns)
                 seen[req.request_id] = (i, d)
                 todo.append((req, ns))
                 where.append(i)
