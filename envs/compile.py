@@ -21,6 +21,7 @@ from restock.envs.compile_demand import (
     demand_table_entries,
 )
 from restock.envs.demand import DemandModel
+from restock.envs.observation import feature_selection
 from restock.envs.roles import node_role
 from restock.envs.types import (
     MODE_ORDER_UP_TO,
@@ -30,6 +31,7 @@ from restock.envs.types import (
     Params,
     State,
     new_state,
+    sku_feature_names,
 )
 
 __all__ = ["Compiled", "compile_scenario", "demand_table_entries"]
@@ -75,6 +77,12 @@ class Compiled:
 
     def role(self, n: int) -> str:
         return node_role(n, self.M)
+
+    @property
+    def sku_features(self) -> list[str]:
+        """Names of the observed per-SKU features (the scenario's ``observation`` block), in order."""
+        names = sku_feature_names(self.W)
+        return [names[i] for i in self.params.feat_sel]
 
     def new_state(self, E: int) -> State:
         return new_state(E, self.N, self.K, self.W)
@@ -169,6 +177,7 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
         **_discounts(cfg),
         horizon=int(cfg.horizon),
         n_dcs=int(nodes.M),
+        feat_sel=_feature_selection(cfg.observation.features, lead.W),
     )
     init_on_hand, init_pipe = _initial_state(cfg, nodes, means.mean, demand.season, lead)
     return Compiled(
@@ -184,6 +193,13 @@ def _compile(cfg: C.ScenarioConfig) -> Compiled:
         init_pipe=init_pipe,
         config_hash=config_hash(cfg),
     )
+
+
+def _feature_selection(features, W: int) -> np.ndarray:
+    try:
+        return feature_selection(features, W)
+    except ValueError as exc:
+        raise C.ConfigError(str(exc)) from None
 
 
 # ---- SKU attributes (drawn first: `of:` refers to the ones drawn before it)

@@ -92,6 +92,7 @@ from restock.envs.types import (
     MODE_QUANTITY,
     N_COST,
     RATION_PROPORTIONAL,
+    SKU_FEATURES_FIXED,
     UB_FEATURE_CAP,
 )
 
@@ -104,6 +105,8 @@ _BYTE_PREFIX = np.array([sum(1 << (8 * i) for i in range(j)) for j in range(9)],
 _LITTLE_ENDIAN = sys.byteorder == "little"
 # below this, products of two such int64 values stay under 2^52: exact in float64 (rationing)
 _FLOAT_EXACT = np.int64(1 << 26)
+_NF = len(SKU_FEATURES_FIXED)  # fixed per-SKU features; pipeline slot j is feature _NF - 1 + j
+assert _NF == 15, "observe writes the fixed features by position: update it with SKU_FEATURES_FIXED"
 
 
 @njit(cache=True)
@@ -733,7 +736,16 @@ def _observe_impl(p, s, w, obs, mask, ub, features=True, rows=None):
     T = p.horizon
     M = p.n_dcs
     Lmax = mask.shape[3]
-    F = (obs.shape[2] - 4) // K if features else 0
+    # observed per-SKU features (the scenario's observation block): all of them (dense) or a subset
+    # in the same order, written from the same float64 values (envs.observation)
+    feat_sel = p.feat_sel
+    F = feat_sel.shape[0] if features else 0
+    if features and obs.shape[2] != K * F + 4:
+        raise ValueError("obs width is not K * F + 4 for the scenario's observed features")
+    dense = F == _NF + W - 1
+    col = np.full(_NF + W - 1, -1, np.int64)  # column of each feature in a SKU's block, -1 = not observed
+    for j in range(F):
+        col[feat_sel[j]] = j
     # mask rows as 64-bit words (8 levels each) when the layout allows; the same bytes either way
     words = _LITTLE_ENDIAN and Lmax % 8 == 0 and mask.flags.c_contiguous
     mask_w = mask.view(np.uint64) if words else np.zeros((1, 1, 1, 1), np.uint64)
@@ -845,7 +857,49 @@ def _observe_impl(p, s, w, obs, mask, ub, features=True, rows=None):
                 mask[e, n, k, 0] = 1
                 for l in range(1, Lmax):
                     mask[e, n, k, l] = 1 if lo <= l <= hi else 0
-            if features:
+            if features and not dense:
+                # the observed subset: each feature written to its column, or skipped (col < 0)
+                inv = inv_scale[n, k]
+                o = k * F
+                if col[0] >= 0:
+                    obs[e, n, o + col[0]] = on_hand[e, n, k] * inv
+                if col[1] >= 0:
+                    obs[e, n, o + col[1]] = back * inv
+                if col[2] >= 0:
+                    obs[e, n, o + col[2]] = owed[e, n, k] * inv
+                if col[3] >= 0:
+                    obs[e, n, o + col[3]] = x * inv
+                if col[4] >= 0:
+                    obs[e, n, o + col[4]] = last_demand[e, n, k] * inv
+                if col[5] >= 0:
+                    obs[e, n, o + col[5]] = shipped[e, n, k] * inv
+                if col[6] >= 0:
+                    obs[e, n, o + col[6]] = arrived[e, n, k] * inv
+                if col[7] >= 0:
+                    obs[e, n, o + col[7]] = last_order[e, n, k] * inv
+                if col[8] >= 0:
+                    obs[e, n, o + col[8]] = fc * inv
+                if col[9] >= 0:
+                    v = ubk * inv
+                    obs[e, n, o + col[9]] = v if v < UB_FEATURE_CAP else UB_FEATURE_CAP
+                if col[10] >= 0:
+                    obs[e, n, o + col[10]] = ip * inv
+                if col[11] >= 0:
+                    obs[e, n, o + col[11]] = log_scale[n, k]
+                if col[12] >= 0:
+                    obs[e, n, o + col[12]] = crit_ratio[n, k]
+                if col[13] >= 0:
+                    obs[e, n, o + col[13]] = lot * inv
+                if col[14] >= 0:
+                    obs[e, n, o + col[14]] = lt_mean[n, k]
+                for j in range(1, W):
+                    c = col[_NF - 1 + j]
+                    if c >= 0:
+                        sl = slot0 + j
+                        if sl >= W:
+                            sl -= W
+                        obs[e, n, o + c] = pipe[e, n, sl, k] * inv
+            elif features:
                 # per-SKU features, in types.SKU_FEATURES_FIXED order, then the pipeline by arrival
                 inv = inv_scale[n, k]
                 o = k * F

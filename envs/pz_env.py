@@ -9,7 +9,8 @@ Agents
 Observation (per agent)
     ``Dict({"observation": Box(-inf, inf, (K*F + 4,), float32), "action_mask": Box(0, 1, (K*L,), int8)})``.
     ``observation`` holds F features per SKU (``envs.types.SKU_FEATURES_FIXED`` then the pipeline by
-    arrival period), quantities divided by the node-SKU mean demand, then 4 node features
+    arrival period; or the subset the scenario's ``observation`` block selects, `envs.observation`),
+    quantities divided by the node-SKU mean demand, then 4 node features
     (``envs.types.NODE_FEATURES``). ``action_mask`` is the flat per-SKU, per-level mask (``sum(nvec)``
     flags): level l of SKU k is allowed iff ``mask[k * L + l]``; level 0 is always allowed.
 Action (per agent)

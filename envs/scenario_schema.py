@@ -36,6 +36,7 @@ from restock.envs.limits import (
     _bytes,
     _gib_limit,
 )
+from restock.envs.observation import ObservationSpec
 
 
 class ConfigError(ValueError):
@@ -478,6 +479,7 @@ class ScenarioConfig(Strict):
     reward: RewardSpec = Field(default_factory=RewardSpec)
     action: ActionsSpec = Field(default_factory=ActionsSpec)
     initial: InitialSpec = Field(default_factory=InitialSpec)
+    observation: ObservationSpec = Field(default_factory=ObservationSpec)
     source: str | None = Field(default=None, exclude=True)  # where it was loaded from (not part of it)
 
     @model_validator(mode="after")

@@ -152,6 +152,8 @@ class Params(NamedTuple):
     mode: np.ndarray  # [N] int8 MODE_* of this node's role
     qstep: np.ndarray  # [N, K] int64 quantity per level (quantity mode)
     cover_step: np.ndarray  # [N] float64 periods of forecast per level (order-up-to mode)
+    # observation: indices into sku_feature_names(W) of the observed per-SKU features (envs.observation)
+    feat_sel: np.ndarray  # [F] int64, ascending
     # reward
     net_weight: float
     reward_scale: float

@@ -326,24 +326,46 @@ def bench_pettingzoo(seconds: float = 2.0) -> dict[str, float]:
     return res
 
 
+def _interleaved(fns: dict, seconds: float) -> dict[str, float]:
+    """Seconds per call of each fn, timed in alternating rounds (the same machine load for all of them)."""
+    for fn in fns.values():
+        fn()  # warm up
+    tot = dict.fromkeys(fns, 0.0)
+    reps = 0
+    while reps < 3 or min(tot.values()) < seconds:
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            tot[name] += time.perf_counter() - t0
+        reps += 1
+    return {name: v / reps for name, v in tot.items()}
+
+
 def bench_array_env(seconds: float = 1.0) -> dict[str, float]:
+    """`default` x 1,000 environments: the full observation and the lean one (scenario
+    ``observation: {features: compact}``), stepped in alternating rounds of the same run."""
     E = 1000
-    env = ArrayEnv("default", num_envs=E, auto_reset=True)
-    env.reset()
-    lv = np.full((E, env.N, env.K), 4, np.int64)
-    pairs = E * env.compiled.S * env.K
-
-    def run():
-        env.step(lv)
-
-    return {"array_env_default_pair_updates_per_s": pairs / _timed(run, seconds)}
+    full = ArrayEnv("default", num_envs=E, auto_reset=True)
+    lean = ArrayEnv("default", num_envs=E, auto_reset=True, observation__features="compact")
+    lv = np.full((E, full.N, full.K), 4, np.int64)
+    for env in (full, lean):
+        env.reset()
+    pairs = E * full.compiled.S * full.K
+    dt = _interleaved({"full": lambda: full.step(lv), "lean": lambda: lean.step(lv)}, seconds)
+    return {
+        "array_env_default_pair_updates_per_s": pairs / dt["full"],
+        "array_env_default_lean_pair_updates_per_s": pairs / dt["lean"],
+        "array_env_default_obs_mb_per_step": full.obs.nbytes / 1e6,
+        "array_env_default_lean_obs_mb_per_step": lean.obs.nbytes / 1e6,
+    }
 
 
 _LARGE_CHILD = r"""
 import json, resource, sys, time, numpy as np
 from restock.envs.array_env import ArrayEnv
-features = sys.argv[1] == "1"
-env = ArrayEnv("large", num_envs=1, features=features)
+what, par = sys.argv[1], {"auto": None, "1": True, "0": False}[sys.argv[2]]
+kw = {"observation__features": "compact"} if what == "lean" else {}
+env = ArrayEnv("large", num_envs=1, features=what != "bounds", parallel=par, **kw)
 env.reset()
 lv = np.full((1, env.N, env.K), 4, np.int64)
 env.step(lv)  # compile (cached after the first run)
@@ -353,12 +375,12 @@ for t in range(env.horizon):
     env.step(lv)
 dt = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"large_episode_seconds": dt, "large_peak_rss_mb": rss}))
+print(json.dumps({"large_episode_seconds": dt, "large_peak_rss_mb": rss, "parallel": env._parallel}))
 """
 
 
-def _large_child(features: bool) -> dict[str, float]:
-    cmd = [sys.executable, "-c", _LARGE_CHILD, "1" if features else "0"]
+def _large_child(what: str = "full", parallel: str = "auto") -> dict:
+    cmd = [sys.executable, "-c", _LARGE_CHILD, what, parallel]
     return json.loads(
         subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     )
@@ -367,15 +389,29 @@ def _large_child(features: bool) -> dict[str, float]:
 def bench_large() -> dict[str, float]:
     """One 365-period episode of `large` in a fresh process (demand sampling included): time and peak RSS.
 
-    ``large_episode_seconds`` computes full observations every period (the default env);
+    ``large_episode_seconds`` computes full observations every period (the default env, which picks
+    the serial or parallel builds by the machine's load: ``large_parallel_build``);
+    ``large_episode_seconds_lean`` the compact observation (``observation: {features: compact}``);
     ``large_episode_seconds_bounds_only`` only masks and bounds (``ArrayEnv(features=False)``, enough
-    for the constant-level policy stepped here and for the heuristics).
+    for the constant-level policy stepped here and for the heuristics); ``_serial`` and ``_parallel``
+    force one build (full observations). The episodes run one after another, so their load may differ:
+    the machine's load average is reported beside them.
     """
-    _large_child(True)  # the first run may only compile
-    res = _large_child(True)
-    lean = _large_child(False)
-    res["large_episode_seconds_bounds_only"] = lean["large_episode_seconds"]
-    res["large_peak_rss_mb_bounds_only"] = lean["large_peak_rss_mb"]
+    _large_child("full", "0")  # the first runs may only compile
+    _large_child("full", "1")
+    res = _large_child("full")
+    res["large_parallel_build"] = bool(res.pop("parallel"))
+    for key, what, par in (
+        ("lean", "lean", "auto"),
+        ("bounds_only", "bounds", "auto"),
+        ("serial", "full", "0"),
+        ("parallel", "full", "1"),
+    ):
+        r = _large_child(what, par)
+        res[f"large_episode_seconds_{key}"] = r["large_episode_seconds"]
+        if key in ("lean", "bounds_only"):
+            res[f"large_peak_rss_mb_{key}"] = r["large_peak_rss_mb"]
+    res["large_load_average"] = list(os.getloadavg())
     return res
 
 

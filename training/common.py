@@ -21,7 +21,7 @@ from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
 from restock.envs.constraints import CONSTRAINTS
 from restock.envs.roles import role_nodes
-from restock.envs.types import NODE_FEATURES, sku_feature_names
+from restock.envs.types import NODE_FEATURES
 from restock.training.experiment import ExperimentConfig
 
 TB_TAGS = (
@@ -139,7 +139,7 @@ def observation_stats(
 def net_config(
     compiled: Compiled, role: str, exp: ExperimentConfig, stats: tuple[list, list], global_state: int = 0
 ) -> NetConfig:
-    env_F = len(sku_feature_names(compiled.W))
+    env_F = len(compiled.sku_features)  # the scenario's observation block
     G = len(NODE_FEATURES)
     L = int(compiled.params.levels[role_nodes(compiled, role)[0]])
     return NetConfig(
