@@ -320,6 +320,7 @@ def _chain_impl(p, s, w):
     U = p.sup_ptr.shape[0] - 1
     T = p.horizon
     on_hand, transit, owed, last_order = s.on_hand, s.transit, s.owed, s.last_order
+    arrived, ship_first = s.arrived, p.ship_first  # a DC that ships first ships start-of-period stock
     volume, unit_cost, lot, moq = p.volume, p.unit_cost, p.lot, p.moq
     parent, supplier, dc_backlog = p.parent, p.supplier, p.backlog
     cap_ahead, sup_cap, lane_cap, budget, max_inc = (
@@ -379,7 +380,7 @@ def _chain_impl(p, s, w):
                         if not structural_ok_values(x0, lot[k], moq[k]):
                             raw[e, CI_LOT_MOQ] += 1
                     sc = sup_cap[tc, u, k] if u >= 0 else np.inf
-                    atp = dc_available_values(on_hand, oo, e, d, k) if d >= 0 else BIG
+                    atp = dc_available_values(on_hand, arrived, ship_first, oo, e, d, k) if d >= 0 else BIG
                     lim = last_order[e, n, k] + inc
                     # q * w <= room implies q <= floor(room / w + eps): only near or over a bound do the
                     # per-SKU bounds need computing (the margin keeps float rounding on the safe side)
@@ -446,7 +447,7 @@ def _chain_impl(p, s, w):
             lo, hi = child_ptr[dd], child_ptr[dd + 1]
             _group_totals(q0, q, e, child_idx, lo, hi, t0, t1, live)
             for k in range(K):
-                a = dc_available_values(on_hand, oo, e, dd, k)
+                a = dc_available_values(on_hand, arrived, ship_first, oo, e, dd, k)
                 if t0[k] > a:
                     raw[e, CI_DC_AVAIL] += 1
                 if t1[k] > a:

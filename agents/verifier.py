@@ -16,7 +16,8 @@ For orders q[E, N, K] (whole units) at state s, period t (clamped to the horizon
   supplier         for supplier u feeding n and SKU k: sum of q[., k] over the nodes u feeds >
                    floor(sup_cap[t, u, k]);
   dc_availability  for n's parent DC d that does not backlog, and SKU k: sum of q[., k] over d's
-                   children > on hand[d, k] minus what d owes its children of k (at least 0); a
+                   children > on hand[d, k] minus what d owes its children of k, minus this period's
+                   arrivals at d when it ships first (ship_before_arrivals) (at least 0); a
                    backlogging DC queues what it cannot ship, so it bounds nothing;
   rate_limit       q[n, k] > last_order[n, k] + max_increase[n];
   lot_moq          q[n, k] is not 0 and (not a multiple of lot[k] or below moq[k]).
@@ -206,7 +207,10 @@ class Verifier:
         # DC availability, shared by a DC's children
         for d, kids in self.dc_groups:
             owed_out = state.owed[:, kids, :].sum(axis=1, dtype=np.int64)  # [E, K]
-            avail = np.maximum(state.on_hand[:, d, :] - owed_out, 0)
+            avail = state.on_hand[:, d, :] - owed_out
+            if p.ship_first[d]:  # ships from its start-of-period stock: this period's arrivals wait
+                avail = avail - state.arrived[:, d, :]
+            avail = np.maximum(avail, 0)
             qk = q[:, kids, :]
             viol = qk.sum(axis=1) > avail
             if viol.any():

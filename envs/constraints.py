@@ -87,8 +87,11 @@ def storage_headroom(p, s, e, n):
 
 @njit(cache=True, inline="always")
 def dc_available(p, s, e, d, k):
-    """Units DC d can still promise to new orders of SKU k."""
+    """Units DC d can still promise to new orders of SKU k: on hand beyond what it owes its children,
+    less this period's arrivals when it ships from its start-of-period stock (``ship_before_arrivals``)."""
     a = s.on_hand[e, d, k] - owed_to_children(p, s, e, d, k)
+    if p.ship_first[d]:
+        a -= s.arrived[e, d, k]
     return a if a > 0 else 0
 
 
@@ -305,9 +308,12 @@ def headroom_values(cap_ahead, on_hand, transit, owed, volume, e, n):
 
 
 @njit(cache=True, inline="always")
-def dc_available_values(on_hand, oo, e, d, k):
-    """`dc_available` from arrays: DC d's on hand of SKU k beyond what it owes its children (>= 0)."""
+def dc_available_values(on_hand, arrived, ship_first, oo, e, d, k):
+    """`dc_available` from arrays: DC d's on hand of SKU k beyond what it owes its children, less this
+    period's arrivals when d ships from its start-of-period stock (``ship_first[d]``), at least 0."""
     a = np.int64(on_hand[e, d, k]) - oo[d, k]
+    if ship_first[d]:
+        a -= np.int64(arrived[e, d, k])
     return a if a > 0 else np.int64(0)
 
 
@@ -370,7 +376,7 @@ def joint_slacks(p, s, qty, oo, out):
                 tot = 0
                 for i in range(lo, hi):
                     tot += qty[e, p.child_idx[i], k]
-                left = dc_available_values(on_hand, oo, e, d, k) - tot
+                left = dc_available_values(on_hand, s.arrived, p.ship_first, oo, e, d, k) - tot
                 for i in range(lo, hi):
                     c = p.child_idx[i]
                     if left < out[e, c, CI_DC_AVAIL]:

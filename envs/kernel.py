@@ -825,6 +825,8 @@ def _observe_impl(p, s, w, obs, mask, ub, features=True, rows=None):
             atp = BIG
             if dc_bound:
                 atp = np.int64(on_hand[e, d, k]) - oo[d, k]
+                if p.ship_first[d]:  # it ships from start-of-period stock: this period's arrivals wait
+                    atp -= np.int64(arrived[e, d, k])
                 if atp < 0:
                     atp = np.int64(0)
             b = bound_values(
