@@ -31,6 +31,9 @@ def policy_classes() -> dict[str, type]:
         classes["echelon_base_stock"] = EchelonBaseStock
     except ImportError:  # pragma: no cover - optional module
         pass
+    from restock.agents.horizon import HorizonBaseStock
+
+    classes["base_stock_cutoff"] = HorizonBaseStock
     return classes
 
 

@@ -348,4 +348,4 @@ HEURISTICS = {
     "s_S": SSPolicy,
     "r_Q": RQPolicy,
 }
-TUNABLE = ("base_stock", "capped_base_stock", "s_S", "r_Q", "echelon_base_stock")
+TUNABLE = ("base_stock", "capped_base_stock", "s_S", "r_Q", "echelon_base_stock", "base_stock_cutoff")

@@ -101,9 +101,9 @@ class ExperimentConfig(Strict):
     minutes: PositiveFloat | None = None  # wall-clock budget (whole run)
     seed: Int = 0
     num_envs: PositiveInt = Field(default=8, le=MAX_NUM_ENVS)
-    baseline: Literal["base_stock", "capped_base_stock", "echelon_base_stock", "s_S", "r_Q", "zero"] = (
-        "base_stock"
-    )
+    baseline: Literal[
+        "base_stock", "capped_base_stock", "echelon_base_stock", "s_S", "r_Q", "base_stock_cutoff", "zero"
+    ] = "base_stock"
     baseline_params: str | None = None  # parameter file; tuned quickly at start when missing
     checkpoint_every: PositiveInt = 20_000  # env steps
     # checkpoint folders kept (checkpoints/<env steps>/, sb3 and rllib), oldest deleted first after

@@ -18,7 +18,7 @@ def eval_cmd(
         str,
         typer.Option(
             help="Comma-separated: zero, random, base_stock, capped_base_stock, s_S, "
-            "r_Q, echelon_base_stock, clark_scarf, oracle, or run directories."
+            "r_Q, echelon_base_stock, base_stock_cutoff, clark_scarf, oracle, or run directories."
         ),
     ] = "zero,base_stock,oracle",
     params: Annotated[

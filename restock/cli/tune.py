@@ -54,7 +54,10 @@ def tune(
     scenario: Annotated[str, typer.Argument(help="Shipped scenario name or path to a YAML file.")],
     policy: Annotated[
         str,
-        typer.Option(help="Heuristic to tune: base_stock, capped_base_stock, s_S, r_Q, echelon_base_stock."),
+        typer.Option(
+            help="Heuristic to tune: base_stock, capped_base_stock, s_S, r_Q, echelon_base_stock, "
+            "base_stock_cutoff."
+        ),
     ] = "base_stock",
     out: Annotated[Path, typer.Option(help="Parameter file to write (added to when it exists).")] = Path(
         "params.json"
