@@ -1,11 +1,16 @@
 """OR-Gym InvManagement-v0/v1 in restock: tuned heuristics and a perfect-information bound, as
 discounted profit per episode on common paths (docs/results/benchmarks.md).
 
-    .venv/bin/python docs/results/benchmarks.py --episodes 1000 --params-dir out/bench --json out/bench/table.json
+    .venv/bin/python docs/results/benchmarks.py --episodes 1000 --params-dir out/orgym --json out/orgym/table.json \
+        [--learned v1=RUN ... --warm v1=RUN ...]
 
-Needs the tuned knobs first (``restock tune benchmarks/orgym_invmgmt_vX --policy base_stock|s_S
---per-node --discounted --out out/bench/vX_params.json``). Every policy runs behind the shield, as
-``restock eval`` runs them, on the same paths (ids 0..episodes-1, seed --seed). The bound is the
+Needs the tuned knobs first (``restock tune benchmarks/orgym_invmgmt_vX --policy base_stock|s_S|
+echelon_base_stock|base_stock_cutoff --per-node --discounted --out out/orgym/orgym_invmgmt_vX_params.json``).
+Every policy runs behind the shield, as ``restock eval`` runs them, on the same paths (ids
+0..episodes-1, seed --seed): the tuned heuristics, base-stock with a horizon cut-off wrapped around the
+knobs tuned without it (`HorizonCutoff`), the catalogue's ``base_stock_cutoff`` (cut-off and levels
+tuned together), and learned runs of `restock train` (``--learned``, one per training seed, and
+``--warm``, the same seeds' warm starts alone), with paired differences. The bound is the
 perfect-information linear program of these scenarios (below), solved per path on the demand the
 policies met; its mean is an upper bound on the expected discounted profit of any policy (it knows each
 path's whole future, so no policy can reach it). It is the restock counterpart of Hubbs et al.'s
@@ -34,6 +39,8 @@ import time
 import numpy as np
 from restock.agents.base import JointPolicy
 from restock.agents.catalogue import load_params, make_policy
+from restock.agents.horizon import reach_to_customer
+from restock.agents.learned import load_learned_policy
 from restock.agents.shield import Shield
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
@@ -161,7 +168,8 @@ def bound_path(e: dict, d: np.ndarray, integer: bool = False) -> float:
 
 class HorizonCutoff:
     """A tuned quantity heuristic that orders nothing at a node once what it orders could no longer reach
-    a customer before the horizon ends (t + reach[n] > T - 1). The knobs stay the ones tuned without it."""
+    a customer before the horizon ends (t + reach[n] > T - 1). The knobs stay the ones tuned without it
+    (the catalogue's ``base_stock_cutoff`` tunes them with it, and the cut-off itself)."""
 
     version = "1"
 
@@ -181,67 +189,46 @@ class HorizonCutoff:
         return np.where(late[:, :, None], 0, q)
 
 
-def reach_to_customer(c) -> np.ndarray:
-    """Periods from an order at node n to the earliest sale it can make: the lead time into n, then for
-    each DC on the way one period of waiting (ship_before_arrivals) and the next lead time; [N]."""
-    p = c.params
-    reach = np.zeros(c.N, np.int64)
-    for n in range(c.N - 1, -1, -1):  # children after parents
-        kids = p.child_idx[p.child_ptr[n] : p.child_ptr[n + 1]]
-        down = 0 if len(kids) == 0 else int(p.ship_first[n]) + int(min(reach[k] for k in kids))
-        reach[n] = int(p.lt_value[n].max()) + down
-    return reach
+def _paired(a: np.ndarray, b: np.ndarray) -> dict:
+    """Mean and 95% Student-t interval of a - b per path (same paths)."""
+    return mean_ci(np.asarray(a) - np.asarray(b))
 
 
-def tune_cutoff(c, knobs: dict, paths: int, seed: int) -> dict:
-    """Coordinate search of base_stock+cutoff's per-node z on common paths (ids 0..paths-1, ``seed``):
-    a 0.25 grid over the knob's range, then a 0.125 grid around the best, node by node (store first)."""
-    knobs = {n: dict(v) for n, v in knobs.items()}
+def run(
+    version: str, episodes: int, seed: int, params_dir: str, milp_check: int, runs: dict | None = None
+) -> dict:
+    """Every policy of the table on paths 0..episodes-1 of ``seed``, behind the shield, and the bound.
 
-    def profit(kn_: dict) -> float:
-        pol = HorizonCutoff(make_policy("base_stock", kn_), c)
-        res = rollout(c, JointPolicy(pol), episodes=paths, seed=seed, trace_sku=None)
-        return float(episode_kpis(res, c)["discounted_profit"].mean())
-
-    best = profit(knobs)
-    nodes = [n for n in c.agent_ids[c.M :]] + list(reversed(c.agent_ids[: c.M]))
-    for grid in (np.arange(-3.0, 4.0 + 1e-9, 0.25), np.arange(-0.5, 0.5 + 1e-9, 0.125)):
-        for node in nodes:
-            centre = knobs[node]["z"] if grid[0] > -1 else 0.0
-            for z in centre + grid if grid[0] > -1 else grid:
-                trial = {n: dict(v) for n, v in knobs.items()}
-                trial[node]["z"] = float(z)
-                val = profit(trial)
-                if val > best + 1e-9:
-                    best, knobs = val, trial
-    return {"knobs": knobs, "tuning_profit": best, "paths": paths, "seed": seed}
-
-
-def run(version: str, episodes: int, seed: int, params_dir: str, milp_check: int, tune_paths: int) -> dict:
+    ``runs``: {"learned": [run dirs], "warm": [run dirs]} of `restock train` (one per training seed,
+    the warm-start runs in the same order); each is evaluated as ``restock eval`` evaluates a run
+    (`load_learned_policy`), with paired differences learned - warm start and learned - the heuristic
+    it was cloned from (``base_stock_cutoff``)."""
     c = compile_scenario(load_scenario(f"benchmarks/orgym_invmgmt_{version}"))
-    params = load_params(os.path.join(params_dir, f"{version}_params.json"))["policies"]
+    params = load_params(os.path.join(params_dir, f"orgym_invmgmt_{version}_params.json"))["policies"]
     out: dict = {"scenario": c.config.name, "episodes": episodes, "seed": seed, "policies": {}}
     demand = None
     per_ep = {}
-    runs = [(name, name, False) for name in POLICIES] + [("base_stock+cutoff", "base_stock", True)]
-    tuned_cutoff = None
-    if tune_paths:
+    # (label, how to build it, knobs)
+    todo = [(name, name, params[name]["knobs"]) for name in POLICIES]
+    todo.append(("base_stock+cutoff (knobs tuned without it)", "wrapper", params["base_stock"]["knobs"]))
+    todo.append(("base_stock_cutoff", "base_stock_cutoff", params["base_stock_cutoff"]["knobs"]))
+    runs = runs or {}
+    for kind in ("warm", "learned"):
+        for i, d in enumerate(runs.get(kind, [])):
+            todo.append((f"{kind} {i}", "run", d))
+    for label, how, knobs in todo:
         t0 = time.perf_counter()
-        tuned_cutoff = tune_cutoff(c, params["base_stock"]["knobs"], tune_paths, seed + 1000)
-        tuned_cutoff["seconds"] = time.perf_counter() - t0
-        out["cutoff_tuning"] = tuned_cutoff
-        runs.append(("base_stock+cutoff (tuned with it)", "base_stock", True))
-    for label, name, cutoff in runs:
-        knobs = tuned_cutoff["knobs"] if "tuned with" in label else params[name]["knobs"]
-        t0 = time.perf_counter()
-        pol = make_policy(name, knobs)
-        if cutoff:
-            pol = HorizonCutoff(pol, c)
-        res = rollout(c, JointPolicy(pol), episodes=episodes, seed=seed, shield=Shield(c))
+        if how == "run":
+            joint = load_learned_policy(knobs, c)
+        elif how == "wrapper":
+            joint = JointPolicy(HorizonCutoff(make_policy("base_stock", knobs), c))
+        else:
+            joint = JointPolicy(make_policy(how, knobs))
+        res = rollout(c, joint, episodes=episodes, seed=seed, shield=Shield(c))
         k = episode_kpis(res, c)
         per_ep[label] = k["discounted_profit"]
         out["policies"][label] = {
-            "knobs": knobs,
+            ("run" if how == "run" else "knobs"): knobs,
             "discounted_profit": mean_ci(k["discounted_profit"]),
             "fill_rate": mean_ci(k["fill_rate"]),
             "seconds": time.perf_counter() - t0,
@@ -256,6 +243,30 @@ def run(version: str, episodes: int, seed: int, params_dir: str, milp_check: int
         assert (gap >= -1e-6).all(), f"{name} above the bound on some path"
         out["policies"][name]["gap_to_bound"] = mean_ci(gap)
         out["policies"][name]["share_of_bound"] = float(v.mean() / bound.mean())
+    heur = per_ep["base_stock_cutoff"]
+
+    def summary(runs_: list[np.ndarray]) -> dict:
+        m = np.mean(runs_, axis=0)  # the seeds' mean per path
+        return {
+            "seeds": len(runs_),
+            "per_seed_mean": [float(x.mean()) for x in runs_],
+            "mean_over_seeds": mean_ci(m),
+            "share_of_bound": float(m.mean() / bound.mean()),
+            "minus_heuristic": _paired(m, heur),
+            "per_seed_minus_heuristic": [_paired(x, heur) for x in runs_],
+        }
+
+    learned = [per_ep[f"learned {i}"] for i in range(len(runs.get("learned", [])))]
+    warm = [per_ep[f"warm {i}"] for i in range(len(runs.get("warm", [])))]
+    if warm:
+        out["warm_summary"] = summary(warm)
+    if learned:
+        out["learned_summary"] = summary(learned)
+        if len(warm) == len(learned):
+            out["learned_summary"]["minus_warm"] = _paired(np.mean(learned, axis=0), np.mean(warm, axis=0))
+            out["learned_summary"]["per_seed_minus_warm"] = [
+                _paired(x, w) for x, w in zip(learned, warm, strict=True)
+            ]
     if milp_check:
         mi = np.array([bound_path(e, demand[j], integer=True) for j in range(milp_check)])
         out["bound"]["milp_check"] = {
@@ -266,16 +277,33 @@ def run(version: str, episodes: int, seed: int, params_dir: str, milp_check: int
     return out
 
 
+def _runs_arg(items: list[str]) -> dict:
+    """``--learned v1=RUN`` / ``--warm v1=RUN`` (repeatable) as {version: {kind: [run dirs]}}."""
+    out: dict = {}
+    for kind, vals in items:
+        for v in vals or []:
+            version, _, d = v.partition("=")
+            if version not in ("v0", "v1") or not d:
+                raise SystemExit(f"--{kind}: expected v0=RUN_DIR or v1=RUN_DIR, got {v!r}")
+            out.setdefault(version, {}).setdefault(kind, []).append(d)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--params-dir", default="out/bench")
+    ap.add_argument("--params-dir", default="out/orgym")
     ap.add_argument("--milp-check", type=int, default=50)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--tune-cutoff", type=int, default=0, help="tuning paths for base_stock+cutoff (0: skip)")
+    ap.add_argument("--learned", action="append", help="v0=RUN or v1=RUN: a learned run (one per seed)")
+    ap.add_argument("--warm", action="append", help="v0=RUN or v1=RUN: its warm start alone (same order)")
+    ap.add_argument("--versions", default="v0,v1")
     a = ap.parse_args()
-    table = {v: run(v, a.episodes, a.seed, a.params_dir, a.milp_check, a.tune_cutoff) for v in ("v0", "v1")}
+    runs = _runs_arg([("learned", a.learned), ("warm", a.warm)])
+    table = {
+        v: run(v, a.episodes, a.seed, a.params_dir, a.milp_check, runs.get(v)) for v in a.versions.split(",")
+    }
     text = json.dumps(table, indent=2)
     if a.json:
         with open(a.json, "w") as fh:
@@ -289,6 +317,9 @@ def main() -> None:
                 f"  {name}: {m['mean']:.1f} [{m['ci95'][0]:.1f}, {m['ci95'][1]:.1f}]"
                 f" = {100 * pr['share_of_bound']:.1f}% of the bound"
             )
+        for kind in ("warm_summary", "learned_summary"):
+            if kind in r:
+                print(f"  {kind}: " + json.dumps(r[kind]))
         if "milp_check" in r["bound"]:
             print(
                 f"  LP - MILP on {r['bound']['milp_check']['paths']} paths: max {r['bound']['milp_check']['max_lp_minus_milp']:.2e}"
