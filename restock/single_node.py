@@ -31,7 +31,7 @@ from gymnasium import spaces
 
 import restock.gym_registration  # noqa: F401  (registers restock/SingleNode-v0)
 from restock.envs.array_env import ArrayEnv, compile_any
-from restock.envs.types import NODE_FEATURES, sku_feature_names
+from restock.envs.types import NODE_FEATURES
 
 
 class SingleNodeEnv(gym.Env):
@@ -58,9 +58,7 @@ class SingleNodeEnv(gym.Env):
         self._env = ArrayEnv(c, num_envs=1, seed=int(c.config.seed), shield=sh)
         self.K = c.K
         self.levels = int(c.params.levels[0])
-        self.feature_names = [f"sku{k}.{f}" for k in range(c.K) for f in sku_feature_names(c.W)] + list(
-            NODE_FEATURES
-        )
+        self.feature_names = [f"sku{k}.{f}" for k in range(c.K) for f in c.sku_features] + list(NODE_FEATURES)
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(self._env.obs_dim,), dtype=np.float32)
         if self.K == 1:
             self.action_space = spaces.Discrete(self.levels)

@@ -63,9 +63,9 @@ def _listed_files(root: Path) -> list[str]:
 
 def observation_layout(compiled) -> dict[str, Any]:
     """How an agent's observation vector is laid out (`envs.kernel.observe` writes it this way)."""
-    from restock.envs.types import NODE_FEATURES, UB_FEATURE_CAP, sku_feature_names
+    from restock.envs.types import NODE_FEATURES, UB_FEATURE_CAP
 
-    names = sku_feature_names(compiled.W)
+    names = list(compiled.sku_features)  # the scenario's observation block (full by default)
     F, G, K = len(names), len(NODE_FEATURES), compiled.K
     return {
         "sku_features": names,

@@ -103,7 +103,7 @@ def load_bundle(path: str | Path, version: str, compiled, verify: bool = True) -
 def _extra_features(path: Path, role: str, spec: dict[str, Any], compiled) -> tuple[tuple[str, ...], int]:
     """The role's extra per-SKU features (none, or exactly `EXTRA_SKU_FEATURES`) and the observation
     width they give, checked against the width the manifest declares for its model."""
-    from restock.envs.types import NODE_FEATURES, sku_feature_names
+    from restock.envs.types import NODE_FEATURES
 
     extra = spec.get("extra_sku_features", [])
     if not isinstance(extra, list) or extra not in ([], list(EXTRA_SKU_FEATURES)):
@@ -112,7 +112,7 @@ def _extra_features(path: Path, role: str, spec: dict[str, Any], compiled) -> tu
             f"exactly {list(EXTRA_SKU_FEATURES)} (from the request's echelon_position): refusing the artifact"
         )
     K = compiled.K
-    want = K * (len(sku_feature_names(compiled.W)) + len(extra)) + len(NODE_FEATURES)
+    want = K * (len(compiled.sku_features) + len(extra)) + len(NODE_FEATURES)
     declared = spec.get("inputs", {}).get("obs", [None, want])[1]
     if declared != want:
         raise ArtifactError(

@@ -47,7 +47,7 @@ from restock.agents.records import ESC_ANOMALY, MemorySink, StepBatch
 from restock.agents.shield import AnomalyConfig, Shield
 from restock.envs import kernel as kn
 from restock.envs.constraints import CONSTRAINTS as _CONSTRAINTS
-from restock.envs.types import new_work, sku_feature_names
+from restock.envs.types import new_work
 from restock.serving.bundle import RolePolicy
 from restock.serving.onnx_policy import PolicyError
 from restock.serving.records import RecordBuilder
@@ -93,9 +93,9 @@ class _Ctx:
 
 
 def _obs_dim(compiled) -> int:
-    from restock.envs.types import NODE_FEATURES, sku_feature_names
+    from restock.envs.types import NODE_FEATURES
 
-    return compiled.K * len(sku_feature_names(compiled.W)) + len(NODE_FEATURES)
+    return compiled.K * len(compiled.sku_features) + len(NODE_FEATURES)
 
 
 @dataclass
@@ -165,7 +165,7 @@ class DecisionEngine:
         self.shield_config_hash = self._ctx(1).shield.config_hash
         self.records = RecordBuilder(compiled)
         self.scale = demand_scale(p)  # [N, K] what echelon positions are divided by (as in training)
-        self.F = len(sku_feature_names(compiled.W))  # the kernel's per-SKU features
+        self.F = len(compiled.sku_features)  # the kernel's per-SKU features (the observation block)
 
     def _ctx(self, E: int) -> _Ctx:
         size = 1

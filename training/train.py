@@ -106,6 +106,17 @@ def train(
 ) -> Path:
     """Train, write the run directory and return it."""
     check_for_trainer(exp, trainer)
+    if trainer == "dcl":
+        from restock.envs.types import sku_feature_names
+
+        if list(compiled.sku_features) != sku_feature_names(compiled.W):
+            # training/dcl_train.py, dcl_serial*.py and agents/exact.py find features by name in the full
+            # layout: a lean observation would be read at the wrong columns
+            raise ValueError(
+                f"observation.features: the dcl trainer reads the full per-SKU features; scenario "
+                f"{compiled.config.name!r} observes a lean set ({len(compiled.sku_features)} features): "
+                "use observation.features: full"
+            )
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "checkpoints" / "latest.json").exists():
