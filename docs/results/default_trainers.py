@@ -1,6 +1,10 @@
 """Tables for docs/results/default_trainers.md: SB3 and RLlib on `default` at the same budget.
 
-    python docs/results/default_trainers.py out/eval/default_cmp
+    python docs/results/default_trainers.py out/eval/default_cmp200 runs/default_cmp runs/default_clone \
+        out/eval/default_cmp200_clone0 out/eval/default_cmp200_clone1 out/eval/default_cmp200_clone2
+
+Further report folders (those holding a paired.json) are evaluations on the same paths with a run's
+cloned start as the baseline: their paired differences are what PPO added on top of the warm start.
 
 Reads one `restock eval` report folder (kpis.json, paired.json; the eval's --baseline is the best tuned
 heuristic) whose policies include run directories of both trainers (each run's run.json names its
@@ -54,7 +58,15 @@ def own_eval(run: Path) -> tuple[float, float, int] | None:
     return rows[0][1], rows[-1][1], rows[-1][0]
 
 
-def main(folder: str) -> None:
+def find_run(name: str, roots: list[str]) -> Path | None:
+    for r in roots:
+        p = Path(r) / name
+        if (p / "run.json").exists():
+            return p
+    return None
+
+
+def main(folder: str, roots: list[str]) -> None:
     d = Path(folder)
     kpis = json.loads((d / "kpis.json").read_text())
     pj = json.loads((d / "paired.json").read_text())
@@ -72,9 +84,8 @@ def main(folder: str) -> None:
     by_trainer: dict[str, list[float]] = {}
     own: list[str] = []
     for pol, k in kpis.items():
-        key = pol.split(" [")[0]
-        run = Path(key)
-        info = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else None
+        run = find_run(pol.split(" [")[0], roots)
+        info = json.loads((run / "run.json").read_text()) if run is not None else None
         c = k["total_cost"]
         cost = f"{c['mean'] / horizon:,.1f} [{c['ci95'][0] / horizon:,.1f}, {c['ci95'][1] / horizon:,.1f}]"
         rel = pj["paired"].get(pol, {}).get("total_cost_relative")
@@ -90,13 +101,15 @@ def main(folder: str) -> None:
             print(f"| {pol} | heuristic | | | {cost} | {rs} | {viol:g} |")
             continue
         trainer, seed = info["trainer"], info["seed"]
+        if (info.get("summary") or {}).get("stopped") == "test":  # docs/results/default_clone.py
+            trainer = "cloned start"
         roles = (info.get("summary") or {}).get("roles", {})
         steps = f"{sum(r.get('env_steps', 0) for r in roles.values()):,}" if roles else ""
         print(f"| {run.name} | {trainer} | {seed} | {steps} | {cost} | {rs} | {viol:g} |")
         if rel is not None:
             by_trainer.setdefault(trainer, []).append(rel["mean"])
         oe = own_eval(run)
-        if oe:
+        if oe and trainer != "cloned start":
             c0, c1, s1 = oe
             own.append(
                 f"| {trainer} | {seed} | {s1:,} | {c0 / horizon:,.1f} | {c1 / horizon:,.1f} | {100 * (c1 / c0 - 1):+.2f}% |"
@@ -124,4 +137,19 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    extra = sys.argv[2:]
+    main(sys.argv[1], [a for a in extra if not (Path(a) / "paired.json").exists()] or ["runs"])
+    vs_clone = [a for a in extra if (Path(a) / "paired.json").exists()]
+    if vs_clone:
+        print("\nWhat PPO added, paired against each seed's cloned start on the same held-out paths:\n")
+        print("| run | vs its cloned start, paired (95% CI) |")
+        print("|---|---|")
+        for a in vs_clone:
+            pj = json.loads((Path(a) / "paired.json").read_text())
+            for pol, v in pj["paired"].items():
+                if pol == pj["baseline"]:
+                    continue
+                r = v["total_cost_relative"]
+                print(
+                    f"| {pol.split(' [')[0]} | {100 * r['mean']:+.2f}% [{100 * r['ci95'][0]:+.2f}%, {100 * r['ci95'][1]:+.2f}%] |"
+                )
