@@ -93,7 +93,7 @@ def exact_policy_cost(compiled, joint, node: int = 0) -> tuple[float, float]:
     spec = spec_from_scenario(compiled)
     for p in joint.policies.values():
         net = getattr(p, "net", None)
-        if net is not None and not _reads_only_state(net, compiled.W):
+        if net is not None and not _reads_only_state(net, compiled.W, list(compiled.sku_features)):
             raise ValueError(
                 "the learned policy reads features outside the exact state (last period's flows, time): "
                 "its exact cost is not defined on the DP's states"
@@ -109,10 +109,13 @@ def exact_policy_cost(compiled, joint, node: int = 0) -> tuple[float, float]:
     return evaluate_table(spec, lambda _c: q)
 
 
-def _reads_only_state(net, W: int) -> bool:
+def _reads_only_state(net, W: int, sku_features: list[str] | None = None) -> bool:
     keep = {"on_hand", "backlog", "pipeline_total", "inventory_position"} | {
         f"pipeline_{j}" for j in range(1, W)
     }
-    names = sku_feature_names(W) + list(NODE_FEATURES)
+    # the scenario's observed features (a lean observation block observes a subset), then the node's
+    names = (sku_feature_names(W) if sku_features is None else list(sku_features)) + list(NODE_FEATURES)
+    if len(names) != net.feat_std.shape[0]:
+        return False  # a network for another observation layout: not a table over the DP's states
     std = net.feat_std.detach().numpy()
     return all(std[i] >= 1e8 for i, n in enumerate(names) if n not in keep)

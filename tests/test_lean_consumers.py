@@ -22,10 +22,22 @@ def test_serving_layout_and_width_follow_a_compact_observation():
     c = _compiled("tiny", "compact")
     env = ArrayEnv(c, num_envs=1, seed=0)
     lay = observation_layout(c)
-    assert lay["sku_features"] == list(c.sku_features) and lay["F"] == len(c.sku_features) < env.F + 1
-    assert _obs_dim(c) == env.obs_dim == c.K * len(c.sku_features) + len(NODE_FEATURES)
     full = compile_scenario(load_scenario("tiny"))
+    assert lay["sku_features"] == list(c.sku_features) and lay["F"] == len(c.sku_features) == env.F
+    assert lay["F"] < len(full.sku_features)
+    assert _obs_dim(c) == env.obs_dim == c.K * len(c.sku_features) + len(NODE_FEATURES)
     assert _obs_dim(full) > _obs_dim(c)
+
+
+def test_the_default_observation_block_keeps_the_scenario_hash():
+    """Artifacts, params files and audit records name a scenario by its hash: the observation block's
+    default (full) hashes as if the block were absent, so their hashes from before it existed still match."""
+    from restock.envs.compile import config_hash
+
+    plain = config_hash(load_scenario("tiny"))
+    assert config_hash(load_scenario("tiny", observation__features="full")) == plain
+    assert "observation" in load_scenario("tiny").model_dump(mode="json")  # present, yet not hashed
+    assert config_hash(load_scenario("tiny", observation__features="compact")) != plain
 
 
 def test_single_agent_feature_names_match_the_observation():

@@ -553,7 +553,10 @@ def train_rllib(
                 break
         if exp.keep_best and last_eval != steps:
             eval_and_keep(steps)  # the last weights compete too
-        save_checkpoint(algo, run_dir, net_cfgs, steps, meta, exp.keep_checkpoints)
+        if last_ckpt != steps:
+            # (when the last iteration checkpointed these very steps, saving again would delete the folder
+            # latest.json names before its replacement is in place)
+            save_checkpoint(algo, run_dir, net_cfgs, steps, meta, exp.keep_checkpoints)
         algo.stop()
         summary: dict[str, Any] = {
             "roles": {r: {"env_steps": steps} for r in exp.roles},

@@ -121,6 +121,11 @@ def train(
         run_dir = Path(resume)
         if not (run_dir / "checkpoints" / "latest.json").exists():
             raise ValueError(f"--resume: {run_dir} has no checkpoint to resume from")
+        if trainer == "rllib":  # refuse before anything in the run directory is rewritten
+            from restock.training.rllib_train import check_resume, checkpoint_meta
+
+            latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
+            check_resume(run_dir / "checkpoints" / latest["path"], checkpoint_meta(compiled, exp))
     else:
         run_dir = new_run_dir(out_root, compiled.config.name, exp.name, exp.seed)
     gamma_info = None

@@ -111,8 +111,11 @@ def main(folder: str, roots: list[str]) -> None:
         oe = own_eval(run)
         if oe and trainer != "cloned start":
             c0, c1, s1 = oe
+            sel = roles.get("store", {}).get("selected") or {}
+            kept = f"{sel['env_steps']:,} ({sel['eval_cost'] / horizon:,.1f})" if sel else "last"
             own.append(
-                f"| {trainer} | {seed} | {s1:,} | {c0 / horizon:,.1f} | {c1 / horizon:,.1f} | {100 * (c1 / c0 - 1):+.2f}% |"
+                f"| {trainer} | {seed} | {s1:,} | {c0 / horizon:,.1f} | {c1 / horizon:,.1f} | "
+                f"{100 * (c1 / c0 - 1):+.2f}% | {kept} |"
             )
     print("\n| trainer | seeds | across-seed mean vs tuned (s,S) (95% t over seeds) |")
     print("|---|---|---|")
@@ -130,9 +133,10 @@ def main(folder: str, roots: list[str]) -> None:
             "\nWhat PPO added on the trainer's own held-out evaluation (8 paths, the same at every evaluation):\n"
         )
         print(
-            "| trainer | seed | last step | cloned start, per period | final weights, per period | change |"
+            "| trainer | seed | last evaluation, step | cloned start, per period | last evaluated weights, per "
+            "period | change | deployed (keep_best): step (per period) |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         print("\n".join(own))
 
 

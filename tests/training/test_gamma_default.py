@@ -29,6 +29,16 @@ def test_resolve_gamma__scenario_discount_default_and_explicit():
     assert again.ppo.gamma is None and resolve_gamma(again, _tiny(0.95))[0] == 0.95
 
 
+def test_resolve_gamma__rewards_discounted_already_are_not_discounted_again():
+    """With ``reward.discounted`` the reward of period t carries discount^t already (OR-Gym's profit):
+    the default gamma is then 1, or period t would weigh discount^(2t)."""
+    c = compile_scenario(load_scenario("tiny", discount=0.95, reward__discounted=True))
+    g, src = resolve_gamma(ExperimentConfig(), c)
+    assert g == 1.0 and "discounted already" in src
+    explicit = ExperimentConfig.model_validate({"ppo": {"gamma": 0.9}})
+    assert resolve_gamma(explicit, c)[0] == 0.9
+
+
 def test_train__uses_and_records_the_scenario_gamma(tmp_path, monkeypatch):
     import restock.training.bc as bc
     import restock.training.sb3_train as sb3_train
