@@ -138,7 +138,10 @@ def resolve_gamma(exp: ExperimentConfig, compiled: Any) -> tuple[float, str]:
     if discount < 1.0 and compiled.config.reward.discounted:
         # the rewards already carry discount^t (reward.discounted): discounting again would count
         # period t at discount^(2t)
-        return 1.0, f"1: the scenario's rewards are discounted already ({compiled.config.name}, reward.discounted)"
+        return (
+            1.0,
+            f"1: the scenario's rewards are discounted already ({compiled.config.name}, reward.discounted)",
+        )
     if discount < 1.0:
         return discount, f"the scenario's discount ({compiled.config.name})"
     return DEFAULT_GAMMA, f"default (the scenario {compiled.config.name} is undiscounted: discount 1)"

@@ -187,7 +187,9 @@ def test_rllib__resume_refuses_another_network_naming_it(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="--resume: the checkpoint 000000000032 was trained with network"):
         train(tiny, other, "rllib", out_root=tmp_path, resume=run, log=lambda m: None)
     # refused before anything in the run directory was rewritten
-    assert {p.name: p.read_bytes() for p in (run / "run.json", run / "config.yaml", run / "scenario.yaml")} == before
+    assert {
+        p.name: p.read_bytes() for p in (run / "run.json", run / "config.yaml", run / "scenario.yaml")
+    } == before
     # a checkpoint from before restock.json: RLlib's own folders must hold this experiment's policies
     import restock.training.rllib_train as rt
 
