@@ -205,23 +205,11 @@ def _rollouts(
 
 
 def _fit(net: PerSkuNet, obs: torch.Tensor, levels, weights, epochs: int, lr: float, seed: int) -> dict:
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    y = torch.as_tensor(levels, dtype=torch.long)
-    w = torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
-    m = torch.ones(obs.shape[0], net.cfg.levels)
-    net.train()
-    loss = torch.zeros(())
-    for _ in range(epochs):
-        logits = net.forward_logits(obs, m)
-        loss = (torch.nn.functional.cross_entropy(logits, y, reduction="none") * w).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    with torch.no_grad():
-        pred = net.forward_logits(obs, m).argmax(dim=-1)
-    return {"loss": float(loss.detach()), "accuracy": float(((pred == y).float() * w).sum())}
+    """`training.dcl_train._fit` with every level allowed (the labels are the rollout winners)."""
+    from restock.training.dcl_train import _fit as fit_masked
+
+    mask = np.ones((obs.shape[0], net.cfg.levels), np.float32)
+    return fit_masked(net, obs, mask, levels, weights, epochs, lr, seed)
 
 
 def _keys(ip: np.ndarray, eip: np.ndarray, n: int, grid: Grid) -> np.ndarray:
