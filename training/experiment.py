@@ -95,7 +95,7 @@ class ExperimentConfig(Strict):
     """One training experiment; every field has a default so a file only states what it changes."""
 
     name: str = "default"
-    trainer: Literal["sb3", "rllib", "dcl"] | None = None  # the CLI flag wins when given
+    trainer: Literal["sb3", "rllib", "dcl", "pair_ppo"] | None = None  # the CLI flag wins when given
     roles: list[Literal["store", "dc"]] = Field(default_factory=lambda: ["store"], min_length=1)  # trained
     steps: PositiveInt | None = None  # env steps (periods x environments) per trained role
     minutes: PositiveFloat | None = None  # wall-clock budget (whole run)

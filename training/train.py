@@ -24,6 +24,7 @@ TRAINERS = {
     "sb3": ("restock.training.sb3_train", "train_sb3"),
     "rllib": ("restock.training.rllib_train", "train_rllib"),
     "dcl": ("restock.training.dcl_train", "train_dcl"),
+    "pair_ppo": ("restock.training.pair_ppo", "train_pair_ppo"),
 }
 
 
@@ -69,8 +70,13 @@ def check_for_trainer(exp: ExperimentConfig, trainer: str) -> None:
         check_experiment(exp)
     elif trainer == "dcl":
         _check_dcl(exp)
+    elif trainer == "pair_ppo":
+        from restock.training.pair_ppo import check_experiment
+
+        _check_sb3(exp)
+        check_experiment(exp)
     else:
-        raise ValueError(f"--trainer must be sb3, rllib or dcl, not {trainer!r}")
+        raise ValueError(f"--trainer must be one of {', '.join(TRAINERS)}, not {trainer!r}")
 
 
 def _check_dcl(exp: ExperimentConfig) -> None:
@@ -167,7 +173,7 @@ def train(
     write_json_atomic(run_dir / "run.json", run_info)
     try:
         if trainer not in TRAINERS:
-            raise ValueError(f"--trainer must be sb3, rllib or dcl, not {trainer!r}")
+            raise ValueError(f"--trainer must be one of {', '.join(TRAINERS)}, not {trainer!r}")
         module, name = TRAINERS[trainer]
         run_trainer = getattr(importlib.import_module(module), name)  # each imports its own stack lazily
         summary = run_trainer(

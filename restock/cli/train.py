@@ -19,8 +19,10 @@ def train(
     trainer: Annotated[
         str,
         typer.Option(
-            help="sb3 (MaskablePPO on the array env), rllib (multi-agent PPO) or dcl (approximate policy "
-            "iteration with rollout labels, one-store one-SKU scenarios: training/dcl_train.py)."
+            help="sb3 (MaskablePPO on the array env), rllib (multi-agent PPO), dcl (approximate policy "
+            "iteration with rollout labels, one-store one-SKU scenarios and serial chains: "
+            "training/dcl_train.py) or pair_ppo (PPO with a reward and a critic per store-SKU pair, the "
+            "store role of many-SKU scenarios: training/pair_ppo.py)."
         ),
     ] = "sb3",
     config: Annotated[
@@ -67,8 +69,8 @@ def train(
     from restock.training.experiment import load_experiment
     from restock.training.train import train as run_train
 
-    if trainer not in ("sb3", "rllib", "dcl"):
-        fail(f"--trainer: must be sb3, rllib or dcl, not {trainer!r}")
+    if trainer not in ("sb3", "rllib", "dcl", "pair_ppo"):
+        fail(f"--trainer: must be sb3, rllib, dcl or pair_ppo, not {trainer!r}")
     n_threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
     if os.environ.get("OMP_NUM_THREADS") != str(n_threads):  # before torch loads; Ray's workers inherit it
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(n_threads)
