@@ -373,6 +373,7 @@ def train_pair_ppo(
         )
     check_experiment(exp)
     seed_everything(exp.seed)
+    threads = torch.get_num_threads()
     t_start = time.perf_counter()
     deadline = t_start + 60 * exp.minutes if exp.minutes else None
     ppo = exp.ppo
@@ -439,9 +440,9 @@ def train_pair_ppo(
             break
         it += 1
         t_it = time.perf_counter()
-        # re-assert the process's math threads: a run was seen doing its updates on a second OpenMP
-        # thread after a numba call changed the OpenMP setting (torch and numba share libgomp)
-        torch.set_num_threads(torch.get_num_threads())
+        # the process's math threads as they were at the start: a parallel numba call (demand for a big
+        # batch) can raise torch's OpenMP thread count (`restock train` caps numba's threads as well)
+        torch.set_num_threads(threads)
         ro = _rollout(env, roles, other, compiled, gen)
         env_steps += per_iter
         t_roll = time.perf_counter() - t_it

@@ -86,6 +86,7 @@ def train(
     except ImportError:
         fail("restock train needs torch and a trainer: pip install 'restock[sb3]' or 'restock[rllib]'")
     torch.set_num_threads(n_threads)
+    _numba_threads(n_threads)
     try:
         exp = load_experiment(config, minutes=minutes, steps=steps, seed=seed)
     except ConfigError as exc:
@@ -234,3 +235,17 @@ def sweep(
     b = res["best"]
     console.print(f"best: {out}/best -> {b['run_dir']} (held-out cost {b['eval_cost']:,.1f} per episode)")
     console.print(f"evaluate: restock eval {scenario} --policies base_stock,{out}/best")
+
+
+def _numba_threads(n: int) -> None:
+    """Numba's parallel builds (demand sampling of big batches) use this many threads too. torch and
+    numba share one OpenMP runtime: a parallel demand draw on numba's default team (every core) raised
+    torch's thread count with it, and the extra OpenMP thread then spun at its barrier through every PPO
+    update (measured on `default`: torch.get_num_threads() went from 1 to 2 after the first env step)."""
+    os.environ["NUMBA_NUM_THREADS"] = str(n)  # Ray's env-runner processes inherit it
+    try:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover - numba is a core dependency
+        pass
