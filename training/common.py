@@ -258,7 +258,16 @@ def make_eval(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, shi
             shield=shield_factory(compiled) if shield_factory else None,
             trace_sku=None,
         )
-        cost = res.cost.sum(axis=(1, 2))
-        return {"episodic_cost": float(cost.mean()), "episodic_cost_std": float(cost.std())}
+        return episodic_objective(compiled, res)
 
     return run
+
+
+def episodic_objective(compiled: Compiled, res) -> dict:
+    """What held-out evaluation and ``keep_best`` minimise per episode: the total cost, or the net cost
+    (cost minus revenue, undiscounted) when the scenario's reward includes revenue (a profit scenario:
+    the cheapest policy there may sell nothing)."""
+    cost = res.cost.sum(axis=(1, 2))
+    if compiled.params.include_revenue:
+        cost = cost - res.revenue.sum(axis=1)
+    return {"episodic_cost": float(cost.mean()), "episodic_cost_std": float(cost.std())}

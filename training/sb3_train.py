@@ -30,6 +30,7 @@ from restock.training.checkpoints import prune_checkpoints
 from restock.training.common import (
     Baseline,
     Monitor,
+    episodic_objective,
     net_config,
     observation_stats,
     safety_scalars,
@@ -571,7 +572,6 @@ def _make_eval(compiled, role, model, other_joint, exp: ExperimentConfig, shield
             trace_sku=None,
         )
         net.train()
-        cost = res.cost.sum(axis=(1, 2))
-        return {"episodic_cost": float(cost.mean()), "episodic_cost_std": float(cost.std())}
+        return episodic_objective(compiled, res)
 
     return run
