@@ -415,8 +415,11 @@ def train_pair_ppo(
     held_out = make_eval(compiled, exp, baseline, shield_factory)
     best: dict[str, Any] | None = None
 
+    last_eval = -1
+
     def consider(step: int, it: int) -> None:
-        nonlocal best
+        nonlocal best, last_eval
+        last_eval = step
         res = held_out({r.name: r.net for r in roles})
         monitor.log(step, {f"eval/{k}": v for k, v in res.items()})
         if best is None or res["episodic_cost"] < best["eval_cost"]:
@@ -485,7 +488,7 @@ def train_pair_ppo(
         if exp.eval_every and env_steps >= next_eval:
             consider(env_steps, it)
             next_eval += exp.eval_every
-    if best is None or best["env_steps"] != env_steps:
+    if last_eval != env_steps:  # the last weights are always judged
         consider(env_steps, it)
     _checkpoint(run_dir, roles, it, env_steps)
     summary: dict[str, Any] = {"roles": {}}
