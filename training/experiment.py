@@ -89,6 +89,10 @@ class RLlibSpec(Strict):
     init_from: str | None = None
     # Ray runtime_env for the driver's job (merged with restock's env_vars), e.g. {"working_dir": "."}
     runtime_env: dict[str, Any] | None = None
+    # per-(node, SKU) credit as in `--trainer pair_ppo` (training/rllib_pairs.py): each SKU's action gets
+    # its pair's own reward (a DC pair: its SKU's cost over its subtree), a per-SKU critic, per-SKU GAE
+    # and PPO's clipped loss per pair. False: one reward and one value per agent (node)
+    pair_credit: bool = False
 
 
 class ExperimentConfig(Strict):

@@ -82,7 +82,9 @@ def kernel_envs_per_step(env_config: dict | None) -> int:
 class RLlibInventoryEnv(MultiAgentEnv):
     """env_config: scenario (dict or name), roles, baseline {policy, knobs}, reward_scale, seed,
     num_envs (kernel environments held, default 1), shield (bool), shield_penalty, central_critic
-    (bool), dc_reward ("region" or "own"). An RLlib ``EnvContext`` adds the env runner's ``worker_index``."""
+    (bool), dc_reward ("region" or "own"), pair_credit (bool: each agent's info carries its per-SKU rewards
+    under ``"pair_rewards"``, `training.rllib_pairs`). An RLlib ``EnvContext`` adds the env runner's
+    ``worker_index``."""
 
     def __init__(self, config: dict | None = None):
         super().__init__()
@@ -113,6 +115,8 @@ class RLlibInventoryEnv(MultiAgentEnv):
         self.reward_scale = float(cfg.get("reward_scale", 1.0))
         self.shield_penalty = float(cfg.get("shield_penalty", 0.0))
         self.central = bool(cfg.get("central_critic", False))
+        # per-(node, SKU) rewards in each agent's info dict (training/rllib_pairs.py)
+        self.pair_credit = bool(cfg.get("pair_credit", False))
         self.K = c.K
         self.gdim = global_state_dim(c.K)
         # DCs' rewards: "region" = the mean net cost over the DC and its stores (a DC's own cost has no
@@ -265,6 +269,8 @@ class RLlibInventoryEnv(MultiAgentEnv):
         kn.check_levels(c.params, lv, env.mask, True)
         kn.levels_to_qty(c.params, env.state, env.work, lv, self._q)
         qty[:, self.nodes] = self._q[:, self.nodes]
+        if self.pair_credit:
+            before, tc = env.state.on_hand.copy(), min(env.t, c.horizon)
         _, _, reward, done, info = env.step_qty(qty)
         obs = self._obs()
         if self.dc_reward == "region":
@@ -296,6 +302,12 @@ class RLlibInventoryEnv(MultiAgentEnv):
             }
             infos = {a: {"episode_summary": summary} for a in self.possible_agents}
             self.agents = []
+        if self.pair_credit:
+            from restock.training.rllib_pairs import PAIR_REWARDS, env_pair_rewards
+
+            pr = env_pair_rewards(self, before, tc)
+            for a, row in zip(self.possible_agents, pr, strict=True):
+                infos.setdefault(a, {})[PAIR_REWARDS] = row
         terminateds = {"__all__": False}
         truncateds = dict.fromkeys(self.possible_agents, done)
         truncateds["__all__"] = done

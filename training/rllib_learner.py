@@ -53,11 +53,12 @@ class RestockPPOLearner(PPOTorchLearner):
         with torch.no_grad():
             logp_new = dist.logp(batch[Columns.ACTIONS])
             logp_old = batch[Columns.ACTION_LOGP]
+            log_ratio = self._clipped_log_ratio(module, dist, batch, logp_new - logp_old)
             if Columns.LOSS_MASK in batch:
                 m = batch[Columns.LOSS_MASK]
-                logp_new, logp_old = logp_new[m], logp_old[m]
+                logp_new, logp_old, log_ratio = logp_new[m], logp_old[m], log_ratio[m]
             kl = approx_kl(logp_new, logp_old)
-            clip = torch.mean((torch.abs(torch.exp(logp_new - logp_old) - 1.0) > config.clip_param).float())
+            clip = torch.mean((torch.abs(torch.exp(log_ratio) - 1.0) > config.clip_param).float())
         target = (config.learner_config_dict or {}).get("target_kl")
         if target is not None and module_id not in self._kl_stopped and float(kl) > 1.5 * float(target):
             self._kl_stopped.add(module_id)
@@ -66,12 +67,20 @@ class RestockPPOLearner(PPOTorchLearner):
         self.metrics.log_value(
             (module_id, KL_STOPPED_KEY), float(module_id in self._kl_stopped), reduce="max", window=1
         )
-        loss = super().compute_loss_for_module(
-            module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
-        )
+        loss = self._ppo_loss(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
         if module_id in self._kl_stopped:
             return loss.detach()  # no gradient path: the optimiser skips this module's parameters
         return loss
+
+    def _clipped_log_ratio(self, module, dist, batch, joint: torch.Tensor) -> torch.Tensor:
+        """The log-probability ratios PPO clips (for the clip fraction): the joint action's here."""
+        return joint
+
+    def _ppo_loss(self, *, module_id, config, batch, fwd_out):
+        """The loss (RLlib's PPO loss here; `training.rllib_pairs.PairPPOLearner`: per (node, SKU) pair)."""
+        return super().compute_loss_for_module(
+            module_id=module_id, config=config, batch=batch, fwd_out=fwd_out
+        )
 
     def compute_gradients(self, loss_per_module, **kwargs):
         grads = super().compute_gradients(loss_per_module, **kwargs)

@@ -118,8 +118,9 @@ class CentralCritic(nn.Module):
 
 
 class PerSkuRLModule(TorchRLModule, ValueFunctionAPI):
-    """model_config: {"net": NetConfig.to_dict(), "central_critic": bool}. With a centralised critic the
-    observation dict carries ``"global_state"`` and the value comes from `CentralCritic`."""
+    """model_config: {"net": NetConfig.to_dict(), "central_critic": bool, "pair_credit": bool}. With a
+    centralised critic the observation dict carries ``"global_state"`` and the value comes from
+    `CentralCritic`; with pair credit the values are per SKU ([B, K], `pair_ppo.PairCritic`)."""
 
     @override(RLModule)
     def setup(self):
@@ -134,6 +135,12 @@ class PerSkuRLModule(TorchRLModule, ValueFunctionAPI):
             )
         self.K = int(len(self.action_space.nvec))
         self.L = int(self.action_space.nvec[0])
+        # per-(node, SKU) credit (training/rllib_pairs.py): a per-SKU value head, values [B, K]
+        self.pair_critic = None
+        if self.model_config.get("pair_credit"):
+            from restock.training.pair_ppo import PairCritic
+
+            self.pair_critic = PairCritic(self.net, tuple(cfg.value_hidden) or (64,))
         self.action_dist_cls = BlockCategorical.get_partial_dist_cls(levels=self.L)
 
     @override(RLModule)
@@ -183,6 +190,8 @@ class PerSkuRLModule(TorchRLModule, ValueFunctionAPI):
     def _value_head(
         self, emb: torch.Tensor, ctx_n: torch.Tensor, obs: dict[str, torch.Tensor]
     ) -> torch.Tensor:
+        if self.pair_critic is not None:
+            return self.pair_critic(obs["observations"])  # [B, K]
         if self.critic is not None:
             return self.critic(emb, ctx_n, obs["global_state"])
         net = self.net

@@ -116,6 +116,10 @@ def check_experiment(exp: ExperimentConfig) -> None:
                 raise ValueError(
                     f"rllib.init_from: no usable {r} weights in {exp.rllib.init_from} ({err})"
                 ) from None
+    if exp.rllib.pair_credit:
+        from restock.training.rllib_pairs import check_pair_experiment
+
+        check_pair_experiment(exp)
     if exp.rllib.num_gpus_per_learner > 0 and not exp.rllib.ray_address:
         import torch
 
@@ -139,6 +143,7 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
     from restock.training.rllib_env import RLlibInventoryEnv
     from restock.training.rllib_learner import RestockPPOLearner
     from restock.training.rllib_module import PerSkuRLModule
+    from restock.training.rllib_pairs import PairPPOLearner
     from restock.training.rllib_runner import InventoryEnvRunner
 
     ppo = exp.ppo
@@ -153,6 +158,7 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
         "shield_penalty": exp.shield.penalty,
         "central_critic": exp.network.centralised_critic,
         "dc_reward": exp.rllib.dc_reward,
+        "pair_credit": exp.rllib.pair_credit,  # per-SKU rewards in the agents' infos (rllib_pairs.py)
         "num_envs": exp.num_envs,  # kernel environments inside one RLlib env (training/rllib_env.py)
     }
     policies = {f"{r}_policy" for r in exp.roles}
@@ -192,6 +198,7 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
                         model_config={
                             "net": net_cfgs[r].to_dict(),
                             "central_critic": exp.network.centralised_critic,
+                            "pair_credit": exp.rllib.pair_credit,
                         },
                     )
                     for r in exp.roles
@@ -216,7 +223,7 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
         .learners(
             num_learners=exp.rllib.num_learners,
             num_gpus_per_learner=exp.rllib.num_gpus_per_learner,
-            learner_class=RestockPPOLearner,
+            learner_class=PairPPOLearner if exp.rllib.pair_credit else RestockPPOLearner,
             learner_config_dict={"target_kl": ppo.target_kl},
         )
         .callbacks(InventoryMetrics)
