@@ -92,6 +92,9 @@ def test_check__pair_credit_refuses_the_centralised_critic_and_the_shield_penalt
     bad = {"rllib": {"pair_credit": True}, "network": {"centralised_critic": True}}
     with pytest.raises(ValueError, match="network.centralised_critic"):
         check_experiment(ExperimentConfig.model_validate(bad))
+    bad = {"rllib": {"pair_credit": True}, "shield": {"penalty": 0.5}}
+    with pytest.raises(ValueError, match="shield.penalty"):
+        check_experiment(ExperimentConfig.model_validate(bad))
     check_experiment(ExperimentConfig.model_validate({"network": {"centralised_critic": True}}))
 
 
