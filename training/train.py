@@ -50,6 +50,7 @@ def _check_sb3(exp: ExperimentConfig) -> None:
         ("num_gpus_per_learner", r.num_gpus_per_learner),
         ("runtime_env", r.runtime_env),
         ("init_from", r.init_from),
+        ("pair_credit", r.pair_credit),
         # a non-default DC reward only (a sweep re-validates a dumped experiment, so every field is "set")
         ("dc_reward", r.dc_reward != type(r).model_fields["dc_reward"].default),
     ):

@@ -242,7 +242,8 @@ def _numba_threads(n: int) -> None:
     numba share one OpenMP runtime: a parallel demand draw on numba's default team (every core) raised
     torch's thread count with it, and the extra OpenMP thread then spun at its barrier through every PPO
     update (measured on `default`: torch.get_num_threads() went from 1 to 2 after the first env step)."""
-    os.environ["NUMBA_NUM_THREADS"] = str(n)  # Ray's env-runner processes inherit it
+    # numba.set_num_threads only (not NUMBA_NUM_THREADS: numba re-reads it when it compiles, and a value
+    # changed after its threads started makes every later compilation fail)
     try:
         import numba
 
