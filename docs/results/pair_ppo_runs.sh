@@ -23,7 +23,7 @@ case ${1:-} in
       done
     done ;;
   eval-default)
-    runs=(runs/pair_ppo/default__default_pair_ppo__*)
+    runs=(runs/pair_ppo/default__default_pair_ppo*)
     link_clones "${runs[@]}"
     pols="s_S,base_stock"
     for r in "${runs[@]}"; do pols="$pols,out/pp_clones/$(basename "$r")__cloned,$r"; done

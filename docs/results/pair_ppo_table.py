@@ -36,13 +36,18 @@ def pct(x: float) -> str:
     return f"{100 * x:+.2f}%"
 
 
+# experiment names a run was made under that are the same experiment file under another name: seed 0 of
+# default_pair_ppo ran from a copy named after the learning rate being tried (the only difference)
+ALIAS = {"default_pair_ppo_lr1e3": "default_pair_ppo"}
+
+
 def parts(name: str) -> tuple[str, str, bool]:
     """(experiment, seed, is the cloned start) of a run's policy name."""
     run = name.split(" [")[0]
     bits = run.split("__")
     if len(bits) < 4:
         return "", "", False
-    return bits[1], bits[2], run.endswith("__cloned")
+    return ALIAS.get(bits[1], bits[1]), bits[2], run.endswith("__cloned")
 
 
 def main(main_dir: str, added: list[str]) -> None:
