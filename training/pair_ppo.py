@@ -282,6 +282,18 @@ def _gae(rew: np.ndarray, val: np.ndarray, gamma: float, lam: float) -> tuple[np
 # the trainer
 
 
+BC_MIN_STEPS = 1500  # pretrain's own default minimum (level accuracy ~0.8 on `default`)
+
+
+def _bc_caps(exp: ExperimentConfig, pairs: int) -> dict:
+    from restock.training.bc import bc_budget
+
+    caps = bc_budget(exp, pairs)
+    if caps["max_updates"] is not None:
+        caps["max_updates"] = max(caps["max_updates"], BC_MIN_STEPS)
+    return caps
+
+
 def check_experiment(exp: ExperimentConfig) -> None:
     """Refuse what this trainer does not do (ValueError naming the field)."""
     if exp.network.centralised_critic:
@@ -383,11 +395,15 @@ def train_pair_ppo(
     other.bind(compiled)
 
     roles: list[_Role] = []
+    # behaviour cloning's budget: `bc_budget` of the role with the most pair decisions, and at least
+    # BC_MIN_STEPS gradient steps. A DC role given its own share (100 pairs on `default`, 40 on
+    # `network_2e`) got 106-266 gradient steps and a clone that cost up to 36 times the heuristic.
+    bc_pairs = max(len(role_nodes(compiled, r)) for r in exp.roles) * compiled.K
     for name in sorted(exp.roles, key=lambda x: x != "dc"):
         nodes = role_nodes(compiled, name)
         net = PerSkuNet(net_config(compiled, name, exp, observation_stats(compiled, name, baseline)))
         if exp.bc_episodes and exp.bc_epochs:  # warm start: behaviour cloning of the tuned baseline
-            from restock.training.bc import bc_budget, collect, pretrain
+            from restock.training.bc import collect, pretrain
 
             data = collect(
                 compiled, name, baseline.joint(), exp.bc_episodes, seed=exp.seed + 500, gamma=gamma,
@@ -399,7 +415,7 @@ def train_pair_ppo(
                 epochs=exp.bc_epochs,
                 seed=exp.seed,
                 log=log,
-                **bc_budget(exp, len(nodes) * compiled.K),
+                **_bc_caps(exp, bc_pairs),
             )
             monitor.log(0, {f"charts/bc_accuracy/{name}": res["accuracy"]})
         save_role(run_dir / "cloned", name, net)

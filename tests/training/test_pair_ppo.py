@@ -178,3 +178,14 @@ def test_pair_ppo_refuses_settings_it_does_not_use(tmp_path, kw, field):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         train(c, _exp(**kw), "pair_ppo", out_root=tmp_path, log=lambda s: None)
     assert not any(tmp_path.iterdir())  # refused before a run directory was made
+
+
+def test_behaviour_cloning_gets_at_least_the_minimum_steps_for_a_small_role():
+    """A DC role has few pairs: its share of a proportional cloning budget was a handful of gradient steps."""
+    from restock.training.pair_ppo import BC_MIN_STEPS, _bc_caps
+
+    exp = _exp(steps=43_680, ppo={"minibatch_size": 16_384, "n_epochs": 4})
+    small = _bc_caps(exp, 40)  # network_2e's DCs: 2 x 20 SKUs
+    assert small["max_updates"] == BC_MIN_STEPS
+    big = _bc_caps(exp, 100_000)
+    assert big["max_updates"] > BC_MIN_STEPS  # proportional above the floor
