@@ -86,7 +86,8 @@ def train(
     except ImportError:
         fail("restock train needs torch and a trainer: pip install 'restock[sb3]' or 'restock[rllib]'")
     torch.set_num_threads(n_threads)
-    _numba_threads(n_threads)
+    if trainer != "dcl":  # dcl's work is numba rollouts on every core, its torch fits are small
+        _numba_threads(n_threads)
     try:
         exp = load_experiment(config, minutes=minutes, steps=steps, seed=seed)
     except ConfigError as exc:
