@@ -36,7 +36,7 @@ def main(root: str, scenario: str, exps: list[str]) -> None:
         ev = sorted(read_metrics(run).get("eval/episodic_cost", []))
         if len(ev) < 2:
             continue
-        (_, c0), (s1, c1) = ev[0], ev[-1]
+        (_, c0), (_, c1) = ev[0], ev[-1]
         sb, cb = min(ev, key=lambda x: x[1])
         print(
             f"| {run.name} | {run.name.split('__')[2]} | {c0 / per:,.1f} | {cb / per:,.1f} ({sb:,}; "
