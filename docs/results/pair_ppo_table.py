@@ -90,7 +90,9 @@ def main(main_dir: str, added: list[str]) -> None:
         print(f"| {g} | {len(xs)} | {pct(m)} [{pct(lo)}, {pct(hi)}] |")
     if not added:
         return
-    print("\nWhat PPO added on top of its warm start (paired against the run's own cloned start, same paths):\n")
+    print(
+        "\nWhat PPO added on top of its warm start (paired against the run's own cloned start, same paths):\n"
+    )
     print("| run | seed | learned vs its cloned start, paired (95% CI) |")
     print("|---|---|---|")
     per_exp: dict[str, list[float]] = {}
@@ -102,7 +104,9 @@ def main(main_dir: str, added: list[str]) -> None:
             r = p["total_cost_relative"]
             exp, seed, _ = parts(name)
             per_exp.setdefault(exp, []).append(r["mean"])
-            print(f"| {name.split(' [')[0]} | {seed} | {pct(r['mean'])} [{pct(r['ci95'][0])}, {pct(r['ci95'][1])}] |")
+            print(
+                f"| {name.split(' [')[0]} | {seed} | {pct(r['mean'])} [{pct(r['ci95'][0])}, {pct(r['ci95'][1])}] |"
+            )
     print("\n| experiment | seeds | across-seed mean of what PPO added (95% t-interval over seeds) |")
     print("|---|---|---|")
     for exp, xs in per_exp.items():
