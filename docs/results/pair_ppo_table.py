@@ -75,7 +75,7 @@ def main(main_dir: str, added: list[str]) -> None:
             p = pj["paired"][name]["total_cost_relative"]
             rel = f"{pct(p['mean'])} [{pct(p['ci95'][0])}, {pct(p['ci95'][1])}]"
             if exp:
-                groups.setdefault("cloned start" if cloned else exp, []).append(p["mean"])
+                groups.setdefault(f"cloned start of {exp}" if cloned else exp, []).append(p["mean"])
         viol = sum(v["mean"] for key, v in k.items() if key.startswith("safety_executed_violations"))
         inter = k.get("safety_intervention_rate", {}).get("mean", float("nan"))
         label = name.split(" [")[0]
