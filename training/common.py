@@ -271,3 +271,20 @@ def episodic_objective(compiled: Compiled, res) -> dict:
     if compiled.params.include_revenue:
         cost = cost - res.revenue.sum(axis=1)
     return {"episodic_cost": float(cost.mean()), "episodic_cost_std": float(cost.std())}
+
+
+def write_cloned_run(run_dir: Path, roles: list[str]) -> None:
+    """``cloned/`` as a run directory of its own (the warm start of the dcl and pair_ppo trainers), so
+    `restock eval` can compare with it."""
+    import shutil
+
+    info = json.loads((run_dir / "run.json").read_text())
+    info = {
+        **info,
+        "status": "done",
+        "roles": roles,
+        "experiment": f"{info.get('experiment')} (behaviour-cloned start)",
+    }
+    write_json_atomic(run_dir / "cloned" / "run.json", info)
+    if (run_dir / "config.yaml").exists():
+        shutil.copyfile(run_dir / "config.yaml", run_dir / "cloned" / "config.yaml")

@@ -30,8 +30,6 @@ Run directory, TensorBoard tags, checkpoints and ``policies/<role>.pt`` are the 
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +49,14 @@ from restock.envs.array_env import ArrayEnv, compile_any
 from restock.envs.compile import Compiled
 from restock.envs.roles import node_role, role_nodes
 from restock.envs.types import MODE_ORDER_UP_TO, NODE_FEATURES, sku_feature_names
-from restock.training.common import Baseline, Monitor, net_config, seed_everything, write_json_atomic
+from restock.training.common import (
+    Baseline,
+    Monitor,
+    net_config,
+    seed_everything,
+    write_cloned_run,
+    write_json_atomic,
+)
 from restock.training.dcl_serial_parts import (
     HUGE,
     KEEP,
@@ -208,7 +213,7 @@ def train_dcl_network(
         write_features(run_dir / "cloned", r)
         write_features(run_dir, r)
         write_features(run_dir / "best", r)
-    _write_cloned_run(run_dir, sorted(roles))
+    write_cloned_run(run_dir, sorted(roles))
 
     best: dict[str, Any] | None = None
     env_steps = 0
@@ -420,17 +425,3 @@ def _checkpoint(run_dir: Path, role: str, net: PerSkuNet, it: int, env_steps: in
     write_json_atomic(
         run_dir / "checkpoints" / "latest.json", {"path": d.name, "role": role, "env_steps": env_steps}
     )
-
-
-def _write_cloned_run(run_dir: Path, roles: list[str]) -> None:
-    """``cloned/`` is a run directory of its own (the warm start), so `restock eval` can compare with it."""
-    info = json.loads((run_dir / "run.json").read_text())
-    info = {
-        **info,
-        "status": "done",
-        "roles": roles,
-        "experiment": f"{info.get('experiment')} (behaviour-cloned start)",
-    }
-    write_json_atomic(run_dir / "cloned" / "run.json", info)
-    if (run_dir / "config.yaml").exists():
-        shutil.copyfile(run_dir / "config.yaml", run_dir / "cloned" / "config.yaml")

@@ -32,8 +32,6 @@ export are those of the other trainers.
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +54,7 @@ from restock.training.common import (
     net_config,
     observation_stats,
     seed_everything,
+    write_cloned_run,
     write_json_atomic,
 )
 from restock.training.experiment import ExperimentConfig
@@ -283,7 +282,7 @@ def train_dcl(
     )
     monitor.log(0, {"charts/bc_accuracy": fit["accuracy"], "dcl/heuristic_cost_per_period": heur_cost})
     save_role(run_dir / "cloned", role, net)
-    _write_cloned_run(run_dir)
+    write_cloned_run(run_dir, ["store"])
 
     held_out = make_eval(compiled, exp, baseline, shield_factory)
     best: dict[str, Any] | None = None
@@ -412,17 +411,3 @@ def _checkpoint(run_dir: Path, role: str, net: PerSkuNet, it: int, env_steps: in
     write_json_atomic(
         run_dir / "checkpoints" / "latest.json", {"path": d.name, "role": role, "env_steps": env_steps}
     )
-
-
-def _write_cloned_run(run_dir: Path) -> None:
-    """``cloned/`` is a run directory of its own (the warm start), so `restock eval` can compare with it."""
-    info = json.loads((run_dir / "run.json").read_text())
-    info = {
-        **info,
-        "status": "done",
-        "roles": ["store"],
-        "experiment": f"{info.get('experiment')} (behaviour-cloned start)",
-    }
-    write_json_atomic(run_dir / "cloned" / "run.json", info)
-    if (run_dir / "config.yaml").exists():
-        shutil.copyfile(run_dir / "config.yaml", run_dir / "cloned" / "config.yaml")

@@ -24,8 +24,6 @@ so there is no bootstrapping at the horizon; ``ppo.rollout_steps`` therefore doe
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 from restock.agents.learned import load_role, save_role
-from restock.agents.networks import CLIP, MASK_MIN, PerSkuNet
+from restock.agents.networks import CLIP, PerSkuNet
 from restock.envs import kernel as kn
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
@@ -48,6 +46,7 @@ from restock.training.common import (
     observation_stats,
     safety_scalars,
     seed_everything,
+    write_cloned_run,
     write_json_atomic,
 )
 from restock.training.experiment import ExperimentConfig
@@ -182,8 +181,7 @@ class PairCritic(torch.nn.Module):
 
 
 def _masked_logits(net: PerSkuNet, obs: torch.Tensor, mask: torch.Tensor, K: int, L: int) -> torch.Tensor:
-    lg = net.forward_logits(obs).reshape(obs.shape[0], K, L)
-    return torch.where(mask > 0, lg, torch.full_like(lg, MASK_MIN))
+    return net.forward_logits(obs, mask.reshape(obs.shape[0], K * L)).reshape(obs.shape[0], K, L)
 
 
 @dataclass
@@ -423,7 +421,7 @@ def train_pair_ppo(
         opt = torch.optim.Adam(list(net.parameters()) + list(critic.parameters()), lr=ppo.learning_rate)
         roles.append(_Role(name, nodes, net, critic, opt, int(net.cfg.levels)))
         net.eval()
-    _write_cloned_run(run_dir, [r.name for r in roles])
+    write_cloned_run(run_dir, sorted(r.name for r in roles))
 
     env = ArrayEnv(compiled, num_envs=exp.num_envs, seed=exp.seed, shield=shield)
     gen = torch.Generator().manual_seed(exp.seed)
@@ -537,17 +535,3 @@ def _checkpoint(run_dir: Path, roles: list[_Role], it: int, env_steps: int) -> N
     write_json_atomic(
         run_dir / "checkpoints" / "latest.json", {"path": d.name, "roles": names, "env_steps": env_steps}
     )
-
-
-def _write_cloned_run(run_dir: Path, names: list[str]) -> None:
-    """``cloned/`` is a run directory of its own (the warm start), so `restock eval` can compare with it."""
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    info = {
-        **info,
-        "status": "done",
-        "roles": sorted(names),
-        "experiment": f"{info.get('experiment')} (behaviour-cloned start)",
-    }
-    write_json_atomic(run_dir / "cloned" / "run.json", info)
-    if (run_dir / "config.yaml").exists():
-        shutil.copyfile(run_dir / "config.yaml", run_dir / "cloned" / "config.yaml")

@@ -19,17 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
-
-
-def t_ci(x: list[float]) -> tuple[float, float, float]:
-    a = np.asarray(x, float)
-    m = float(a.mean())
-    if len(a) < 2:
-        return m, float("nan"), float("nan")
-    h = float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
-    return m, m - h, m + h
+from default_trainers import t_ci
 
 
 def pct(x: float) -> str:
