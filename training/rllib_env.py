@@ -303,11 +303,13 @@ class RLlibInventoryEnv(MultiAgentEnv):
             infos = {a: {"episode_summary": summary} for a in self.possible_agents}
             self.agents = []
         if self.pair_credit:
-            from restock.training.rllib_pairs import PAIR_REWARDS, env_pair_rewards
+            from restock.training.rllib_pairs import PAIR_HORIZON, PAIR_REWARDS, env_pair_rewards
 
             pr = env_pair_rewards(self, before, tc)
             for a, row in zip(self.possible_agents, pr, strict=True):
                 infos.setdefault(a, {})[PAIR_REWARDS] = row
+                if done:
+                    infos[a][PAIR_HORIZON] = True
         terminateds = {"__all__": False}
         truncateds = dict.fromkeys(self.possible_agents, done)
         truncateds["__all__"] = done

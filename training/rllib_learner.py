@@ -57,7 +57,7 @@ class RestockPPOLearner(PPOTorchLearner):
             if Columns.LOSS_MASK in batch:
                 m = batch[Columns.LOSS_MASK]
                 logp_new, logp_old, log_ratio = logp_new[m], logp_old[m], log_ratio[m]
-            kl = approx_kl(logp_new, logp_old)
+            kl = self._approx_kl(logp_new, logp_old, log_ratio)
             clip = torch.mean((torch.abs(torch.exp(log_ratio) - 1.0) > config.clip_param).float())
         target = (config.learner_config_dict or {}).get("target_kl")
         if target is not None and module_id not in self._kl_stopped and float(kl) > 1.5 * float(target):
@@ -75,6 +75,10 @@ class RestockPPOLearner(PPOTorchLearner):
     def _clipped_log_ratio(self, module, dist, batch, joint: torch.Tensor) -> torch.Tensor:
         """The log-probability ratios PPO clips (for the clip fraction): the joint action's here."""
         return joint
+
+    def _approx_kl(self, logp_new: torch.Tensor, logp_old: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
+        """The KL that is logged and checked against ``target_kl``: the joint action's here."""
+        return approx_kl(logp_new, logp_old)
 
     def _ppo_loss(self, *, module_id, config, batch, fwd_out):
         """The loss (RLlib's PPO loss here; `training.rllib_pairs.PairPPOLearner`: per (node, SKU) pair)."""

@@ -61,6 +61,8 @@ from restock.training.pair_ppo import WARMUP_ITERATIONS, check_pair_costs, pair_
 from restock.training.rllib_learner import RestockPPOLearner
 
 PAIR_REWARDS = "pair_rewards"  # info key (env) and batch column (learner): per-SKU rewards [K]
+PAIR_HORIZON = "pair_horizon"  # info key (env): this step ended the episode at the scenario's horizon
+PAIR_TERMINAL = "pair_terminal"  # batch column (learner): 1 on the last row of an episode that ended so
 PAIR_WARMUP_KEY = "pair_warmup"  # learner metric: 1 while the critic trains alone
 
 
@@ -110,6 +112,9 @@ class PairRewardsToBatch(ConnectorV2):
                 raise RuntimeError(f"pair credit: {len(infos)} infos for {n} rows of agent {sa.agent_id}")
             K = int(rl_module[sa.module_id].K)
             rows = np.zeros((n, K), np.float32)
+            terminal = np.zeros(n, np.float32)
+            if n > 1 and infos[n - 1].get(PAIR_HORIZON):
+                terminal[n - 2] = 1.0  # the last real row ended the episode at the horizon
             if n > 1:
                 try:
                     rows[: n - 1] = np.stack([info[PAIR_REWARDS] for info in infos[1:n]])
@@ -119,6 +124,7 @@ class PairRewardsToBatch(ConnectorV2):
                         "built with pair_credit=True)"
                     ) from None
             self.add_n_batch_items(batch, PAIR_REWARDS, rows, n, sa)
+            self.add_n_batch_items(batch, PAIR_TERMINAL, terminal, n, sa)
         return batch
 
 
@@ -183,11 +189,17 @@ class PairGAE(ConnectorV2):
                 vt = module.compute_values(mb)
             device = vt.device
             values = convert_to_numpy(vt)
+            terminateds = convert_to_numpy(mb[Columns.TERMINATEDS]).astype(np.float32).reshape(-1)
+            truncateds = convert_to_numpy(mb[Columns.TRUNCATEDS]).astype(np.float32).reshape(-1)
+            if PAIR_TERMINAL in mb:  # the horizon ends the evaluated problem: no value beyond it
+                end = convert_to_numpy(mb[PAIR_TERMINAL]).astype(np.float32).reshape(-1)
+                terminateds = np.maximum(terminateds, end)
+                truncateds = truncateds * (1.0 - end)
             targets = pair_value_targets(
                 values,
                 convert_to_numpy(mb[PAIR_REWARDS]),
-                convert_to_numpy(mb[Columns.TERMINATEDS]),
-                convert_to_numpy(mb[Columns.TRUNCATEDS]),
+                terminateds,
+                truncateds,
                 self.gamma,
                 self.lambda_,
             )
@@ -241,6 +253,28 @@ class PairPPOLearner(RestockPPOLearner):
         _, new = _per_sku_logp(dist.logits, batch[Columns.ACTIONS], module.L)
         _, old = _per_sku_logp(batch[Columns.ACTION_DIST_INPUTS], batch[Columns.ACTIONS], module.L)
         return new - old  # [B, K]: the ratios this loss clips
+
+    def _approx_kl(self, logp_new, logp_old, log_ratio: torch.Tensor) -> torch.Tensor:
+        # per pair, as `pair_ppo` (the joint action's KL is K times larger: with target_kl on it a
+        # 100-SKU store stopped after a few minibatches of every iteration, its critic with it)
+        return torch.mean((torch.exp(log_ratio) - 1.0) - log_ratio)
+
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        """Two Adam optimisers, the policy's and the per-pair critic's, so that ``grad_clip`` (RLlib
+        clips per optimiser) bounds each network's gradient norm on its own, as `pair_ppo` does: with one
+        joint norm the critic's regression gradients shrank the policy's steps."""
+        module = self._module[module_id].unwrapped()
+        critic = list(module.pair_critic.parameters())
+        ids = {id(q) for q in critic}
+        policy = [q for q in self.get_parameters(self._module[module_id]) if id(q) not in ids]
+        for name, params in (("policy", policy), ("critic", critic)):
+            self.register_optimizer(
+                module_id=module_id,
+                optimizer_name=name,
+                optimizer=torch.optim.Adam(params),
+                params=params,
+                lr_or_lr_schedule=config.lr,
+            )
 
     def _ppo_loss(self, *, module_id, config, batch, fwd_out):
         module = self.module[module_id].unwrapped()

@@ -16,7 +16,12 @@ pytest.importorskip("ray")
 torch = pytest.importorskip("torch")
 
 from restock.training.rllib_env import RLlibInventoryEnv  # noqa: E402
-from restock.training.rllib_pairs import PAIR_REWARDS, pair_value_targets  # noqa: E402
+from restock.training.rllib_pairs import (  # noqa: E402
+    PAIR_HORIZON,
+    PAIR_REWARDS,
+    PAIR_TERMINAL,
+    pair_value_targets,
+)
 
 SEED = 3
 
@@ -64,8 +69,10 @@ def test_env__per_sku_rewards_add_up_to_the_node_rewards_and_a_dc_gets_its_subtr
     c = env.compiled
     env.reset(seed=SEED)
     rng = np.random.default_rng(0)
-    for _ in range(c.horizon):
+    for t in range(c.horizon):
         _, rew, _, trunc, infos = env.step({a: rng.integers(0, 9, env.K) for a in env.possible_agents})
+        # the step that reaches the horizon says so (the learner ends the episode's GAE there)
+        assert all(bool(i.get(PAIR_HORIZON)) == (t == c.horizon - 1) for i in infos.values())
         for e in range(env.E):
             ids = [a for a in env.possible_agents if a.endswith(f"_e{e}")]
             stores = [a for a in ids if a.startswith("store_")]
@@ -128,6 +135,15 @@ def test_learner_batch__per_sku_rewards_advantages_and_targets(tmp_path):
         try:
             learner = algo.learner_group._learner
             assert isinstance(learner, PairPPOLearner)
+            # one optimiser per network, so that grad_clip bounds the policy's and the critic's norms apart
+            for mid in ("store_policy", "dc_policy"):
+                opts = dict(learner.get_optimizers_for_module(mid))
+                assert set(opts) == {"policy", "critic"}
+                module = learner.module[mid].unwrapped()
+                critic = {id(q) for q in module.pair_critic.parameters()}
+                assert {id(q) for g in opts["critic"].param_groups for q in g["params"]} == critic
+                policy = {id(q) for g in opts["policy"].param_groups for q in g["params"]}
+                assert policy == {id(q) for q in module.net.parameters()} and not policy & critic
             episodes = algo.env_runner_group.local_env_runner.sample(num_timesteps=300, random_actions=False)
             batch = learner._learner_connector(
                 rl_module=learner.module, batch={}, episodes=episodes, shared_data={}, metrics=learner.metrics
@@ -148,6 +164,13 @@ def test_learner_batch__per_sku_rewards_advantages_and_targets(tmp_path):
         assert b[Postprocessing.VALUE_TARGETS].shape == (B, c.K)
         adv = b[Postprocessing.ADVANTAGES][real]
         assert abs(adv.mean()) < 1e-4 and adv.std() == pytest.approx(1.0, rel=1e-3)
+        # episodes that reach the horizon (30) end there: their last real row is terminal (the value
+        # target is the reward, nothing bootstrapped), the next row is the chunk's bootstrap row
+        term = np.flatnonzero(b[PAIR_TERMINAL] == 1.0)
+        assert len(term) >= 2 and np.all(real[term]) and np.all(~real[term + 1])
+        np.testing.assert_allclose(b[Postprocessing.VALUE_TARGETS][term], pr[term], rtol=1e-5, atol=1e-6)
+        cut = np.flatnonzero(b[Columns.TRUNCATEDS].astype(bool) & (b[PAIR_TERMINAL] == 0.0))
+        assert len(cut) >= 1  # the chunks that end mid-episode still bootstrap
         if mid == "store_policy":
             np.testing.assert_allclose(pr[real].sum(-1), b[Columns.REWARDS][real], rtol=1e-5, atol=1e-6)
         else:  # a DC's per-SKU rewards are its subtree's: 3 x its reward, the mean over the DC and 2 stores
