@@ -44,6 +44,7 @@ from restock.training.common import (
     make_eval,
     net_config,
     observation_stats,
+    write_cloned_run,
     write_json_atomic,
 )
 from restock.training.experiment import ExperimentConfig, resolve_gamma
@@ -278,9 +279,11 @@ def force_sync_env_runner_weights(algo) -> None:
 
 
 def _warm_start(
-    algo, compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory, log, monitor, net_cfgs
+    algo, compiled, exp: ExperimentConfig, baseline: Baseline, shield_factory, log, monitor, net_cfgs, run_dir
 ) -> None:
-    """Behaviour cloning of the baseline into the learner's networks, then a synchronous weight push."""
+    """Behaviour cloning of the baseline into the learner's networks, then a synchronous weight push.
+    The cloned networks are kept in ``run_dir/cloned`` (a run of its own for `restock eval`, as with the
+    dcl and pair_ppo trainers), so what PPO added on top of them can be measured."""
     from restock.training.bc import bc_budget, collect, pretrain
 
     nets = learner_nets(algo, net_cfgs)
@@ -300,6 +303,8 @@ def _warm_start(
         budget = bc_budget(exp, len(role_nodes(compiled, role)))  # proportionate to the run
         res = pretrain(net, data, epochs=exp.bc_epochs, seed=exp.seed, log=log, **budget)
         monitor.log(0, {f"charts/bc_accuracy/{role}": res["accuracy"]})
+        save_role(run_dir / "cloned", role, net)
+    write_cloned_run(run_dir, sorted(nets))
     set_learner_nets(algo, nets)
 
 
@@ -511,7 +516,7 @@ def train_rllib(
                 set_learner_nets(algo, {r: load_role(start, r) for r in exp.roles})
                 log(f"started {'+'.join(exp.roles)} from the weights in {start}")
             elif exp.bc_episodes and exp.bc_epochs:
-                _warm_start(algo, compiled, exp, baseline, shield_factory, log, monitor, net_cfgs)
+                _warm_start(algo, compiled, exp, baseline, shield_factory, log, monitor, net_cfgs, run_dir)
         target = exp.steps or 10**12
         steps = 0
         last_ckpt = int(latest["env_steps"]) if resume is not None else 0

@@ -202,6 +202,9 @@ def test_run__pair_credit_trains_and_writes_the_usual_run_directory(tmp_path):
     assert info["status"] == "done" and info["trainer"] == "rllib"
     assert (run / "policies" / "store.pt").exists() and (run / "checkpoints" / "latest.json").exists()
     assert (run / "best" / "policies" / "store.pt").exists()
+    # the behaviour-cloned start is kept as a run of its own (restock eval measures what PPO added to it)
+    assert (run / "cloned" / "policies" / "store.pt").exists()
+    assert json.loads((run / "cloned" / "run.json").read_text())["status"] == "done"
     rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     series = {}
     for s, tag, v in rows:
