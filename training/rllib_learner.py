@@ -76,7 +76,9 @@ class RestockPPOLearner(PPOTorchLearner):
         """The log-probability ratios PPO clips (for the clip fraction): the joint action's here."""
         return joint
 
-    def _approx_kl(self, logp_new: torch.Tensor, logp_old: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
+    def _approx_kl(
+        self, logp_new: torch.Tensor, logp_old: torch.Tensor, log_ratio: torch.Tensor
+    ) -> torch.Tensor:
         """The KL that is logged and checked against ``target_kl``: the joint action's here."""
         return approx_kl(logp_new, logp_old)
 
