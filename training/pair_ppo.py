@@ -24,6 +24,7 @@ so there is no bootstrapping at the horizon; ``ppo.rollout_steps`` therefore doe
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from restock.envs import kernel as kn
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
 from restock.envs.roles import role_nodes
+from restock.training.checkpoints import prune_checkpoints
 from restock.training.common import (
     Baseline,
     Monitor,
@@ -449,6 +451,7 @@ def train_pair_ppo(
     per_iter = exp.num_envs * compiled.horizon
     total = exp.steps or 10**12
     env_steps, it, next_eval, next_ckpt = 0, 0, exp.eval_every, exp.checkpoint_every
+    last_ckpt = -1
     warmup = WARMUP_ITERATIONS
     stopped_for_time = False
     while env_steps < total:
@@ -493,7 +496,8 @@ def train_pair_ppo(
         for r in roles:
             save_role(run_dir, r.name, r.net)
         if exp.checkpoint_every and env_steps >= next_ckpt:
-            _checkpoint(run_dir, roles, it, env_steps)
+            _checkpoint(run_dir, roles, it, env_steps, exp.keep_checkpoints)
+            last_ckpt = env_steps
             next_ckpt += exp.checkpoint_every
             if stop_after_checkpoints is not None:
                 stop_after_checkpoints -= 1
@@ -504,7 +508,8 @@ def train_pair_ppo(
             next_eval += exp.eval_every
     if last_eval != env_steps:  # the last weights are always judged
         consider(env_steps, it)
-    _checkpoint(run_dir, roles, it, env_steps)
+    if last_ckpt != env_steps:  # (saving the same steps again would replace the folder latest.json names)
+        _checkpoint(run_dir, roles, it, env_steps, exp.keep_checkpoints)
     summary: dict[str, Any] = {"roles": {}}
     for r in roles:
         summary["roles"][r.name] = {
@@ -526,12 +531,17 @@ def train_pair_ppo(
     return summary
 
 
-def _checkpoint(run_dir: Path, roles: list[_Role], it: int, env_steps: int) -> None:
-    d = run_dir / "checkpoints" / f"iter_{it:04d}"
+def _checkpoint(run_dir: Path, roles: list[_Role], it: int, env_steps: int, keep: int | None) -> None:
+    """``checkpoints/<env steps, 12 digits>/`` (the policies and meta.json), written under a temporary
+    name and renamed, then latest.json, then the oldest pruned to ``keep`` (`training.checkpoints`)."""
+    root = run_dir / "checkpoints"
+    final, tmp = root / f"{env_steps:012d}", root / f".tmp-{env_steps:012d}"
+    shutil.rmtree(tmp, ignore_errors=True)
     for r in roles:
-        save_role(d, r.name, r.net)
+        save_role(tmp, r.name, r.net)
     names = [r.name for r in roles]
-    write_json_atomic(d / "meta.json", {"iteration": it, "env_steps": env_steps, "roles": names})
-    write_json_atomic(
-        run_dir / "checkpoints" / "latest.json", {"path": d.name, "roles": names, "env_steps": env_steps}
-    )
+    write_json_atomic(tmp / "meta.json", {"iteration": it, "env_steps": env_steps, "roles": names})
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    write_json_atomic(root / "latest.json", {"path": final.name, "roles": names, "env_steps": env_steps})
+    prune_checkpoints(root, keep)

@@ -109,8 +109,16 @@ def _exp(**kw):
 
 def test_pair_ppo_short_run_writes_a_run_directory_and_moves_off_the_clone(tmp_path):
     c = compile_scenario(load_scenario("tiny"))
-    run = train(c, _exp(keep_best=False), "pair_ppo", out_root=tmp_path, log=lambda s: None)
+    run = train(
+        c, _exp(keep_best=False, keep_checkpoints=2), "pair_ppo", out_root=tmp_path, log=lambda s: None
+    )
     info = json.loads((run / "run.json").read_text())
+    # checkpoints at 120 and 240 env steps and at the end (300): keep_checkpoints 2 leaves the newest two,
+    # named by env steps like the other trainers', latest.json naming the last
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
+    assert kept == [f"{240:012d}", f"{300:012d}"]
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["path"] == f"{300:012d}"
+    assert (run / "checkpoints" / f"{300:012d}" / "policies" / "store.pt").exists()
     assert info["status"] == "done" and info["trainer"] == "pair_ppo" and info["roles"] == ["store"]
     for f in ("policies/store.pt", "cloned/policies/store.pt", "cloned/run.json", "checkpoints/latest.json"):
         assert (run / f).exists(), f
