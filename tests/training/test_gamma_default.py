@@ -105,5 +105,5 @@ def test_rllib__config_and_warm_start_use_the_scenario_gamma(monkeypatch):
     monkeypatch.setattr(bc, "collect", collect)
     monkeypatch.setattr(rt, "learner_nets", lambda algo, net_cfgs: {"store": None})
     with pytest.raises(StopIteration):
-        rt._warm_start(None, c, exp, base, None, print, None, cfgs)
+        rt._warm_start(None, c, exp, base, None, print, None, cfgs, None)
     assert seen == {"gamma": 0.95, "scale": pytest.approx(2.0 / 0.05)}

@@ -166,7 +166,7 @@ def test_joint_run__store_and_dc_policies_both_train(tmp_path, monkeypatch):
 
     start: dict = {}
 
-    def record_start(algo, compiled, exp, baseline, shield_factory, log, monitor, net_cfgs):
+    def record_start(algo, compiled, exp, baseline, shield_factory, log, monitor, net_cfgs, run_dir):
         for role, net in rt.learner_nets(algo, net_cfgs).items():
             start[role] = {k: v.clone() for k, v in net.state_dict().items()}
 

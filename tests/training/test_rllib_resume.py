@@ -198,3 +198,67 @@ def test_rllib__resume_refuses_another_network_naming_it(tmp_path, monkeypatch):
     assert rt.check_resume(ckpt, {"roles": ["store"]}) == {}
     with pytest.raises(ValueError, match=r"holds the policies \['store_policy'\], this experiment trains"):
         rt.check_resume(ckpt, {"roles": ["store", "dc"]})
+
+
+@pytest.mark.heavy
+def test_rllib__resumes_a_one_learner_run_with_two_remote_learners(tmp_path, monkeypatch):
+    """A run with the learner in the driver (num_learners 0), resumed with ``num_learners: 2``: both
+    remote learners start from the checkpoint's weights and Adam state, the env-step counter continues,
+    and the run trains on (heavy: two learner actors; `pytest -m heavy tests/training/test_rllib_resume.py`)."""
+    pytest.importorskip("ray")
+    torch = pytest.importorskip("torch")
+    import restock.training.rllib_train as rt
+    from restock.agents.learned import load_role
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
+    from restock.training.train import train
+
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    tiny = compile_scenario(load_scenario("tiny"))
+    ref_opt: dict = {}
+    real_save = rt.save_checkpoint
+
+    def save_spy(algo, run_dir, net_cfgs, env_steps, *a):
+        ref_opt[env_steps] = _optimizer(algo)
+        return real_save(algo, run_dir, net_cfgs, env_steps, *a)
+
+    monkeypatch.setattr(rt, "save_checkpoint", save_spy)
+    small = {"minibatch_size": 16, "n_epochs": 1, "rollout_steps": 16, "target_kl": None}  # 2 learners x 16
+    run = train(tiny, _exp(steps=64, checkpoint_every=32, ppo=small), "rllib", out_root=tmp_path, log=lambda m: None)
+    monkeypatch.setattr(rt, "save_checkpoint", real_save)
+    saved = {k: v.clone() for k, v in load_role(run, "store").state_dict().items()}
+
+    seen: dict = {}
+    real_restore = rt.restore
+
+    def spy(config, ckpt, meta, log):
+        algo = real_restore(config, ckpt, meta, log)
+        seen["remote"] = not algo.learner_group.is_local
+        seen["learners"] = algo.learner_group.foreach_learner(
+            lambda ln: {k: np.array(v) for k, v in ln.module["store_policy"].get_state().items()}
+        )
+        seen["optimizer"] = _optimizer(algo)
+        return algo
+
+    monkeypatch.setattr(rt, "restore", spy)
+    logs: list[str] = []
+    second = _exp(steps=128, checkpoint_every=32, ppo=small, rllib={"num_learners": 2})
+    train(tiny, second, "rllib", out_root=tmp_path, resume=run, log=logs.append)
+    assert any("(64 env steps) with num_env_runners 0, num_learners 2 (was 0)" in m for m in logs), logs
+    assert seen["remote"] and len(seen["learners"]) == 2
+    for res in seen["learners"]:
+        st = res.get() if hasattr(res, "get") else res
+        for k, v in saved.items():
+            assert torch.equal(torch.as_tensor(st[f"net.{k}"]), v), k
+    opt, ref = seen["optimizer"], ref_opt[64]  # Adam's moments and steps as checkpointed
+    assert opt.keys() == ref.keys() and opt
+    for name in ref:
+        assert ref[name].keys() == opt[name].keys() and ref[name], name
+        for i, buf in ref[name].items():
+            for k in buf:
+                assert np.array_equal(np.asarray(opt[name][i][k]), np.asarray(buf[k])), (name, i, k)
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "done" and info["resumed"] == 1
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["env_steps"] == 128
+    end = load_role(run, "store").state_dict()
+    assert any(not torch.equal(end[k], saved[k]) for k in saved)  # it trained on
