@@ -266,7 +266,14 @@ def make_eval(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, shi
 def episodic_objective(compiled: Compiled, res) -> dict:
     """What held-out evaluation and ``keep_best`` minimise per episode: the total cost, or the net cost
     (cost minus revenue, undiscounted) when the scenario's reward includes revenue (a profit scenario:
-    the cheapest policy there may sell nothing)."""
+    the cheapest policy there may sell nothing). When the reward is discounted (``reward.discounted``:
+    period t's reward weighted by discount^t, OR-Gym's discounted profit), so is this objective, with the
+    same weights, so that ``keep_best`` keeps what PPO maximises."""
+    weights = np.asarray(compiled.params.reward_disc, float)[: res.horizon]
+    if getattr(res, "period_cost", None) is not None and np.any(weights != 1.0):
+        net = res.period_cost - (res.period_revenue if compiled.params.include_revenue else 0.0)
+        cost = (net * weights).sum(axis=1)
+        return {"episodic_cost": float(cost.mean()), "episodic_cost_std": float(cost.std())}
     cost = res.cost.sum(axis=(1, 2))
     if compiled.params.include_revenue:
         cost = cost - res.revenue.sum(axis=1)
