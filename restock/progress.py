@@ -124,6 +124,12 @@ class Progress:
             if now - self._last >= self.interval:
                 self._line(self._status(now))
 
+    def set_total(self, total: float | None) -> None:
+        """The number of steps, learned after the start (the bar and the time left follow it)."""
+        self.total = total
+        if self._rich is not None:
+            self._rich.update(self._task, total=total)
+
     def describe(self, desc: str) -> None:
         """A new description (the plain mode shows it on its next line)."""
         self.desc = desc

@@ -32,6 +32,19 @@ def test_progress__plain_mode_writes_a_line_at_start_every_interval_and_at_the_e
     assert len(lines) == 4  # no flood: 100 steps, four lines
 
 
+def test_progress__a_total_learned_later_is_what_the_lines_count_to():
+    """Roles trained together (store+dc) have one budget: the CLI sets it once the trainer says so."""
+    out, clock = io.StringIO(), Clock()
+    with pg.Progress(200, "training", stream=out, interval=10.0, clock=clock) as bar:
+        bar.set_total(100)
+        for _ in range(100):
+            clock.t += 0.25
+            bar.advance(1)
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "training: 40/100 (40%), 0:00:10 elapsed, ~0:00:15 left"
+    assert lines[-1] == "training: done, 100/100 in 0:00:25"
+
+
 def test_progress__a_stream_that_is_not_a_terminal_gets_plain_lines(monkeypatch):
     monkeypatch.delenv("RESTOCK_PROGRESS", raising=False)
     out = io.StringIO()  # isatty() is False

@@ -119,6 +119,8 @@ def train(
 
     def on_progress(d: dict) -> None:
         role = d.get("role", "")
+        if "+" in role and exp.steps and bar.total != exp.steps:
+            bar.set_total(exp.steps)  # the roles train together (store+dc): one budget, not one per role
         done_before.setdefault(role, len(done_before))
         completed = (exp.steps or 0) * done_before[role] + d["env_steps"]
         stats = f"{role} steps {d['env_steps']:,} | SPS {d.get('charts/SPS', 0):,.0f}"

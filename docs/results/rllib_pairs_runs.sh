@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The RLlib pair-credit runs and evaluations behind docs/results/rllib_pairs.md: RLlib PPO with per-(node,
+# SKU) credit on `default`, store + DC learned jointly (configs/experiments/default_rllib_pairs_joint.yaml)
+# and the store role alone (default_rllib_pairs.yaml), 43,680 env steps, each run cloning tuned (s,S) itself.
+# Needs out/params/default.json: `restock tune default --policy P --out out/params/default.json` for P in
+# s_S, base_stock, echelon_base_stock, capped_base_stock, r_Q (the joint heuristics the runs are judged by).
+#   docs/results/rllib_pairs_runs.sh train "joint:0 joint:1" | eval
+# Runs land in runs/rllib_pairs (joint) and runs/rllib_pairs_store (store only).
+set -euo pipefail
+export PYTHONHASHSEED=0 OMP_NUM_THREADS=1
+link_clones() {  # each run's cloned start under a name of its own, for restock eval
+  mkdir -p out/rp_clones
+  for r in "$@"; do ln -sfn "$(realpath "$r/cloned")" "out/rp_clones/$(basename "$r")__cloned"; done
+}
+case ${1:-} in
+  train)
+    for job in ${2:-joint:0 joint:1 joint:2 store:0 store:1 store:2}; do
+      kind=${job%%:*}; s=${job##*:}
+      if [ "$kind" = joint ]; then cfg=default_rllib_pairs_joint; out=runs/rllib_pairs; else cfg=default_rllib_pairs; out=runs/rllib_pairs_store; fi
+      echo "=== $cfg seed $s $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
+      restock train default --trainer rllib --config configs/experiments/$cfg.yaml --seed "$s" --out "$out"
+      echo "=== done $cfg seed $s $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
+    done ;;
+  eval)
+    runs=(runs/rllib_pairs/default__* runs/rllib_pairs_store/default__*)
+    link_clones "${runs[@]}"
+    pols="s_S,base_stock,echelon_base_stock,capped_base_stock,r_Q"
+    for r in "${runs[@]}"; do pols="$pols,out/rp_clones/$(basename "$r")__cloned,$r"; done
+    restock eval default --policies "$pols" --params out/params/default.json --episodes 200 --seed 9001 \
+      --baseline s_S --out out/eval/rp_default
+    for r in "${runs[@]}"; do
+      restock eval default --policies "out/rp_clones/$(basename "$r")__cloned,$r" --episodes 200 --seed 9001 \
+        --params out/params/default.json --out "out/eval/rp_default_added_$(basename "$r")"
+    done
+    python docs/results/pair_ppo_table.py out/eval/rp_default out/eval/rp_default_added_* ;;
+  *) echo "usage: $0 train [\"joint:0 store:1 ...\"] | eval" >&2; exit 2 ;;
+esac
