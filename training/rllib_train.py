@@ -10,7 +10,10 @@ default).
 
 Checkpoints are RLlib's own (``algo.save_to_path``, written to a temporary folder and renamed, with
 restock's ``restock.json`` beside), plus the plain weights under ``policies/``; the newest
-``keep_checkpoints`` folders are kept. ``--resume`` builds the algorithm from the current experiment
+``keep_checkpoints`` folders are kept. Their state files are msgpack (``state.msgpack``, never
+``state.pkl``) and restock.json lists the SHA-256 of every file; a resume verifies the hashes, refuses a
+pickle state file, and refuses a msgpack state that msgpack_numpy would unpickle or build from raw
+memory, all before RLlib reads anything (``verify_checkpoint``). ``--resume`` builds the algorithm from the current experiment
 (so ``--num-env-runners`` / ``--num-learners`` may change) and restores the checkpoint's learner
 (weights, optimiser), env-runner connectors and counters into it (``restore_from_path``); a checkpoint
 of another scenario, roles, network or ``num_envs`` is refused. RLlib 2.60 does not save its random
@@ -22,6 +25,7 @@ synchronously after a restore (another one).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -229,6 +233,7 @@ def build_config(compiled: Compiled, exp: ExperimentConfig, baseline: Baseline, 
         )
         .callbacks(InventoryMetrics)
         .debugging(seed=exp.seed, log_level="ERROR")
+        .experimental(_use_msgpack_checkpoints=True)  # msgpack state files, no pickles (save_checkpoint)
     )
     if exp.rllib.num_learners > 1:  # RLlib's batch size is per learner: split the iteration's batch
         n = exp.rllib.num_learners
@@ -311,7 +316,7 @@ def _warm_start(
 def checkpoint_meta(compiled: Compiled, exp: ExperimentConfig) -> dict:
     """What a resume must match (and the runner counts it may change), saved as restock.json."""
     return {
-        "format": "restock.rllib_checkpoint/1",
+        "format": "restock.rllib_checkpoint/2",  # /2: msgpack state, file hashes
         "scenario": compiled.config.name,
         "scenario_hash": compiled.config_hash,
         "roles": list(exp.roles),
@@ -320,6 +325,143 @@ def checkpoint_meta(compiled: Compiled, exp: ExperimentConfig) -> dict:
         "num_env_runners": exp.rllib.num_env_runners,
         "num_learners": exp.rllib.num_learners,
     }
+
+
+# RLlib writes this pickle beside every component's state, always; only Checkpointable.from_checkpoint
+# reads it (ray/rllib/utils/checkpoints.py), and restock builds the algorithm from its own config and
+# calls restore_from_path instead, so it is hashed like every file but never loaded
+RLLIB_CTOR_PICKLE = "class_and_ctor_args.pkl"
+
+
+def _checkpoint_files(folder: Path) -> dict[str, Path]:
+    """Every file under ``folder`` by its relative POSIX path, restock.json aside; a link or anything
+    other than a plain file or folder is refused (ValueError), as nothing restock writes is one."""
+    out: dict[str, Path] = {}
+    for root, dirs, names in os.walk(folder):
+        for name in sorted(dirs + names):
+            p = Path(root) / name
+            if p.is_symlink() or not (p.is_dir() or p.is_file()):
+                raise ValueError(
+                    f"--resume: {p} is a link or special file, which restock never writes into a "
+                    "checkpoint; refusing to load it"
+                )
+            if p.is_file() and p != folder / "restock.json":
+                out[p.relative_to(folder).as_posix()] = p
+    return dict(sorted(out.items()))
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _plain_unpackb():
+    """msgpack's own decoder: RLlib's try_import_msgpack calls msgpack_numpy.patch(), which replaces
+    ``msgpack.unpackb`` in this process with one that decodes (and may unpickle) numpy encodings."""
+    try:
+        from msgpack._cmsgpack import unpackb
+    except ImportError:
+        from msgpack.fallback import unpackb
+    return unpackb
+
+
+def _msgpack_numpy_hazard(obj: dict) -> str | None:
+    """Why msgpack_numpy's ``decode`` (msgpack_numpy 0.4.8) must not see this map, or None.
+
+    ``decode`` unpickles ``obj[b'data']`` when ``obj[b'nd'] is True`` and ``obj[b'kind'] == b'O'`` (an
+    array of object dtype); any other ``nd`` array goes through ``np.ndarray(buffer=...)``, which builds
+    an object-dtype array (``type`` '|O', or a structured type with object fields) from raw bytes as
+    pointers. Decoding is bottom-up, so a nested map where a plain value belongs could decode into
+    something equal to b'O' (a one-byte numpy string): the fields must be plain."""
+    if b"nd" not in obj:
+        return None
+    fields = {k: obj[k] for k in (b"nd", b"type", b"kind", b"shape") if k in obj}
+
+    def has_map(x) -> bool:
+        return isinstance(x, dict) or (isinstance(x, list) and any(has_map(v) for v in x))
+
+    if any(has_map(v) for v in fields.values()):
+        return "a numpy encoding with a nested map where msgpack_numpy expects a plain value"
+    kind = obj.get(b"kind", b"")
+    if obj[b"nd"] is True and kind == b"O":
+        return "a numpy array of object dtype (msgpack_numpy would unpickle it)"
+    if obj[b"nd"] is True and not (type(kind) is bytes and kind in (b"", b"V")):
+        return f"a numpy array of unknown kind {kind!r}"
+    descr = obj.get(b"type")
+
+    def unpack_dtype(d):  # msgpack_numpy._unpack_dtype
+        if isinstance(d, (list, tuple)):
+            return np.dtype([(f[0], unpack_dtype(f[1]), *f[2:]) for f in d])
+        return np.dtype(d)
+
+    try:
+        if obj[b"nd"] is True and kind == b"V":
+            descr = [tuple(t.decode() if type(t) is bytes else t for t in d) for d in descr]
+        dtype = unpack_dtype(descr)
+    except Exception:
+        return f"a numpy encoding with an unreadable type {descr!r}"
+    if dtype.hasobject:
+        return f"a numpy value of object dtype {dtype} (msgpack_numpy would read raw bytes as pointers)"
+    return None
+
+
+def _refuse_msgpack_pickles(path: Path, shown: str) -> None:
+    """Read a state.msgpack with plain msgpack (no object hook) and refuse (ValueError naming it) any
+    map that msgpack_numpy's decoder would unpickle or turn into an object array."""
+    try:
+        state = _plain_unpackb()(path.read_bytes(), raw=False, strict_map_key=False)
+    except Exception as err:
+        raise ValueError(f"--resume: {shown} is not readable msgpack ({type(err).__name__}: {err})") from None
+    stack = [state]
+    while stack:  # iterative: msgpack nests deeper than Python's recursion limit allows
+        x = stack.pop()
+        if isinstance(x, dict):
+            why = _msgpack_numpy_hazard(x)
+            if why:
+                raise ValueError(f"--resume: {shown} holds {why}; refusing to load it")
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+
+
+def verify_checkpoint(ckpt: Path, old: dict | None) -> None:
+    """Refuse (ValueError naming the file) a checkpoint restock must not load: one with a pickle state
+    file (written before checkpoints became msgpack), one whose files differ from the SHA-256 list in
+    its restock.json (``old``; None when it has none), and one whose msgpack state would make
+    msgpack_numpy unpickle or build object arrays. Reads nothing with pickle or msgpack_numpy."""
+    files = _checkpoint_files(ckpt)
+    for rel in files:
+        if rel.lower().endswith((".pkl", ".pickle")) and Path(rel).name != RLLIB_CTOR_PICKLE:
+            raise ValueError(
+                f"--resume: {ckpt / rel} is a pickle: the checkpoint was written before restock's RLlib "
+                "checkpoints became pickle-free (msgpack), and restock loads no pickles. Start a new run "
+                f"(rllib.init_from: {ckpt.parent.parent} starts it from that run's weights)"
+            )
+    listed = (old or {}).get("files")
+    if not isinstance(listed, dict):
+        why = "lists no file hashes" if old is not None else "is missing"
+        raise ValueError(
+            f"--resume: {ckpt / 'restock.json'} {why} (the checkpoint predates hashed checkpoints), so "
+            f"{ckpt} cannot be verified. Start a new run "
+            f"(rllib.init_from: {ckpt.parent.parent} starts it from that run's weights)"
+        )
+    unlisted = sorted(files.keys() - listed.keys())
+    if unlisted:
+        raise ValueError(
+            f"--resume: {ckpt / unlisted[0]} is not among the files restock.json lists (added after the "
+            "checkpoint was saved); refusing to load it"
+        )
+    for rel in sorted(listed):
+        if rel not in files:
+            raise ValueError(f"--resume: {ckpt / rel}, listed in restock.json, is missing")
+        if _sha256(files[rel]) != listed[rel]:
+            raise ValueError(
+                f"--resume: {ckpt / rel} does not match its SHA-256 in restock.json (changed since it was "
+                "saved); refusing to load it"
+            )
+    for rel, p in files.items():
+        if rel.endswith(".msgpack"):
+            _refuse_msgpack_pickles(p, str(ckpt / rel))
 
 
 def save_checkpoint(
@@ -332,8 +474,11 @@ def save_checkpoint(
     final = root / f"{env_steps:012d}"
     tmp = root / f".tmp-{env_steps:012d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    algo.save_to_path(str(tmp.resolve()))
-    write_json_atomic(tmp / "restock.json", {**(meta or {}), "env_steps": env_steps})
+    # Checkpointable.save_to_path defaults to pickle and does not read the config's
+    # _use_msgpack_checkpoints (only Algorithm.save_checkpoint, Tune's path, does): pass it
+    algo.save_to_path(str(tmp.resolve()), use_msgpack=True)
+    files = {rel: _sha256(p) for rel, p in _checkpoint_files(tmp).items()}
+    write_json_atomic(tmp / "restock.json", {**(meta or {}), "env_steps": env_steps, "files": files})
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -345,7 +490,8 @@ def save_checkpoint(
 
 
 def check_resume(ckpt: Path, meta: dict) -> dict:
-    """The checkpoint's restock.json, after refusing one this experiment cannot continue (ValueError)."""
+    """The checkpoint's restock.json, after refusing one this experiment cannot continue or restock must
+    not load (``verify_checkpoint``: pickles, hashes, msgpack_numpy object arrays) (ValueError)."""
     p = ckpt / "restock.json"
     if not p.exists():  # written before restock.json existed: the policies must match at least
         mods = ckpt / "learner_group" / "learner" / "rl_module"
@@ -353,8 +499,9 @@ def check_resume(ckpt: Path, meta: dict) -> dict:
         want = sorted(f"{r}_policy" for r in meta["roles"])
         if have != want:
             raise ValueError(f"--resume: {ckpt} holds the policies {have}, this experiment trains {want}")
-        return {}
+        verify_checkpoint(ckpt, None)  # refuses it: nothing to verify its files against
     old = json.loads(p.read_text())
+    verify_checkpoint(ckpt, old)
     for key, what in (
         ("scenario_hash", "scenario"),
         ("roles", "roles"),
@@ -377,7 +524,8 @@ def check_resume(ckpt: Path, meta: dict) -> dict:
 def restore(config, ckpt: Path, meta: dict, log) -> Any:
     """Build the algorithm from the current config (its env runners and learners), then load the
     checkpoint's state into it: learner weights and optimiser, env-runner connector states, the
-    metrics (env-step counters) and the iteration; then push the weights to every env runner."""
+    metrics (env-step counters) and the iteration; then push the weights to every env runner. The
+    checkpoint is verified first (``check_resume``), so RLlib reads only hashed msgpack state."""
     old = check_resume(ckpt, meta)
     algo = config.build_algo()
     try:

@@ -3,6 +3,7 @@ runners: the algorithm is built from the current experiment and the checkpoint's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -190,12 +191,14 @@ def test_rllib__resume_refuses_another_network_naming_it(tmp_path, monkeypatch):
     assert {
         p.name: p.read_bytes() for p in (run / "run.json", run / "config.yaml", run / "scenario.yaml")
     } == before
-    # a checkpoint from before restock.json: RLlib's own folders must hold this experiment's policies
+    # a checkpoint from before restock.json: RLlib's own folders must hold this experiment's policies,
+    # and even then it is refused, having no file hashes to verify it against
     import restock.training.rllib_train as rt
 
     ckpt = run / "checkpoints" / f"{32:012d}"
     (ckpt / "restock.json").unlink()
-    assert rt.check_resume(ckpt, {"roles": ["store"]}) == {}
+    with pytest.raises(ValueError, match=r"restock.json is missing .* cannot be verified\. Start a new run"):
+        rt.check_resume(ckpt, {"roles": ["store"]})
     with pytest.raises(ValueError, match=r"holds the policies \['store_policy'\], this experiment trains"):
         rt.check_resume(ckpt, {"roles": ["store", "dc"]})
 
@@ -224,7 +227,9 @@ def test_rllib__resumes_a_one_learner_run_with_two_remote_learners(tmp_path, mon
 
     monkeypatch.setattr(rt, "save_checkpoint", save_spy)
     small = {"minibatch_size": 16, "n_epochs": 1, "rollout_steps": 16, "target_kl": None}  # 2 learners x 16
-    run = train(tiny, _exp(steps=64, checkpoint_every=32, ppo=small), "rllib", out_root=tmp_path, log=lambda m: None)
+    run = train(
+        tiny, _exp(steps=64, checkpoint_every=32, ppo=small), "rllib", out_root=tmp_path, log=lambda m: None
+    )
     monkeypatch.setattr(rt, "save_checkpoint", real_save)
     saved = {k: v.clone() for k, v in load_role(run, "store").state_dict().items()}
 
@@ -262,3 +267,197 @@ def test_rllib__resumes_a_one_learner_run_with_two_remote_learners(tmp_path, mon
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["env_steps"] == 128
     end = load_role(run, "store").state_dict()
     assert any(not torch.equal(end[k], saved[k]) for k in saved)  # it trained on
+
+
+# --- pickle-free, hashed checkpoints: a resume refuses pickles, changed files and msgpack_numpy object arrays
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """One tiny RLlib run with a checkpoint at 32 env steps (each test tampers with its own copy)."""
+    pytest.importorskip("ray")
+    pytest.importorskip("msgpack_numpy")
+    from restock.envs.compile import compile_scenario
+    from restock.envs.config import load_scenario
+    from restock.training.train import train
+
+    tiny = compile_scenario(load_scenario("tiny"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONHASHSEED", "0")
+        run = train(
+            tiny,
+            _exp(steps=32, checkpoint_every=32),
+            "rllib",
+            out_root=tmp_path_factory.mktemp("saved"),
+            log=lambda m: None,
+        )
+    return tiny, run
+
+
+def _copy_run(saved_run, tmp_path) -> tuple[Path, Path]:
+    run = tmp_path / "run"
+    shutil.copytree(saved_run[1], run)
+    return run, run / "checkpoints" / f"{32:012d}"
+
+
+def _rehash(ckpt: Path, rel: str) -> None:
+    """Record the file's new SHA-256 in restock.json, so only the other checks can catch it."""
+    meta = json.loads((ckpt / "restock.json").read_text())
+    meta["files"][rel] = hashlib.sha256((ckpt / rel).read_bytes()).hexdigest()
+    (ckpt / "restock.json").write_text(json.dumps(meta))
+
+
+_UNPICKLED: list[str] = []
+
+
+def _unpickled() -> str:
+    _UNPICKLED.append("unpickled")
+    return "unpickled"
+
+
+class _Marker:
+    """Unpickling it calls _unpickled, so a test can tell whether anything unpickled it."""
+
+    def __reduce__(self):
+        return (_unpickled, ())
+
+
+@pytest.mark.slow
+def test_rllib_checkpoint__msgpack_state_hashed_and_resumable(saved_run, tmp_path, monkeypatch):
+    """Every component's state file is msgpack (the only pickles are RLlib's class_and_ctor_args.pkl,
+    which restore_from_path never reads), restock.json lists the SHA-256 of every other file, and the run
+    resumes from it (RLlib loading the msgpack state) to a checkpoint of the same kind."""
+    tiny, _ = saved_run
+    run, ckpt = _copy_run(saved_run, tmp_path)
+    files = sorted(p.relative_to(ckpt).as_posix() for p in ckpt.rglob("*") if p.is_file())
+    pickles = [f for f in files if f.endswith(".pkl")]
+    assert {Path(f).name for f in pickles} == {"class_and_ctor_args.pkl"}, pickles  # RLlib writes it, always
+    components = sorted({str(Path(f).parent) for f in files if f.endswith("class_and_ctor_args.pkl")})
+    assert "learner_group/learner/rl_module/store_policy" in components and "env_runner" in components
+    for c in components:  # one state file per component, msgpack
+        d = ckpt / c
+        assert sorted(p.name for p in d.iterdir() if "state." in p.name) in (
+            ["state.msgpack"],
+            ["module_state.msgpack"],
+            ["algorithm_state.msgpack"],
+        ), c
+    meta = json.loads((ckpt / "restock.json").read_text())
+    assert meta["format"] == "restock.rllib_checkpoint/2"
+    assert sorted(meta["files"]) == [f for f in files if f != "restock.json"]
+    for rel, digest in meta["files"].items():
+        assert hashlib.sha256((ckpt / rel).read_bytes()).hexdigest() == digest, rel
+
+    from restock.training.train import train
+
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    logs: list[str] = []
+    train(tiny, _exp(steps=64, checkpoint_every=32), "rllib", out_root=tmp_path, resume=run, log=logs.append)
+    assert any("resumed from 000000000032 (32 env steps)" in m for m in logs), logs
+    new = run / "checkpoints" / f"{64:012d}"
+    assert not list(new.rglob("state.pkl")) and (new / "learner_group" / "learner" / "state.msgpack").exists()
+
+
+@pytest.mark.slow
+def test_rllib_checkpoint__pickle_state_is_refused_naming_it(saved_run, tmp_path):
+    """A checkpoint holding a state.pkl (RLlib's pickle format, as before msgpack checkpoints) is refused
+    by `train --resume` before the run directory is touched, naming the file and what to do."""
+    from restock.training.train import train
+
+    tiny, _ = saved_run
+    run, ckpt = _copy_run(saved_run, tmp_path)
+    planted = ckpt / "learner_group" / "learner" / "state.pkl"
+    planted.write_bytes(b"\x80\x04N.")  # pickle.dumps(None): never loaded
+    _rehash(ckpt, "learner_group/learner/state.pkl")
+    before = {p.name: p.read_bytes() for p in (run / "run.json", run / "config.yaml")}
+    with pytest.raises(ValueError, match=r"learner_group/learner/state\.pkl is a pickle: .* Start a new run"):
+        train(tiny, _exp(steps=64), "rllib", out_root=tmp_path, resume=run, log=lambda m: None)
+    assert {p.name: p.read_bytes() for p in (run / "run.json", run / "config.yaml")} == before
+    # restock.json predating the hashes: refused as unverifiable
+    planted.unlink()
+    meta = json.loads((ckpt / "restock.json").read_text())
+    del meta["files"]
+    (ckpt / "restock.json").write_text(json.dumps(meta))
+    import restock.training.rllib_train as rt
+
+    with pytest.raises(ValueError, match=r"restock\.json lists no file hashes .* Start a new run"):
+        rt.check_resume(ckpt, rt.checkpoint_meta(tiny, _exp()))
+
+
+@pytest.mark.slow
+def test_rllib_checkpoint__changed_added_or_missing_file_is_refused(saved_run, tmp_path):
+    import restock.training.rllib_train as rt
+
+    tiny, _ = saved_run
+    meta = rt.checkpoint_meta(tiny, _exp())
+    _, ckpt = _copy_run(saved_run, tmp_path)
+    rel = "learner_group/learner/rl_module/store_policy/module_state.msgpack"
+    data = bytearray((ckpt / rel).read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one weight
+    (ckpt / rel).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{rel} does not match its SHA-256 in restock\.json"):
+        rt.check_resume(ckpt, meta)
+    _, ckpt = _copy_run(saved_run, tmp_path / "b")
+    (ckpt / "env_runner" / "extra.msgpack").write_bytes(b"\x80")
+    with pytest.raises(ValueError, match=r"env_runner/extra\.msgpack is not among the files restock\.json"):
+        rt.check_resume(ckpt, meta)
+    _, ckpt = _copy_run(saved_run, tmp_path / "c")
+    (ckpt / "env_runner" / "state.msgpack").unlink()
+    with pytest.raises(ValueError, match=r"env_runner/state\.msgpack, listed in restock\.json, is missing"):
+        rt.check_resume(ckpt, meta)
+
+
+@pytest.mark.slow
+def test_rllib_checkpoint__object_array_in_msgpack_is_refused_unpickled(saved_run, tmp_path):
+    """A state.msgpack holding msgpack_numpy's encoding of an object-dtype array (which its decoder
+    unpickles) is refused, with its hash in restock.json correct, without anything being unpickled, even
+    with msgpack patched by msgpack_numpy (as RLlib does in-process)."""
+    import msgpack_numpy
+    import restock.training.rllib_train as rt
+
+    msgpack_numpy.patch()
+    tiny, _ = saved_run
+    _, ckpt = _copy_run(saved_run, tmp_path)
+    rel = "learner_group/learner/state.msgpack"
+    state = msgpack_numpy.unpackb((ckpt / rel).read_bytes(), raw=False, strict_map_key=False)
+    state["planted"] = np.array([_Marker()], dtype=object)
+    bad = msgpack_numpy.packb(state)
+    msgpack_numpy.unpackb(bad, raw=False, strict_map_key=False)
+    assert _UNPICKLED == ["unpickled"]  # the decoder RLlib uses would have run the pickle
+    _UNPICKLED.clear()
+    (ckpt / rel).write_bytes(bad)
+    _rehash(ckpt, rel)
+    with pytest.raises(ValueError, match=rf"{rel} holds a numpy array of object dtype \(msgpack_numpy would"):
+        rt.check_resume(ckpt, rt.checkpoint_meta(tiny, _exp()))
+    assert _UNPICKLED == []
+
+
+def test_msgpack_numpy_hazards__what_the_scan_refuses(tmp_path):
+    """The maps msgpack_numpy's decode would unpickle (kind b'O') or build object arrays from raw bytes
+    with (type '|O', structured types with object fields), a nested map where a plain value belongs
+    (decoded first, it could equal b'O'), and what passes: plain numbers, arrays and scalars."""
+    msgpack = pytest.importorskip("msgpack")
+    msgpack_numpy = pytest.importorskip("msgpack_numpy")
+    import restock.training.rllib_train as rt
+
+    def scan(obj):
+        p = tmp_path / "state.msgpack"
+        p.write_bytes(msgpack.Packer(use_bin_type=True).pack(obj) if not isinstance(obj, bytes) else obj)
+        rt._refuse_msgpack_pickles(p, "x/state.msgpack")
+
+    ok = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.int64(3), 4: [1.5, "a", b"b", None]}
+    scan(msgpack_numpy.packb(ok))
+    scan(msgpack_numpy.packb({"rec": np.zeros(2, dtype=[("a", "<f4"), ("b", "<i2")])}))
+    arr = {b"nd": True, b"type": "<f4", b"kind": b"", b"shape": [1], b"data": b"\0" * 4}
+    for bad, why in (
+        (msgpack_numpy.packb({"x": np.array([None], dtype=object)}), "object dtype"),
+        ({**arr, b"type": [["", "|O"]], b"kind": b"O", b"data": b"junk"}, "object dtype"),
+        ({**arr, b"type": "|O", b"data": b"\0" * 8}, "object dtype"),
+        ({**arr, b"type": [["a", "|O"]], b"kind": b"V", b"data": b"\0" * 8}, "object dtype"),
+        ({b"nd": False, b"type": "object", b"data": b"\0" * 8}, "object dtype"),
+        ({**arr, b"kind": {b"nd": False, b"type": "|S1", b"data": b"O"}}, "nested map"),
+        ({**arr, b"kind": b"X"}, "unknown kind"),
+        ({**arr, b"type": "not-a-dtype"}, "unreadable type"),
+        (b"\xc1", "not readable msgpack"),
+    ):
+        with pytest.raises(ValueError, match=rf"x/state\.msgpack .*{why}"):
+            scan([{"deep": [bad]}] if isinstance(bad, dict) else bad)
