@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import reprlib
 import shutil
 import time
 import warnings
@@ -337,7 +338,11 @@ def _checkpoint_files(folder: Path) -> dict[str, Path]:
     """Every file under ``folder`` by its relative POSIX path, restock.json aside; a link or anything
     other than a plain file or folder is refused (ValueError), as nothing restock writes is one."""
     out: dict[str, Path] = {}
-    for root, dirs, names in os.walk(folder):
+
+    def unreadable(err: OSError):  # os.walk would skip the folder silently
+        raise ValueError(f"--resume: cannot read {err.filename} ({err.strerror}); refusing to load {folder}")
+
+    for root, dirs, names in os.walk(folder, onerror=unreadable):
         for name in sorted(dirs + names):
             p = Path(root) / name
             if p.is_symlink() or not (p.is_dir() or p.is_file()):
@@ -351,8 +356,13 @@ def _checkpoint_files(folder: Path) -> dict[str, Path]:
 
 
 def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    try:
+        with path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as err:
+        raise ValueError(
+            f"--resume: cannot read {path} ({err.strerror or err}); refusing to load it"
+        ) from None
 
 
 def _plain_unpackb():
@@ -377,8 +387,15 @@ def _msgpack_numpy_hazard(obj: dict) -> str | None:
         return None
     fields = {k: obj[k] for k in (b"nd", b"type", b"kind", b"shape") if k in obj}
 
-    def has_map(x) -> bool:
-        return isinstance(x, dict) or (isinstance(x, list) and any(has_map(v) for v in x))
+    def has_map(x) -> bool:  # iterative: a type nested a few hundred lists deep overflows recursion
+        todo = [x]
+        while todo:
+            y = todo.pop()
+            if isinstance(y, dict):
+                return True
+            if isinstance(y, list):
+                todo.extend(y)
+        return False
 
     if any(has_map(v) for v in fields.values()):
         return "a numpy encoding with a nested map where msgpack_numpy expects a plain value"
@@ -386,7 +403,7 @@ def _msgpack_numpy_hazard(obj: dict) -> str | None:
     if obj[b"nd"] is True and kind == b"O":
         return "a numpy array of object dtype (msgpack_numpy would unpickle it)"
     if obj[b"nd"] is True and not (type(kind) is bytes and kind in (b"", b"V")):
-        return f"a numpy array of unknown kind {kind!r}"
+        return f"a numpy array of unknown kind {reprlib.repr(kind)}"
     descr = obj.get(b"type")
 
     def unpack_dtype(d):  # msgpack_numpy._unpack_dtype
@@ -399,7 +416,7 @@ def _msgpack_numpy_hazard(obj: dict) -> str | None:
             descr = [tuple(t.decode() if type(t) is bytes else t for t in d) for d in descr]
         dtype = unpack_dtype(descr)
     except Exception:
-        return f"a numpy encoding with an unreadable type {descr!r}"
+        return f"a numpy encoding with an unreadable type {reprlib.repr(descr)}"
     if dtype.hasobject:
         return f"a numpy value of object dtype {dtype} (msgpack_numpy would read raw bytes as pointers)"
     return None
@@ -445,6 +462,18 @@ def verify_checkpoint(ckpt: Path, old: dict | None) -> None:
             f"{ckpt} cannot be verified. Start a new run "
             f"(rllib.init_from: {ckpt.parent.parent} starts it from that run's weights)"
         )
+    for rel, digest in listed.items():  # what save_checkpoint writes: relative POSIX paths, hex digests
+        parts = rel.split("/")
+        if rel == "restock.json" or rel.startswith("/") or any(q in ("", ".", "..") for q in parts):
+            raise ValueError(
+                f"--resume: {ckpt / 'restock.json'} lists {rel!r}, which is not a file path inside the "
+                "checkpoint; refusing to load it"
+            )
+        if not isinstance(digest, str):
+            raise ValueError(
+                f"--resume: {ckpt / 'restock.json'} gives {rel} the SHA-256 {digest!r:.80}, which is not one; "
+                "refusing to load it"
+            )
     unlisted = sorted(files.keys() - listed.keys())
     if unlisted:
         raise ValueError(
@@ -492,7 +521,13 @@ def save_checkpoint(
 def check_resume(ckpt: Path, meta: dict) -> dict:
     """The checkpoint's restock.json, after refusing one this experiment cannot continue or restock must
     not load (``verify_checkpoint``: pickles, hashes, msgpack_numpy object arrays) (ValueError)."""
+    if not ckpt.is_dir():
+        raise ValueError(f"--resume: {ckpt} (the checkpoint latest.json names) is not a folder")
     p = ckpt / "restock.json"
+    if p.is_symlink() or (p.exists() and not p.is_file()):  # checked before reading: a FIFO would block
+        raise ValueError(
+            f"--resume: {p} is a link or not a plain file, which restock never writes; refusing to load {ckpt}"
+        )
     if not p.exists():  # written before restock.json existed: the policies must match at least
         mods = ckpt / "learner_group" / "learner" / "rl_module"
         have = sorted(d.name for d in mods.iterdir() if d.is_dir()) if mods.is_dir() else []
@@ -500,7 +535,12 @@ def check_resume(ckpt: Path, meta: dict) -> dict:
         if have != want:
             raise ValueError(f"--resume: {ckpt} holds the policies {have}, this experiment trains {want}")
         verify_checkpoint(ckpt, None)  # refuses it: nothing to verify its files against
-    old = json.loads(p.read_text())
+    try:
+        old = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: JSON or UTF-8 decoding
+        raise ValueError(f"--resume: {p} is not readable JSON ({type(err).__name__}: {err})") from None
+    if not isinstance(old, dict):
+        raise ValueError(f"--resume: {p} holds {type(old).__name__}, not restock's JSON object")
     verify_checkpoint(ckpt, old)
     for key, what in (
         ("scenario_hash", "scenario"),
@@ -518,6 +558,9 @@ def check_resume(ckpt: Path, meta: dict) -> dict:
                 f"--resume: the checkpoint {ckpt.name} was trained with {what} {shown[0]}, this experiment "
                 f"has {shown[1]}; resume with the run's own {what} or start a new run"
             )
+    steps = old.get("env_steps")
+    if type(steps) is not int or steps < 0:  # restock.json is not among the hashed files
+        raise ValueError(f"--resume: {p} gives env_steps {steps!r}, not a count of env steps")
     return old
 
 

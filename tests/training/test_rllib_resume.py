@@ -461,3 +461,104 @@ def test_msgpack_numpy_hazards__what_the_scan_refuses(tmp_path):
     ):
         with pytest.raises(ValueError, match=rf"x/state\.msgpack .*{why}"):
             scan([{"deep": [bad]}] if isinstance(bad, dict) else bad)
+
+
+def _fake_checkpoint(root: Path) -> tuple[Path, dict]:
+    """A checkpoint folder laid out as RLlib writes one (plain msgpack state, RLlib's ctor pickle never
+    read) with restock.json as save_checkpoint writes it, without building an algorithm."""
+    msgpack = pytest.importorskip("msgpack")
+    import restock.training.rllib_train as rt
+
+    ckpt = root / "checkpoints" / f"{32:012d}"
+    (ckpt / "env_runner").mkdir(parents=True)
+    (ckpt / "env_runner" / "state.msgpack").write_bytes(msgpack.packb({"w": [1.5, 2.5]}))
+    (ckpt / "env_runner" / rt.RLLIB_CTOR_PICKLE).write_bytes(b"\x80\x04N.")
+    (ckpt / "metadata.json").write_text("{}")
+    meta = {"scenario_hash": "h", "roles": ["store"], "network": {"hidden": [4]}, "num_envs": 2}
+    files = {rel: rt._sha256(p) for rel, p in rt._checkpoint_files(ckpt).items()}
+    (ckpt / "restock.json").write_text(json.dumps({**meta, "env_steps": 32, "files": files}))
+    return ckpt, meta
+
+
+def test_rllib_checkpoint__malformed_restock_json_or_folder_is_a_clear_refusal(tmp_path):
+    """Whatever is wrong with a checkpoint's restock.json or folder, --resume refuses it with a ValueError
+    naming the file (never another exception, never a hang on a FIFO, never a read outside the folder)."""
+    import os
+
+    import restock.training.rllib_train as rt
+
+    def edit(ckpt: Path, **kw) -> None:
+        d = json.loads((ckpt / "restock.json").read_text())
+        d.update(kw)
+        (ckpt / "restock.json").write_text(json.dumps(d))
+
+    def with_files(ckpt: Path, change) -> None:
+        d = json.loads((ckpt / "restock.json").read_text())
+        change(d["files"])
+        edit(ckpt, files=d["files"])
+
+    def replace(ckpt: Path, make) -> None:
+        (ckpt / "restock.json").unlink()
+        make(ckpt / "restock.json")
+
+    cases = [
+        (
+            lambda c: (c / "restock.json").write_text(""),
+            r"restock\.json is not readable JSON \(JSONDecodeError",
+        ),
+        (lambda c: (c / "restock.json").write_text("{x"), r"restock\.json is not readable JSON"),
+        (
+            lambda c: (c / "restock.json").write_bytes(b"\xff{"),
+            r"restock\.json is not readable JSON \(Unicode",
+        ),
+        (lambda c: (c / "restock.json").write_text("[" * 100_000), r"restock\.json is not readable JSON"),
+        (lambda c: (c / "restock.json").write_text("[1]"), r"restock\.json holds list, not restock's JSON"),
+        (lambda c: (c / "restock.json").write_text("null"), r"restock\.json holds NoneType"),
+        (lambda c: replace(c, Path.mkdir), r"restock\.json is a link or not a plain file"),
+        (lambda c: replace(c, os.mkfifo), r"restock\.json is a link or not a plain file"),
+        (lambda c: replace(c, lambda p: p.symlink_to(c / "metadata.json")), r"restock\.json is a link"),
+        (lambda c: edit(c, files=["env_runner/state.msgpack"]), r"restock\.json lists no file hashes"),
+        (
+            lambda c: with_files(c, lambda f: f.update({"../x": "0" * 64})),
+            r"lists '\.\./x', which is not a file",
+        ),
+        (
+            lambda c: with_files(c, lambda f: f.update({"/etc/hosts": "0"})),
+            r"lists '/etc/hosts', which is not",
+        ),
+        (lambda c: with_files(c, lambda f: f.update({"a//b": "0"})), r"lists 'a//b', which is not a file"),
+        (lambda c: with_files(c, lambda f: f.update({"restock.json": "0"})), r"lists 'restock\.json', which"),
+        (
+            lambda c: with_files(c, lambda f: f.update({"metadata.json": None})),
+            r"the SHA-256 None, which is not",
+        ),
+        (lambda c: edit(c, env_steps="32"), r"restock\.json gives env_steps '32', not a count"),
+        (lambda c: shutil.rmtree(c), r"000000000032 \(the checkpoint latest\.json names\) is not a folder"),
+    ]
+    for i, (tamper, why) in enumerate(cases):
+        ckpt, meta = _fake_checkpoint(tmp_path / str(i))
+        assert rt.check_resume(ckpt, meta)["env_steps"] == 32  # untampered, it passes
+        tamper(ckpt)
+        with pytest.raises(ValueError, match=why):
+            rt.check_resume(ckpt, meta)
+
+
+def test_msgpack_numpy_hazards__deeply_nested_fields_are_refused_not_a_recursion_error(tmp_path):
+    """A numpy encoding whose type or kind nests lists just under msgpack's own depth limit is refused
+    with a ValueError (a short description of it), as one past that limit is unreadable msgpack."""
+    msgpack = pytest.importorskip("msgpack")
+    import restock.training.rllib_train as rt
+
+    p = tmp_path / "state.msgpack"
+    packer = msgpack.Packer(use_bin_type=True)
+    arr = {b"nd": True, b"type": "<f4", b"kind": b"", b"shape": [1], b"data": b"\0" * 4}
+    for depth in (500, 1010, 5000):
+        for field in (b"type", b"kind"):
+            # msgpack packs nothing this deep itself: one-element arrays (0x91) around a string
+            body = b"".join(
+                packer.pack(k) + (b"\x91" * depth + packer.pack("<f4") if k == field else packer.pack(v))
+                for k, v in arr.items()
+            )
+            p.write_bytes(b"\x81" + packer.pack("x") + b"\x85" + body)
+            with pytest.raises(ValueError, match=r"state\.msgpack (holds a numpy|is not readable msgpack)"):
+                rt._refuse_msgpack_pickles(p, str(p))
