@@ -14,6 +14,34 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def read_latest(run_dir: Path) -> tuple[dict, Path]:
+    """``run_dir/checkpoints/latest.json`` and the checkpoint folder it names, for ``--resume``; a
+    pointer that is missing, unreadable, not a JSON object, or names anything but a folder directly under
+    ``checkpoints/`` is refused with a ValueError naming the file (never a traceback, never a folder
+    outside the run)."""
+    root = Path(run_dir) / "checkpoints"
+    p = root / "latest.json"
+    if not p.is_file():
+        raise ValueError(f"--resume: {run_dir} has no checkpoint to resume from ({p} is missing)")
+    try:
+        latest = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"--resume: {p} is not readable JSON ({type(err).__name__}: {err})") from None
+    name = latest.get("path") if isinstance(latest, dict) else None
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ValueError(
+            f"--resume: {p} must be a JSON object whose 'path' names a checkpoint folder under {root} "
+            f"(found {str(latest)[:80]!r})"
+        )
+    steps = latest.get("env_steps", 0)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"--resume: {p}: env_steps must be a whole number >= 0 (found {steps!r})")
+    ckpt = root / name
+    if ckpt.is_symlink() or not ckpt.is_dir():
+        raise ValueError(f"--resume: {ckpt}, named by {p}, is not a checkpoint folder")
+    return latest, ckpt
+
+
 def step_folders(root: Path) -> list[Path]:
     """The finished checkpoint folders under ``root`` (names of digits; ``.tmp-*`` ones are skipped)."""
     if not root.is_dir():

@@ -42,7 +42,7 @@ from restock.agents.learned import load_role, save_role
 from restock.agents.networks import PerSkuNet
 from restock.envs.compile import Compiled
 from restock.envs.roles import policy_id_for, role_nodes
-from restock.training.checkpoints import prune_checkpoints
+from restock.training.checkpoints import prune_checkpoints, read_latest
 from restock.training.common import (
     Baseline,
     Monitor,
@@ -698,8 +698,8 @@ def train_rllib(
         config = build_config(compiled, exp, baseline, net_cfgs, shield=shield_factory is not None)
         meta = checkpoint_meta(compiled, exp)
         if resume is not None:
-            latest = json.loads((resume / "checkpoints" / "latest.json").read_text())
-            algo = restore(config, resume / "checkpoints" / latest["path"], meta, log)
+            latest, ckpt = read_latest(resume)
+            algo = restore(config, ckpt, meta, log)
         else:
             algo = config.build_algo()
             if exp.rllib.init_from:

@@ -26,7 +26,7 @@ from restock.agents.base import JointPolicy
 from restock.agents.learned import TorchPolicy, load_role, save_role
 from restock.agents.networks import MASK_MIN, NetConfig, PerSkuNet
 from restock.envs.compile import Compiled
-from restock.training.checkpoints import prune_checkpoints
+from restock.training.checkpoints import prune_checkpoints, read_latest
 from restock.training.common import (
     Baseline,
     Monitor,
@@ -414,8 +414,12 @@ def train_sb3(
     start_role_idx = 0
     ckpt = None
     if resume is not None:
-        latest = json.loads((resume / "checkpoints" / "latest.json").read_text())
-        ckpt = resume / "checkpoints" / latest["path"]
+        latest, ckpt = read_latest(resume)
+        if latest.get("role") not in exp.roles:
+            raise ValueError(
+                f"--resume: {resume}/checkpoints/latest.json names role {latest.get('role')!r}; this "
+                f"experiment trains {list(exp.roles)}"
+            )
         start_role_idx = exp.roles.index(latest["role"])
         for r in exp.roles[:start_role_idx]:
             trained[r] = load_role(resume, r)

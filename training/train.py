@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from restock.envs.compile import Compiled
+from restock.training.checkpoints import read_latest
 from restock.training.common import (
     Monitor,
     new_run_dir,
@@ -126,13 +127,11 @@ def train(
             )
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "checkpoints" / "latest.json").exists():
-            raise ValueError(f"--resume: {run_dir} has no checkpoint to resume from")
-        if trainer == "rllib":  # refuse before anything in the run directory is rewritten
+        _, ckpt = read_latest(run_dir)  # refused here, before anything in the run directory is rewritten
+        if trainer == "rllib":
             from restock.training.rllib_train import check_resume, checkpoint_meta
 
-            latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
-            check_resume(run_dir / "checkpoints" / latest["path"], checkpoint_meta(compiled, exp))
+            check_resume(ckpt, checkpoint_meta(compiled, exp))
     else:
         run_dir = new_run_dir(out_root, compiled.config.name, exp.name, exp.seed)
     gamma_info = None

@@ -1,4 +1,4 @@
-"""Learning curves of the pair_ppo runs (held-out greedy cost per period on the trainer's own 8 evaluation
+"""Learning curves of per-pair credit runs (pair_ppo, or rllib with rllib.pair_credit) (held-out greedy cost per period on the trainer's own 8 evaluation
 paths, mean and 95% t-band over training seeds), and per run the cost of the cloned start, of the best
 evaluated weights (what keep_best deploys) and of the last weights on those paths.
 
@@ -28,7 +28,13 @@ def main(root: str, scenario: str, exps: list[str]) -> None:
     if not runs:
         raise SystemExit(f"no runs of {exps} under {root}")
     out = Path("docs/results") / f"{exps[0]}_curve.png"
-    plot_seeds(runs, out, per=per, title=f"{scenario}, pair_ppo: {exps[0]} ({len(runs)} seeds)")
+    trainer = "pair_ppo"
+    cfg = runs[0] / "config.yaml"
+    if cfg.exists():
+        import yaml
+
+        trainer = (yaml.safe_load(cfg.read_text()) or {}).get("trainer") or trainer
+    plot_seeds(runs, out, per=per, title=f"{scenario}, {trainer}: {exps[0]} ({len(runs)} seeds)")
     print(out)
     print("| run | seed | cloned start | best evaluated (env steps) | last weights |")
     print("|---|---|---|---|---|")
