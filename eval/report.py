@@ -1,9 +1,10 @@
-"""Evaluation reports: report.md, kpis.json, kpis.csv, paired.json and PNG plots."""
+"""Evaluation reports: report.md, kpis.json, kpis.csv, paired.json, per_episode.csv and PNG plots."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,31 @@ def paired_table(res: EvalResult) -> str:
     return "\n".join(rows)
 
 
+def write_per_episode(res: EvalResult, path: Path) -> Path:
+    """Every policy's KPIs per sample path (long format: policy, path, kpi, value), so a paired
+    comparison between any two policies of the report, or of two reports on the same scenario, seed and
+    episodes, can be made afterwards. ``path`` is the path's index in the evaluation (the oracle's are
+    the indices it was solved on)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["policy", "path", "kpi", "value"])
+        for pol, kpis in res.per_episode.items():
+            for k, v in kpis.items():
+                v = np.asarray(v, float).ravel()
+                idx = range(len(v))
+                if (
+                    len(v) != res.episodes
+                    and res.oracle_paths is not None
+                    and len(v) == len(res.oracle_paths)
+                ):
+                    idx = [int(i) for i in res.oracle_paths]
+                for i, x in zip(idx, v, strict=True):
+                    w.writerow([pol, i, k, repr(float(x))])
+    os.replace(tmp, path)
+    return path
+
+
 def write_report(
     res: EvalResult,
     out: str | Path,
@@ -116,6 +142,7 @@ def write_report(
                 for k, v in s.items():
                     w.writerow([name, pol, k, v["mean"], v["ci95"][0], v["ci95"][1], v["n"]])
     files["kpis.csv"] = out / "kpis.csv"
+    files["per_episode.csv"] = write_per_episode(res, out / "per_episode.csv")
     try:
         import matplotlib  # noqa: F401  (an extra: a serving-only install has none)
 

@@ -4,7 +4,7 @@
 # and the store role alone (default_rllib_pairs.yaml), 43,680 env steps, each run cloning tuned (s,S) itself.
 # Needs out/params/default.json: `restock tune default --policy P --out out/params/default.json` for P in
 # s_S, base_stock, echelon_base_stock, capped_base_stock, r_Q (the joint heuristics the runs are judged by).
-#   docs/results/rllib_pairs_runs.sh train "joint:0 joint:1" | eval
+#   docs/results/rllib_pairs_runs.sh train "joint:0 joint:1" | eval-heuristics | eval [RUN ...] | table
 # Runs land in runs/rllib_pairs (joint) and runs/rllib_pairs_store (store only).
 set -euo pipefail
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=1
@@ -21,17 +21,20 @@ case ${1:-} in
       restock train default --trainer rllib --config configs/experiments/$cfg.yaml --seed "$s" --out "$out"
       echo "=== done $cfg seed $s $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
     done ;;
-  eval)
-    runs=(runs/rllib_pairs/default__* runs/rllib_pairs_store/default__*)
+  eval-heuristics)  # the tuned joint heuristics on the 200 held-out paths (seed 9001)
+    restock eval default --policies s_S,base_stock,echelon_base_stock,capped_base_stock,r_Q \
+      --params out/params/default.json --episodes 200 --seed 9001 --baseline s_S --out out/eval/rp_default_heur ;;
+  eval)  # each finished run and its cloned start on the same paths, one report each: eval [RUN ...]
+    shift; runs=("$@")
+    [ ${#runs[@]} -gt 0 ] || runs=(runs/rllib_pairs/default__* runs/rllib_pairs_store/default__*)
     link_clones "${runs[@]}"
-    pols="s_S,base_stock,echelon_base_stock,capped_base_stock,r_Q"
-    for r in "${runs[@]}"; do pols="$pols,out/rp_clones/$(basename "$r")__cloned,$r"; done
-    restock eval default --policies "$pols" --params out/params/default.json --episodes 200 --seed 9001 \
-      --baseline s_S --out out/eval/rp_default
     for r in "${runs[@]}"; do
+      o="out/eval/rp_default_run_$(basename "$r")"
+      [ -f "$o/per_episode.csv" ] && continue  # evaluated already
       restock eval default --policies "out/rp_clones/$(basename "$r")__cloned,$r" --episodes 200 --seed 9001 \
-        --params out/params/default.json --out "out/eval/rp_default_added_$(basename "$r")"
-    done
-    python docs/results/pair_ppo_table.py out/eval/rp_default out/eval/rp_default_added_* ;;
-  *) echo "usage: $0 train [\"joint:0 store:1 ...\"] | eval" >&2; exit 2 ;;
+        --params out/params/default.json --baseline "$(basename "$r")__cloned" --out "$o"
+    done ;;
+  table)  # paired across the reports: they share scenario, seed and paths (checked)
+    python docs/results/rllib_pairs_table.py s_S out/eval/rp_default_heur out/eval/rp_default_run_* ;;
+  *) echo "usage: $0 train [\"joint:0 store:1 ...\"] | eval-heuristics | eval [RUN ...] | table" >&2; exit 2 ;;
 esac
