@@ -28,9 +28,12 @@ def eval_cmd(
         int, typer.Option(min=2, max=100_000, help="Sample paths (every policy gets the same ones).")
     ] = 20,
     seed: Annotated[int, typer.Option(help="Demand seed of the evaluation paths.")] = 0,
-    out: Annotated[Path, typer.Option(help="Report folder (report.md, kpis.json, kpis.csv, paired.json, per_episode.csv: KPIs per path, plots).")] = Path(
-        "out/eval"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Report folder (report.md, kpis.json, kpis.csv, paired.json, per_episode.csv: KPIs per path, plots)."
+        ),
+    ] = Path("out/eval"),
     baseline: Annotated[
         str | None, typer.Option(help="Policy for paired differences (default: the first).")
     ] = None,
