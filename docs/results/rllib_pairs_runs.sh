@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The RLlib pair-credit runs and evaluations behind docs/results/rllib_pairs.md: RLlib PPO with per-(node,
 # SKU) credit on `default`, store + DC learned jointly (configs/experiments/default_rllib_pairs_joint.yaml)
-# and the store role alone (default_rllib_pairs.yaml), 43,680 env steps, each run cloning tuned (s,S) itself.
+# the store role alone (default_rllib_pairs.yaml) and the DC role alone (default_rllib_pairs_dc.yaml), 43,680
+# env steps, each run cloning tuned (s,S) itself.
 # Needs out/params/default.json: `restock tune default --policy P --out out/params/default.json` for P in
 # s_S, base_stock, echelon_base_stock, capped_base_stock, r_Q (the joint heuristics the runs are judged by).
 #   docs/results/rllib_pairs_runs.sh train "joint:0 joint:1" | eval-heuristics | eval [RUN ...] | table
-# Runs land in runs/rllib_pairs (joint) and runs/rllib_pairs_store (store only).
+# Runs land in runs/rllib_pairs (joint), runs/rllib_pairs_store (store only) and runs/rllib_pairs_dc (DC only).
 set -euo pipefail
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=1
 link_clones() {  # each run's cloned start under a name of its own, for restock eval
@@ -14,9 +15,14 @@ link_clones() {  # each run's cloned start under a name of its own, for restock 
 }
 case ${1:-} in
   train)
-    for job in ${2:-joint:0 joint:1 joint:2 store:0 store:1 store:2}; do
+    for job in ${2:-joint:0 joint:1 joint:2 store:0 store:1 store:2 dc:0 dc:1 dc:2}; do
       kind=${job%%:*}; s=${job##*:}
-      if [ "$kind" = joint ]; then cfg=default_rllib_pairs_joint; out=runs/rllib_pairs; else cfg=default_rllib_pairs; out=runs/rllib_pairs_store; fi
+      case $kind in
+        joint) cfg=default_rllib_pairs_joint; out=runs/rllib_pairs ;;
+        store) cfg=default_rllib_pairs; out=runs/rllib_pairs_store ;;
+        dc) cfg=default_rllib_pairs_dc; out=runs/rllib_pairs_dc ;;
+        *) echo "unknown job $job (joint:N, store:N or dc:N)" >&2; exit 2 ;;
+      esac
       echo "=== $cfg seed $s $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
       restock train default --trainer rllib --config configs/experiments/$cfg.yaml --seed "$s" --out "$out"
       echo "=== done $cfg seed $s $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -26,7 +32,7 @@ case ${1:-} in
       --params out/params/default.json --episodes 200 --seed 9001 --baseline s_S --out out/eval/rp_default_heur ;;
   eval)  # each finished run and its cloned start on the same paths, one report each: eval [RUN ...]
     shift; runs=("$@")
-    [ ${#runs[@]} -gt 0 ] || runs=(runs/rllib_pairs/default__* runs/rllib_pairs_store/default__*)
+    [ ${#runs[@]} -gt 0 ] || runs=(runs/rllib_pairs/default__* runs/rllib_pairs_store/default__* runs/rllib_pairs_dc/default__*)
     link_clones "${runs[@]}"
     for r in "${runs[@]}"; do
       o="out/eval/rp_default_run_$(basename "$r")"
