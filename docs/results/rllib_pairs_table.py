@@ -96,7 +96,8 @@ def main(base: str, folders: list[str]) -> None:
     print("|---|---|---|")
     for g, xs in groups.items():
         m, lo, hi = t_ci(xs)
-        print(f"| {g} | {len(xs)} | {pct(m)} [{pct(lo)}, {pct(hi)}] |")
+        band = f"[{pct(lo)}, {pct(hi)}]" if len(xs) > 1 else "(one seed: no interval)"
+        print(f"| {g} | {len(xs)} | {pct(m)} {band} |")
 
 
 if __name__ == "__main__":
