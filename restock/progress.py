@@ -136,11 +136,6 @@ class Progress:
         if self._rich is not None:
             self._rich.update(self._task, description=desc)
 
-    def set_total(self, total: float | None) -> None:
-        self.total = total
-        if self._rich is not None:
-            self._rich.update(self._task, total=total)
-
     def log(self, msg: str) -> None:
         """Print a message without breaking the bar."""
         if self._rich is not None:
