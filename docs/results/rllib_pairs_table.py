@@ -69,14 +69,16 @@ def main(base: str, folders: list[str]) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     groups: dict[str, list[float]] = {}
+    by_run = {p.split(" [")[0]: p for p in per}
     for name in sorted(per, key=lambda p: (parts(p)[0] != "", parts(p)[0], parts(p)[1], not parts(p)[2])):
         k = per[name]
         tc = mean_ci(k["total_cost"])
         exp, seed, cloned = parts(name)
         r = "(baseline)" if name == base else fmt(rel(k["total_cost"], b))
         added = ""
-        if exp and not cloned and f"{name}__cloned" in per:
-            a = rel(k["total_cost"], per[f"{name}__cloned"]["total_cost"])
+        clone = by_run.get(f"{name.split(' [')[0]}__cloned")  # labels may carry " [what played each role]"
+        if exp and not cloned and clone is not None:
+            a = rel(k["total_cost"], per[clone]["total_cost"])
             added = fmt(a)
             groups.setdefault(f"PPO added ({exp})", []).append(a["mean"])
         if exp and name != base:
