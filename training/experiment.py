@@ -93,6 +93,9 @@ class RLlibSpec(Strict):
     # its pair's own reward (a DC pair: its SKU's cost over its subtree), a per-SKU critic, per-SKU GAE
     # and PPO's clipped loss per pair. False: one reward and one value per agent (node)
     pair_credit: bool = False
+    # behaviour cloning's floor in gradient steps for every role (pair_ppo's is 1,500): the proportional
+    # budget gives a DC role of `default` 267 steps (level accuracy 0.74). None: the proportional budget
+    bc_min_steps: PositiveInt | None = None
 
 
 class ExperimentConfig(Strict):

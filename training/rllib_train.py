@@ -307,6 +307,8 @@ def _warm_start(
             shield=shield_factory(compiled) if shield_factory else None,
         )
         budget = bc_budget(exp, len(role_nodes(compiled, role)))  # proportionate to the run
+        if exp.rllib.bc_min_steps and budget["max_updates"] is not None:
+            budget["max_updates"] = max(budget["max_updates"], exp.rllib.bc_min_steps)
         res = pretrain(net, data, epochs=exp.bc_epochs, seed=exp.seed, log=log, **budget)
         monitor.log(0, {f"charts/bc_accuracy/{role}": res["accuracy"]})
         save_role(run_dir / "cloned", role, net)

@@ -52,6 +52,7 @@ def _check_sb3(exp: ExperimentConfig) -> None:
         ("runtime_env", r.runtime_env),
         ("init_from", r.init_from),
         ("pair_credit", r.pair_credit),
+        ("bc_min_steps", r.bc_min_steps),
         # a non-default DC reward only (a sweep re-validates a dumped experiment, so every field is "set")
         ("dc_reward", r.dc_reward != type(r).model_fields["dc_reward"].default),
     ):

@@ -107,3 +107,40 @@ def test_rllib__config_and_warm_start_use_the_scenario_gamma(monkeypatch):
     with pytest.raises(StopIteration):
         rt._warm_start(None, c, exp, base, None, print, None, cfgs, None)
     assert seen == {"gamma": 0.95, "scale": pytest.approx(2.0 / 0.05)}
+
+
+def test_rllib__bc_min_steps_floors_every_role_s_cloning_budget(monkeypatch):
+    """rllib.bc_min_steps raises a role's proportional behaviour-cloning budget to the floor (a DC of
+    `default` gets 267 steps otherwise); unset, the proportional budget stands."""
+    pytest.importorskip("ray")
+    import restock.training.bc as bc
+    import restock.training.rllib_train as rt
+    from restock.training.common import Baseline
+
+    c = _tiny(0.95)
+    base = Baseline("base_stock", {}, 0.0, 2.0)
+    seen = []
+
+    def pretrain(net, data, **kw):
+        seen.append(kw["max_updates"])
+        raise StopIteration
+
+    monkeypatch.setattr(bc, "collect", lambda *a, **kw: None)
+    monkeypatch.setattr(bc, "pretrain", pretrain)
+    monkeypatch.setattr(rt, "learner_nets", lambda algo, net_cfgs: {"store": None})
+    for extra in ({}, {"bc_min_steps": 1500}):
+        exp = load_experiment(
+            None, steps=64, num_envs=4, roles=["store"], bc_episodes=1, bc_epochs=1, rllib=extra
+        )
+        with pytest.raises(StopIteration):
+            rt._warm_start(None, c, exp, base, None, print, None, {}, None)
+    assert seen[0] == bc.bc_budget(exp, 1)["max_updates"] < 1500 and seen[1] == 1500
+
+
+def test_sb3__refuses_rllib_bc_min_steps_naming_it():
+    from restock.training.train import check_for_trainer
+
+    exp = load_experiment(None, rllib={"bc_min_steps": 1500})
+    for trainer in ("sb3", "pair_ppo"):
+        with pytest.raises(ValueError, match=r"rllib\.bc_min_steps: an RLlib setting"):
+            check_for_trainer(exp, trainer)
