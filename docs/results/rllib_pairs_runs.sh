@@ -21,7 +21,8 @@ case ${1:-} in
         joint) cfg=default_rllib_pairs_joint; out=runs/rllib_pairs ;;
         store) cfg=default_rllib_pairs; out=runs/rllib_pairs_store ;;
         dc) cfg=default_rllib_pairs_dc; out=runs/rllib_pairs_dc ;;
-        *) echo "unknown job $job (joint:N, store:N or dc:N)" >&2; exit 2 ;;
+        dcfloor) cfg=default_rllib_pairs_joint_dcfloor; out=runs/rllib_pairs_dcfloor ;;
+        *) echo "unknown job $job (joint:N, store:N, dc:N or dcfloor:N)" >&2; exit 2 ;;
       esac
       echo "=== $cfg seed $s $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
       restock train default --trainer rllib --config configs/experiments/$cfg.yaml --seed "$s" --out "$out"
@@ -32,7 +33,7 @@ case ${1:-} in
       --params out/params/default.json --episodes 200 --seed 9001 --baseline s_S --out out/eval/rp_default_heur ;;
   eval)  # each finished run and its cloned start on the same paths, one report each: eval [RUN ...]
     shift; runs=("$@")
-    [ ${#runs[@]} -gt 0 ] || runs=(runs/rllib_pairs/default__* runs/rllib_pairs_store/default__* runs/rllib_pairs_dc/default__*)
+    [ ${#runs[@]} -gt 0 ] || runs=(runs/rllib_pairs/default__* runs/rllib_pairs_store/default__* runs/rllib_pairs_dc/default__* runs/rllib_pairs_dcfloor/default__*)
     link_clones "${runs[@]}"
     for r in "${runs[@]}"; do
       o="out/eval/rp_default_run_$(basename "$r")"
