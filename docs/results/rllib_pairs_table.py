@@ -24,6 +24,7 @@ import numpy as np
 from default_trainers import t_ci
 from pair_ppo_table import parts, pct
 from restock.envs.kpis import mean_ci
+from restock.eval.kpis import paired
 
 
 def load(folders: list[str]) -> tuple[dict, dict, int]:
@@ -47,7 +48,8 @@ def load(folders: list[str]) -> tuple[dict, dict, int]:
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> dict:
-    return mean_ci((a - b) / b)
+    """Paired relative cost difference (a - b) / b with its 95% interval, as `restock eval` computes it."""
+    return paired({"total_cost": a}, {"total_cost": b}, keys=())["total_cost_relative"]
 
 
 def fmt(d: dict) -> str:
@@ -74,17 +76,16 @@ def main(base: str, folders: list[str]) -> None:
         k = per[name]
         tc = mean_ci(k["total_cost"])
         exp, seed, cloned = parts(name)
-        r = "(baseline)" if name == base else fmt(rel(k["total_cost"], b))
+        vs_base = None if name == base else rel(k["total_cost"], b)
+        r = "(baseline)" if vs_base is None else fmt(vs_base)
         added = ""
         clone = by_run.get(f"{name.split(' [')[0]}__cloned")  # labels may carry " [what played each role]"
         if exp and not cloned and clone is not None:
             a = rel(k["total_cost"], per[clone]["total_cost"])
             added = fmt(a)
             groups.setdefault(f"PPO added ({exp})", []).append(a["mean"])
-        if exp and name != base:
-            groups.setdefault(f"cloned start of {exp}" if cloned else exp, []).append(
-                rel(k["total_cost"], b)["mean"]
-            )
+        if exp and vs_base is not None:
+            groups.setdefault(f"cloned start of {exp}" if cloned else exp, []).append(vs_base["mean"])
         viol = sum(float(v.mean()) for kk, v in k.items() if kk.startswith("safety_executed_violations_"))
         inter = (
             float(k["safety_intervention_rate"].mean()) if "safety_intervention_rate" in k else float("nan")
