@@ -82,7 +82,9 @@ class RLlibSpec(Strict):
     num_learners: Int = Field(default=0, ge=0, le=256)  # 0: one learner in the driver process
     num_gpus_per_learner: Float = Field(default=0.0, ge=0, le=8)
     # a trained DC's reward: "region" = mean net cost of the DC and its stores (MAPPO-style shared
-    # credit; a DC's own cost has no term for its stores' lost sales), "own" = the DC's own cost
+    # credit; a DC's own cost has no term for its stores' lost sales), "own" = the DC's own cost. With
+    # pair_credit, per DC pair: "region" = its SKU's cost over the DC and its stores, "own" = the DC's
+    # own cost of that SKU (its stockout penalty on what it owes or cancels to its stores included)
     dc_reward: Literal["region", "own"] = "region"
     # start the trained roles from these weights (a run directory or any folder with policies/<role>.pt,
     # e.g. one behaviour-cloned start shared by several seeds) instead of behaviour cloning

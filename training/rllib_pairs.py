@@ -89,14 +89,16 @@ def check_pair_experiment(exp) -> None:
 
 def env_pair_rewards(env, on_hand_before: np.ndarray, tc: int) -> np.ndarray:
     """Per-SKU rewards [agents, K] of the step just taken by ``env`` (an `RLlibInventoryEnv`), in its
-    ``possible_agents`` order: minus the pair costs of each agent's node (a DC: over its subtree), over
-    the env's ``reward_scale``."""
+    ``possible_agents`` order: minus the pair costs of each agent's node, over the env's ``reward_scale``.
+    A DC pair's cost is its SKU's cost over the DC's subtree (``dc_reward`` "region", the default) or the
+    DC's own (``dc_reward`` "own": its ordering, holding and the stockout penalty on what it owes or
+    cancels to its stores, without the stores' own costs)."""
     c = env.compiled
     p = c.params
     pc = pair_costs(p, env.env.state, on_hand_before, tc)
     check_pair_costs(pc, env.env.out, bool(p.include_revenue), c.config.name)
     credit = pc
-    if not np.all(p.is_store[env.nodes] == 1):  # a trained DC: its SKU's cost over its subtree
+    if env.dc_reward == "region" and not np.all(p.is_store[env.nodes] == 1):  # a trained DC: its subtree
         credit = np.where(p.is_store.astype(bool)[None, :, None], pc, subtree_costs(p, pc))
     return (-credit[env._e_idx, env._n_idx] / env.reward_scale).astype(np.float32)
 

@@ -34,7 +34,6 @@ def _env(**kw) -> RLlibInventoryEnv:
         "num_envs": 2,
         "pair_credit": True,
         "reward_scale": 7.0,
-        "dc_reward": "own",
     }
     cfg.update(kw)
     return RLlibInventoryEnv(cfg)
@@ -65,12 +64,18 @@ def test_pair_gae__matches_a_hand_computation():
 
 
 def test_env__per_sku_rewards_add_up_to_the_node_rewards_and_a_dc_gets_its_subtree():
-    env = _env()
+    """Store pairs add up to the store's reward; a DC pair's credit is its SKU's cost over the DC and its
+    stores (dc_reward "region", the default) or the DC's own cost of it (dc_reward "own"). Two envs on the
+    same seed and actions: "own" also gives the DC's own node reward the subtree sum is checked against."""
+    env, own = _env(), _env(dc_reward="own")
     c = env.compiled
     env.reset(seed=SEED)
+    own.reset(seed=SEED)
     rng = np.random.default_rng(0)
     for t in range(c.horizon):
-        _, rew, _, trunc, infos = env.step({a: rng.integers(0, 9, env.K) for a in env.possible_agents})
+        acts = {a: rng.integers(0, 9, env.K) for a in env.possible_agents}
+        _, rew, _, trunc, infos = env.step(acts)
+        _, rew_o, _, _, inf_o = own.step(acts)
         # the step that reaches the horizon says so (the learner ends the episode's GAE there)
         assert all(bool(i.get(PAIR_HORIZON)) == (t == c.horizon - 1) for i in infos.values())
         for e in range(env.E):
@@ -80,9 +85,10 @@ def test_env__per_sku_rewards_add_up_to_the_node_rewards_and_a_dc_gets_its_subtr
             for a in stores:
                 assert infos[a][PAIR_REWARDS].shape == (env.K,)
                 assert infos[a][PAIR_REWARDS].sum() == pytest.approx(rew[a], rel=1e-5, abs=1e-6)
-            # a DC's credit: its SKU's cost over itself and its stores (dc_reward "own" is its own cost)
-            subtree = rew[dc] + sum(rew[a] for a in stores)
+                np.testing.assert_array_equal(inf_o[a][PAIR_REWARDS], infos[a][PAIR_REWARDS])
+            subtree = rew_o[dc] + sum(rew_o[a] for a in stores)
             assert infos[dc][PAIR_REWARDS].sum() == pytest.approx(subtree, rel=1e-5, abs=1e-6)
+            assert inf_o[dc][PAIR_REWARDS].sum() == pytest.approx(rew_o[dc], rel=1e-5, abs=1e-6)
     assert trunc["__all__"] and "episode_summary" in infos[stores[0]]
     # off by default: no per-SKU rewards
     env = _env(pair_credit=False)
