@@ -19,7 +19,12 @@ def bench(
         str | None, typer.Option(help="Comma-separated suites: kernel,demand,pettingzoo,array_env,large.")
     ] = None,
     training: Annotated[
-        bool, typer.Option("--training", help="Add trainer throughput (SB3, RLlib on default).")
+        bool,
+        typer.Option(
+            "--training",
+            help="Add trainer throughput on default (SB3, RLlib): rollouts alone, and whole training "
+            "iterations (rollout + PPO update) end to end.",
+        ),
     ] = False,
     serving: Annotated[
         bool, typer.Option("--serving", help="Add the serving benchmark (latency under load).")
