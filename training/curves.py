@@ -168,6 +168,7 @@ def plot_seeds(
         refs[f"baseline {pol} (training conditions)".replace("  ", " ")] = float(np.mean(bases)) / per
     for name, v in refs.items():
         ax.axhline(v, ls="--", lw=1, color="k" if "optim" in name else "tab:red", label=name)
+    _clip_outliers(ax, series, [*refs.values()])
     ax.set_xlabel("env steps (simulated periods)")
     ax.set_ylabel("held-out greedy cost" + (" per period" if per != 1 else " per episode") + " (money units)")
     ax.set_title(title)
@@ -175,3 +176,29 @@ def plot_seeds(
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     return Path(out)
+
+
+def _clip_outliers(ax, series: list, refs: list[float]) -> None:
+    """Keep the plot readable when a seed has an excursion far above where runs start (e.g. one
+    evaluation at 7x the cost): the y axis stops 25% above the highest starting value or reference line,
+    and the text names how many evaluations are above it and the highest one."""
+    import numpy as np
+
+    start = [float(y[0]) for _, y in series] + [float(r) for r in refs]
+    top = 1.25 * max(start)
+    ys = np.concatenate([y for _, y in series])
+    above = ys > top
+    if not np.any(above) or top <= 0:
+        return
+    bottom = min(float(np.nanmin(ys)), *start)  # the data's, not a band widened by the excursion
+    ax.set_ylim(bottom - 0.1 * (top - bottom), top)
+    k = int(above.sum())
+    ax.text(
+        0.01,
+        0.02,
+        f"{k} evaluation{'s' if k > 1 else ''} above the axis (highest {float(ys.max()):,.0f})",
+        transform=ax.transAxes,
+        va="bottom",
+        fontsize=8,
+        color="tab:gray",
+    )

@@ -79,3 +79,21 @@ def test_no_global_matplotlib_backend_switch_anywhere():
             if "matplotlib.use(" in text or "pyplot" in text:
                 offenders.append(str(f.relative_to(root)))
     assert offenders == []
+
+
+def test_curves__an_excursion_is_clipped_and_named():
+    """One seed's evaluation at 7x the others would flatten every curve: the axis stops 25% above the
+    highest start or reference line and the plot says how many points are above it and the highest."""
+    from matplotlib.figure import Figure
+    from restock.training.curves import _clip_outliers
+
+    x = np.array([0.0, 100.0, 200.0])
+    series = [(x, np.array([1300.0, 9151.0, 1100.0])), (x, np.array([1280.0, 1250.0, 1090.0]))]
+    ax = Figure().add_subplot()
+    _clip_outliers(ax, series, [1320.0])
+    lo, hi = ax.get_ylim()
+    assert hi == pytest.approx(1.25 * 1320.0) and lo < 1090.0
+    assert [t.get_text() for t in ax.texts] == ["1 evaluation above the axis (highest 9,151)"]
+    calm = Figure().add_subplot()
+    _clip_outliers(calm, series[1:], [1320.0])
+    assert not calm.texts
