@@ -186,7 +186,22 @@ class RLlibRollouts:
         self.algo.stop()
 
 
-class SB3Training:
+class _Iterations:
+    """Timing of whole training iterations (``_iteration`` returns the environment steps it ran)."""
+
+    def _iteration(self) -> int:
+        raise NotImplementedError
+
+    def run(self, seconds: float) -> tuple[int, float]:
+        """Whole iterations for at least ``seconds`` (one at least): (environment steps, seconds)."""
+        steps, t0 = 0, time.perf_counter()
+        while True:
+            steps += self._iteration()
+            if time.perf_counter() - t0 >= seconds:
+                return steps, time.perf_counter() - t0
+
+
+class SB3Training(_Iterations):
     """SB3 end to end: ``collect_rollouts`` then ``model.train()``, as ``MaskablePPO.learn`` iterates."""
 
     def __init__(self, num_envs: int = 8, warmup: int = 1):
@@ -195,8 +210,7 @@ class SB3Training:
         from restock.agents.shield import Shield
         from restock.training.experiment import resolve_gamma
         from restock.training.sb3_env import RoleVecEnv
-        from restock.training.sb3_train import PerSkuMaskablePolicy
-        from sb3_contrib import MaskablePPO
+        from restock.training.sb3_train import build_model
         from stable_baselines3.common.callbacks import BaseCallback
 
         c, exp, base, cfg = _setup(num_envs)
@@ -214,25 +228,7 @@ class SB3Training:
             reward_scale=scale,
             shield_penalty=exp.shield.penalty,
         )
-        self.model = MaskablePPO(
-            PerSkuMaskablePolicy,
-            self.venv,
-            learning_rate=ppo.learning_rate,
-            n_steps=ppo.rollout_steps,
-            batch_size=ppo.minibatch_size,
-            n_epochs=ppo.n_epochs,
-            gamma=gamma,
-            gae_lambda=ppo.gae_lambda,
-            clip_range=ppo.clip_range,
-            ent_coef=ppo.ent_coef,
-            vf_coef=ppo.vf_coef,
-            max_grad_norm=ppo.max_grad_norm,
-            target_kl=ppo.target_kl,
-            seed=exp.seed,
-            device="cpu",
-            verbose=0,
-            policy_kwargs={"net_config": cfg.to_dict()},
-        )
+        self.model = build_model(self.venv, exp, cfg, gamma, ppo.minibatch_size)
 
         class Go(BaseCallback):
             def _on_step(self) -> bool:
@@ -261,16 +257,8 @@ class SB3Training:
         self.iterations += 1
         return (m.num_timesteps - before) // self.venv.n  # agent steps -> environment steps
 
-    def run(self, seconds: float) -> tuple[int, float]:
-        """Whole iterations for at least ``seconds`` (one at least): (environment steps, seconds)."""
-        steps, t0 = 0, time.perf_counter()
-        while True:
-            steps += self._iteration()
-            if time.perf_counter() - t0 >= seconds:
-                return steps, time.perf_counter() - t0
 
-
-class RLlibTraining:
+class RLlibTraining(_Iterations):
     """RLlib end to end: ``algo.train()`` with the local env runner and the local learner."""
 
     def __init__(self, num_envs: int = 8, warmup: int = 1):
@@ -308,14 +296,6 @@ class RLlibTraining:
         self.iterations += 1
         self.rows_trained.append(int(res[LEARNER_RESULTS][ALL_MODULES][NUM_MODULE_STEPS_TRAINED]))
         return int(res[ENV_RUNNER_RESULTS][NUM_ENV_STEPS_SAMPLED]) * self.per_step
-
-    def run(self, seconds: float) -> tuple[int, float]:
-        """Whole iterations for at least ``seconds`` (one at least): (environment steps, seconds)."""
-        steps, t0 = 0, time.perf_counter()
-        while True:
-            steps += self._iteration()
-            if time.perf_counter() - t0 >= seconds:
-                return steps, time.perf_counter() - t0
 
     def close(self) -> None:
         self.algo.stop()

@@ -157,6 +157,33 @@ class PerSkuMaskablePolicy(MaskableActorCriticPolicy):
 # checkpoints
 
 
+def build_model(
+    venv: RoleVecEnv, exp: ExperimentConfig, cfg: NetConfig, gamma: float, batch: int
+) -> MaskablePPO:
+    """The MaskablePPO model of a role: the per-SKU policy and the experiment's PPO settings (minibatch
+    ``batch`` agent rows). `restock bench --training` builds its SB3 learner here too."""
+    ppo = exp.ppo
+    return MaskablePPO(
+        PerSkuMaskablePolicy,
+        venv,
+        learning_rate=ppo.learning_rate,
+        n_steps=ppo.rollout_steps,
+        batch_size=batch,
+        n_epochs=ppo.n_epochs,
+        gamma=gamma,
+        gae_lambda=ppo.gae_lambda,
+        clip_range=ppo.clip_range,
+        ent_coef=ppo.ent_coef,
+        vf_coef=ppo.vf_coef,
+        max_grad_norm=ppo.max_grad_norm,
+        target_kl=ppo.target_kl,
+        seed=exp.seed,
+        device="cpu",
+        verbose=0,
+        policy_kwargs={"net_config": cfg.to_dict()},
+    )
+
+
 def _rng_state() -> dict:
     """The global generators' states as plain JSON (checkpoints hold no pickles)."""
     py = random.getstate()
@@ -461,25 +488,7 @@ def train_sb3(
             log(f"resuming {role} from {ckpt.name} ({meta['env_steps']} env steps)")
             reset = False
         else:
-            model = MaskablePPO(
-                PerSkuMaskablePolicy,
-                venv,
-                learning_rate=ppo.learning_rate,
-                n_steps=ppo.rollout_steps,
-                batch_size=batch,
-                n_epochs=ppo.n_epochs,
-                gamma=gamma,
-                gae_lambda=ppo.gae_lambda,
-                clip_range=ppo.clip_range,
-                ent_coef=ppo.ent_coef,
-                vf_coef=ppo.vf_coef,
-                max_grad_norm=ppo.max_grad_norm,
-                target_kl=ppo.target_kl,
-                seed=exp.seed,
-                device="cpu",
-                verbose=0,
-                policy_kwargs={"net_config": cfg.to_dict()},
-            )
+            model = build_model(venv, exp, cfg, gamma, batch)
             remaining = total_env_steps * n_agents
             reset = True
             if exp.bc_episodes and exp.bc_epochs:
