@@ -156,3 +156,20 @@ def test_eval__weights_that_do_not_fit_the_scenario_exit_2(tmp_path):
     )
     assert res.exit_code == 2, res.output
     assert "9 levels" in " ".join(res.output.split()) and "Traceback" not in res.output
+
+
+def test_eval__a_network_on_another_action_grid_is_refused(tmp_path):
+    """Same level count, other max_cover: the levels would map to other quantities, so eval refuses and
+    names the field (the run's saved scenario.yaml is the reference); on its own grid it evaluates."""
+    run = make_run(tmp_path)
+    cfg = load_scenario("tiny").model_dump(mode="json")
+    cfg["action"]["store"]["max_cover"] = 2 * cfg["action"]["store"]["max_cover"]
+    (run / "scenario.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    res = _eval(run, tmp_path / "out")
+    assert res.exit_code == 2, res.output
+    flat = " ".join(res.output.split())
+    assert "action.store.max_cover" in flat and "Traceback" not in res.output
+    assert not (tmp_path / "out" / "kpis.json").exists()
+    (run / "scenario.yaml").write_text(yaml.safe_dump(load_scenario("tiny").model_dump(mode="json")))
+    res = _eval(run, tmp_path / "ok")
+    assert res.exit_code == 0, res.output
