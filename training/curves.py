@@ -184,13 +184,17 @@ def _clip_outliers(ax, series: list, refs: list[float]) -> None:
     and the text names how many evaluations are above it and the highest one."""
     import numpy as np
 
-    start = [float(y[0]) for _, y in series] + [float(r) for r in refs]
-    top = 1.25 * max(start)
+    start = np.array([float(y[0]) for _, y in series] + [float(r) for r in refs])
+    start = start[np.isfinite(start)]
     ys = np.concatenate([y for _, y in series])
-    above = ys > top
-    if not np.any(above) or top <= 0:
+    ys = ys[np.isfinite(ys)]
+    if start.size == 0 or ys.size == 0:
         return
-    bottom = min(float(np.nanmin(ys)), *start)  # the data's, not a band widened by the excursion
+    top = 1.25 * float(start.max())
+    above = ys > top
+    if not np.any(above) or top <= 0:  # (costs that can be negative, e.g. net of revenue: left alone)
+        return
+    bottom = min(float(ys.min()), float(start.min()))  # the data's, not a band widened by the excursion
     ax.set_ylim(bottom - 0.1 * (top - bottom), top)
     k = int(above.sum())
     ax.text(

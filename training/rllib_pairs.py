@@ -6,11 +6,12 @@ with the other SKUs' noise (`training.pair_ppo` explains why that stalls many-SK
 credit, per agent (node) and step:
 
 - **rewards** (`env_pair_rewards`): the env puts the node's per-SKU rewards [K] in the agent's info dict
-  under ``"pair_rewards"``: minus `pair_ppo.pair_costs` of the node (a DC's: `pair_ppo.subtree_costs`,
-  its SKU's cost over itself and every node below it), divided by the env's ``reward_scale`` like the
-  node reward. Every step checks the pairs against the kernel's node costs (`pair_ppo.check_pair_costs`).
-  A store's pair rewards add up to its node reward; a DC's add up to its subtree's net cost (its node
-  reward is the region mean or its own cost, ``rllib.dc_reward``, which pair credit does not use).
+  under ``"pair_rewards"``: minus `pair_ppo.pair_costs` of the node (a DC's, with ``rllib.dc_reward``
+  "region", the default: `pair_ppo.subtree_costs`, its SKU's cost over itself and every node below it;
+  with "own": the DC's own cost of the SKU), divided by the env's ``reward_scale`` like the node reward.
+  Every step checks the pairs against the kernel's node costs (`pair_ppo.check_pair_costs`). A store's
+  pair rewards add up to its node reward; a DC's add up to its subtree's net cost ("region"; its node
+  reward is then the region mean) or to its node reward ("own").
 - **batch** (`PairRewardsToBatch`, a learner connector right after RLlib's
   ``AddOneTsToEpisodesAndTruncate``): the info of step t is the agent episode's info t + 1 (info 0 is
   the reset's, or the previous chunk's last step), so row t of the batch gets ``infos[t + 1]`` and the

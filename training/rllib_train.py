@@ -122,6 +122,11 @@ def check_experiment(exp: ExperimentConfig) -> None:
                 raise ValueError(
                     f"rllib.init_from: no usable {r} weights in {exp.rllib.init_from} ({err})"
                 ) from None
+    if "dc" not in exp.roles and exp.rllib.dc_reward != type(exp.rllib).model_fields["dc_reward"].default:
+        raise ValueError(
+            f"rllib.dc_reward: {exp.rllib.dc_reward!r} sets a trained DC's reward, and roles {exp.roles} "
+            "train no DC; add dc to roles or drop the field"
+        )
     if exp.rllib.pair_credit:
         from restock.training.rllib_pairs import check_pair_experiment
 

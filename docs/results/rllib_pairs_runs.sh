@@ -13,7 +13,10 @@ set -euo pipefail
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=1
 link_clones() {  # each run's cloned start under a name of its own, for restock eval
   mkdir -p out/rp_clones
-  for r in "$@"; do ln -sfn "$(realpath "$r/cloned")" "out/rp_clones/$(basename "$r")__cloned"; done
+  for r in "$@"; do  # a pattern that matched no run (a job not trained yet) is skipped
+    [ -d "$r/cloned" ] || continue
+    ln -sfn "$(realpath "$r/cloned")" "out/rp_clones/$(basename "$r")__cloned"
+  done
 }
 case ${1:-} in
   train)

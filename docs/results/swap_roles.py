@@ -29,8 +29,29 @@ def main() -> None:
     roles = {r: d for r, d in (("store", a.store), ("dc", a.dc)) if d is not None}
     if not roles:
         raise SystemExit("give --store RUN, --dc RUN or both")
+    # check everything before writing anything: the weights of each role, one scenario for all runs
+    hashes = {}
+    for r, d in roles.items():
+        for f in (
+            d / "run.json",
+            d / "scenario.yaml",
+            d / "policies" / f"{r}.pt",
+            d / "policies" / f"{r}.json",
+        ):
+            if not f.is_file():
+                raise SystemExit(f"--{r}: {f} is missing (not a finished run with {r} weights)")
+        try:
+            hashes[r] = json.loads((d / "run.json").read_text()).get("scenario_hash")
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--{r}: {d / 'run.json'} cannot be read: {exc}") from None
+    if len(set(hashes.values())) > 1:
+        raise SystemExit(
+            f"the runs were trained on different scenarios (scenario_hash {hashes}): refusing to mix them"
+        )
+    if a.out.exists():
+        raise SystemExit(f"{a.out} exists: give a new folder")
     first = next(iter(roles.values()))
-    a.out.mkdir(parents=True, exist_ok=False)
+    a.out.mkdir(parents=True)
     (a.out / "policies").mkdir()
     shutil.copy(first / "scenario.yaml", a.out / "scenario.yaml")
     run = json.loads((first / "run.json").read_text())
@@ -41,8 +62,9 @@ def main() -> None:
     cfg["experiment"]["roles"] = sorted(roles)
     (a.out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     for r, d in roles.items():
-        for ext in ("pt", "json"):
-            shutil.copy(d / "policies" / f"{r}.{ext}", a.out / "policies" / f"{r}.{ext}")
+        for f in (d / "policies").glob(f"{r}.*"):  # the weights, the network config, echelon features
+            if f.is_file():
+                shutil.copy(f, a.out / "policies" / f.name)
     print(f"{a.out}: " + ", ".join(f"{r} from {d}" for r, d in roles.items()))
 
 

@@ -211,3 +211,23 @@ def test_init_from__checked_before_any_work(tmp_path):
         check_for_trainer(exp, "sb3")
     with pytest.raises(ValueError, match="rllib.dc_reward"):
         check_for_trainer(ExperimentConfig.model_validate({"rllib": {"dc_reward": "own"}}), "sb3")
+
+
+def test_check__dc_reward_without_a_trained_dc_is_refused():
+    """rllib.dc_reward sets a trained DC's reward (and, with pair credit, a DC pair's): with no DC in the
+    roles it would do nothing, so it is refused naming the field; the default value passes."""
+    from restock.training.experiment import ExperimentConfig
+    from restock.training.rllib_train import check_experiment
+
+    for extra in ({}, {"pair_credit": True}):
+        bad = {"roles": ["store"], "rllib": {"dc_reward": "own", **extra}}
+        with pytest.raises(ValueError, match="rllib.dc_reward"):
+            check_experiment(ExperimentConfig.model_validate(bad))
+        check_experiment(
+            ExperimentConfig.model_validate(
+                {"roles": ["store", "dc"], "rllib": {"dc_reward": "own", **extra}}
+            )
+        )
+        check_experiment(
+            ExperimentConfig.model_validate({"roles": ["store"], "rllib": {"dc_reward": "region", **extra}})
+        )

@@ -1,7 +1,7 @@
 """The wide store action grid (configs/experiments/default_wide_rllib_pairs*.yaml): its scenario overrides
-load, reach 12 periods of cover at default's 0.4-period step, and change nothing a heuristic sees: every
-heuristic orders quantities, so its costs on the wide grid equal those on `default`, path by path (which
-is what lets docs/results/rllib_pairs.md judge wide-grid runs against the heuristics tuned on default)."""
+load, reach 12 periods of cover at default's 0.4-period step, and change nothing a quantity heuristic
+sees: the five tuned joint heuristics order quantities, so their costs on the wide grid equal those on
+`default`, path by path (which lets docs/results/rllib_pairs.md judge wide-grid runs against them)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,13 @@ def test_wide_grid__heuristics_cost_the_same_path_by_path():
     base = compile_scenario(load_scenario("default"))
     wide = compile_scenario(load_scenario("default", **exp.scenario_overrides))
     knobs = {"store": {"z": -1.09375, "q": 0.325}, "dc": {"z": 1.96875, "q": 0.85}}  # tuned (s,S)
-    for policy, k in (("s_S", knobs), ("base_stock", {})):
+    for policy, k in (
+        ("s_S", knobs),
+        ("base_stock", {}),
+        ("echelon_base_stock", {}),
+        ("capped_base_stock", {}),
+        ("r_Q", {}),
+    ):
         a, b = _costs(base, policy, k), _costs(wide, policy, k)
         assert np.all(a > 0)
         np.testing.assert_array_equal(a, b)
