@@ -85,8 +85,8 @@ def read_run(run_dir: str | Path) -> dict:
     return json.loads(p.read_text())
 
 
-def check_action_grid(run_dir: str | Path, compiled, role: str) -> None:
-    """Refuse to play a role's network on an action grid other than the one it was trained on: its levels
+def check_action_grid(run_dir: str | Path, compiled, roles: list[str]) -> None:
+    """Refuse to play each of ``roles``' networks on an action grid other than the one it was trained on: its levels
     would map to other quantities (a network trained to 12 periods of cover, played on a 6-period grid
     of the same level count, orders half of what it learned, silently). Compares the role's ``action``
     block of the scenario the run saved (scenario.yaml) with ``compiled``'s; a run without a readable
@@ -97,20 +97,22 @@ def check_action_grid(run_dir: str | Path, compiled, role: str) -> None:
     if not f.is_file():
         return
     try:
-        saved = getattr(load_scenario(f).action, role).model_dump()
+        action = load_scenario(f).action  # read once for all roles
     except Exception:  # a run saved under an older schema: its grid cannot be read back
         return
-    here = getattr(compiled.config.action, role).model_dump()
-    diff = [
-        f"action.{role}.{k}: {saved[k]!r} in the run, {here.get(k)!r} here"
-        for k in saved
-        if saved[k] != here.get(k)
-    ]
-    if diff:
-        raise ValueError(
-            f"{run_dir}: the {role} network was trained on another action grid ({'; '.join(diff)}); "
-            f"evaluate it on the scenario the run saved ({f}) or one with the same action.{role}"
-        )
+    for role in roles:
+        saved = getattr(action, role).model_dump()
+        here = getattr(compiled.config.action, role).model_dump()
+        diff = [
+            f"action.{role}.{k}: {saved[k]!r} in the run, {here.get(k)!r} here"
+            for k in saved
+            if saved[k] != here.get(k)
+        ]
+        if diff:
+            raise ValueError(
+                f"{run_dir}: the {role} network was trained on another action grid ({'; '.join(diff)}); "
+                f"evaluate it on the scenario the run saved ({f}) or one with the same action.{role}"
+            )
 
 
 def load_learned_policy(run_dir: str | Path, compiled, deterministic: bool = True) -> JointPolicy:
@@ -119,8 +121,10 @@ def load_learned_policy(run_dir: str | Path, compiled, deterministic: bool = Tru
     name = Path(run_dir).name
     base = run.get("baseline", {})
     pols = {}
+    learned = []  # the roles played by the run's networks
     for role in ("store", "dc"):
         if (Path(run_dir) / "policies" / f"{role}.pt").exists():
+            learned.append(role)
             net = load_role(run_dir, role)
             L = (
                 int(compiled.params.levels[role_nodes(compiled, role)[0]])
@@ -132,7 +136,6 @@ def load_learned_policy(run_dir: str | Path, compiled, deterministic: bool = Tru
                     f"{run_dir}: the {role} network has {net.cfg.levels} levels but scenario "
                     f"{compiled.config.name!r} uses {L}"
                 )
-            check_action_grid(run_dir, compiled, role)
             from restock.agents.echelon_features import make_echelon_policy, uses_echelon
 
             cls = make_echelon_policy if uses_echelon(run_dir, role) else TorchPolicy
@@ -141,4 +144,5 @@ def load_learned_policy(run_dir: str | Path, compiled, deterministic: bool = Tru
             )
         else:
             pols[role] = make_policy(base.get("policy", "base_stock"), base.get("knobs"))
+    check_action_grid(run_dir, compiled, learned)
     return JointPolicy(pols, name=name)
