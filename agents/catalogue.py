@@ -7,7 +7,8 @@ knobs and writes the results with `save_params`.
 Parameter files (``restock tune --out FILE``) are JSON: ``{"format": "restock.params/1", "scenario",
 "config_hash", "policies": {name: {"knobs": {role or node id: {knob: value}}, "cost_per_period": {"mean",
 "ci95"}, "objective": {...}, "final_comparison": {...}, ...}}}``; tuning another policy into the same
-file adds to it.
+file adds to it. A per-SKU result (``restock tune --per-sku``) is saved under ``<policy>_per_sku`` with
+``"policy": "<policy>"`` and, per role, ``<knob>_by_sku``: a list of one value per SKU.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def save_params(path: str | Path, result) -> dict:
         old = json.loads(path.read_text())
         if old.get("scenario") == result.scenario:
             data["policies"] = old.get("policies", {})
-    data["policies"][result.policy] = result.to_json()
+    data["policies"][getattr(result, "label", result.policy)] = result.to_json()
     tmp = path.with_suffix(path.suffix + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(data, indent=2))

@@ -174,20 +174,61 @@ def _knob(knobs: dict, role: str, key: str, default: float) -> np.ndarray:
     return np.asarray(v, dtype=float)
 
 
+SKU_SUFFIX = (
+    "_by_sku"  # knobs[unit][key + SKU_SUFFIX]: one value of the knob per SKU (restock tune --per-sku)
+)
+
+
+def _by_sku(v, K: int, E: int, where: str) -> np.ndarray:
+    """A per-SKU knob as [E or 1, K]: a list of K values (every environment) or [E, K] (tuning batches)."""
+    a = np.asarray(v, dtype=float)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2 or a.shape[1] != K or a.shape[0] not in (1, E):
+        raise ValueError(
+            f"knobs.{where}: a per-SKU knob needs one value per SKU ({K} for this scenario), "
+            f"got shape {list(np.shape(v))}"
+        )
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"knobs.{where}: per-SKU values must be finite")
+    return a
+
+
+def check_sku_knobs(knobs: dict, compiled, where: str) -> None:
+    """ValueError naming the field when a per-SKU knob does not have one finite value per SKU of the
+    scenario (a parameter file tuned for another SKU count)."""
+    for unit, d in knobs.items():
+        for key, v in d.items() if isinstance(d, dict) else ():
+            if key.endswith(SKU_SUFFIX):
+                try:
+                    _by_sku(v, compiled.K, 1, f"{unit}.{key}")
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {exc}") from None
+
+
 def _per_node(compiled, knobs: dict, key: str, default: float, E: int) -> np.ndarray:
-    """A knob as [E, N, 1]: role values broadcast to the role's nodes; arrays give one value per env.
+    """A knob as [E, N, 1], or [E, N, K] when per-SKU values are given: role values broadcast to the
+    role's nodes; arrays give one value per env.
 
     Knobs are keyed by role (``"store"``, ``"dc"``) and, optionally, by node id (``compiled.agent_ids``,
     e.g. ``"dc_1"``): a node's own entry overrides its role's for the keys it has (`restock tune
-    --per-node`)."""
-    out = np.empty((E, compiled.N, 1))
+    --per-node`). A unit's ``key + "_by_sku"`` entry (a list of K values, `restock tune --per-sku`)
+    replaces that unit's ``key`` SKU by SKU; precedence: node per SKU, node, role per SKU, role."""
+    N, K = compiled.N, compiled.K
+    sku = {u: d[key + SKU_SUFFIX] for u, d in knobs.items() if isinstance(d, dict) and key + SKU_SUFFIX in d}
+    out = np.empty((E, N, K if sku else 1))
     for role in ROLES:
+        nodes = role_nodes(compiled, role)
         v = _knob(knobs, role, key, default)
-        out[:, role_nodes(compiled, role), 0] = v.reshape(-1, 1) if v.ndim else v
+        out[:, nodes] = v.reshape(-1, 1, 1) if v.ndim else v
+        if role in sku:
+            out[:, nodes] = _by_sku(sku[role], K, E, f"{role}.{key}{SKU_SUFFIX}")[:, None, :]
     for n, node in enumerate(compiled.agent_ids):
         if key in knobs.get(node, {}):
             v = np.asarray(knobs[node][key], dtype=float)
-            out[:, n, 0] = v.reshape(-1) if v.ndim else v
+            out[:, n] = v.reshape(-1, 1) if v.ndim else v
+        if node in sku:
+            out[:, n] = _by_sku(sku[node], K, E, f"{node}.{key}{SKU_SUFFIX}")
     return out
 
 

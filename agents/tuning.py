@@ -25,6 +25,11 @@ undiscounted cost per period that ``restock eval`` reports.
 Per-node knobs (``per_node``): one set of knobs per node (keyed by node id, e.g. ``dc_1``; see
 `agents.heuristics._per_node`) instead of one per role; for small networks (serial_3).
 
+Per-SKU knobs (``per_sku``, `restock tune --per-sku`): after the per-role search, one value of each
+knob per role and SKU (``<knob>_by_sku`` lists, see `agents.heuristics._per_node`), found by `sku_stage`:
+every SKU scored by its own cost in one batch per knob, moves checked on fresh paths, a price on shared
+storage. The result is saved as ``<policy>_per_sku`` (``label``) and evaluated by that name.
+
 Results go to parameter files with `agents.catalogue.save_params` (the format is described there).
 """
 
@@ -39,7 +44,7 @@ from typing import Any
 import numpy as np
 from restock.agents.base import JointPolicy
 from restock.agents.catalogue import make_policy, policy_classes
-from restock.agents.heuristics import TUNABLE
+from restock.agents.heuristics import SKU_SUFFIX, TUNABLE
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import Compiled
 from restock.envs.kpis import mean_ci
@@ -65,9 +70,17 @@ class TuneResult:
     final_comparison: dict[str, Any] | None = None
     max_episodes: int | None = None
     per_node: bool = False
+    per_sku: bool = False
+    sku_episodes: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The name the result is saved under: the policy, or ``<policy>_per_sku`` for per-SKU knobs."""
+        return f"{self.policy}_per_sku" if self.per_sku else self.policy
 
     def to_json(self) -> dict:
         return {
+            "policy": self.policy,
             "knobs": self.knobs,
             "cost_per_period": self.cost_per_period,
             "train_cost_per_period": self.train_cost_per_period,
@@ -76,6 +89,8 @@ class TuneResult:
             "episodes": self.episodes,
             "max_episodes": self.max_episodes,
             "per_node": self.per_node,
+            "per_sku": self.per_sku,
+            "sku_episodes": self.sku_episodes,
             "eval_episodes": self.eval_episodes,
             "seed": self.seed,
             "eval_seed": self.eval_seed,
@@ -146,6 +161,94 @@ def _filled(cands: list[dict], unit: str, key: str, default: float) -> np.ndarra
     return np.asarray(out, float)
 
 
+def _batch_knobs(name: str, candidates: list[dict], P: int) -> dict[str, dict[str, np.ndarray]]:
+    """The knobs of G candidates as arrays with one row per environment (G x P paths, candidate-major):
+    [G*P] for a knob, [G*P, K] for a per-SKU knob (``key + "_by_sku"``)."""
+    defaults = make_policy(name).knob_defaults
+    knobs: dict[str, dict[str, np.ndarray]] = {}
+    for unit in {u for c in candidates for u in c}:
+        for key in {k for c in candidates for k in c.get(unit, {})}:
+            if key.endswith(SKU_SUFFIX):
+                K = next(len(c[unit][key]) for c in candidates if key in c.get(unit, {}))
+                plain = key[: -len(SKU_SUFFIX)]
+                base = _filled(candidates, unit, plain, defaults[plain])
+                # a candidate without per-SKU values has its knob's value for every SKU
+                rows = np.stack(
+                    [
+                        np.asarray(c[unit][key], float) if key in c.get(unit, {}) else np.full(K, base[g])
+                        for g, c in enumerate(candidates)
+                    ]
+                )  # [G, K]
+                knobs.setdefault(unit, {})[key] = np.repeat(rows, P, axis=0)
+            else:
+                vals = _filled(candidates, unit, key, defaults[key])
+                knobs.setdefault(unit, {})[key] = np.repeat(vals, P)
+    return knobs
+
+
+def evaluate_sku_candidates(
+    compiled: Compiled,
+    name: str,
+    candidates: list[dict],
+    paths: np.ndarray,
+    seed: int,
+    shield=None,
+    progress: Callable[[int], None] | None = None,
+    objective: Objective | None = None,
+    volumes: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Objective per period of each SKU, [G, P, K]: G knob settings on the same P paths in one batch.
+    With ``volumes``, also each SKU's volume on hand at the end of a period, summed over the nodes with
+    a storage limit, per period [G, P, K] (what a SKU takes of the storage the SKUs share).
+
+    A SKU's objective is the cost its (node, SKU) pairs incurred at every node (`envs.pair_costs`, minus
+    the revenue when the scenario's reward includes it), summed over the periods (discounted with the
+    objective's discount) and divided by the sum of the weights. Costs charged at reset do not depend on
+    the knobs and are left out. Every period checks that the pairs add up to the kernel's node costs."""
+    from restock.envs.pair_costs import check_pair_costs, pair_costs
+
+    p = compiled.params
+    obj = objective or Objective()
+    if obj.revenue != bool(p.include_revenue):
+        raise ValueError(
+            "per-SKU tuning scores SKUs by their pair costs, which include revenue exactly when the "
+            "scenario's reward does (reward.include_revenue); the objective asks otherwise"
+        )
+    G, P, K = len(candidates), len(paths), compiled.K
+    E = G * P
+    env = ArrayEnv(
+        compiled,
+        num_envs=E,
+        seed=seed,
+        shield=shield(compiled) if callable(shield) and not hasattr(shield, "decide") else shield,
+    )
+    env.reset(paths=np.tile(paths, G))
+    joint = JointPolicy(make_policy(name, _batch_knobs(name, candidates, P)))
+    joint.bind(compiled)
+    w = obj.weights(compiled.horizon)
+    acc = np.zeros((E, K))
+    vol = np.zeros((E, K))
+    capped = np.flatnonzero(np.isfinite(p.storage_cap).any(axis=0))
+    for t in range(compiled.horizon):
+        before = env.state.on_hand.copy()
+        tc = min(int(env.t), compiled.horizon)
+        env.step_qty(joint.propose(env).qty)
+        pc = pair_costs(p, env.state, before, tc)
+        check_pair_costs(
+            pc, env.out, bool(p.include_revenue), compiled.config.name, who="restock tune --per-sku"
+        )
+        acc += w[t] * pc.sum(axis=1)
+        if volumes and capped.size:
+            oh_end = env.state.on_hand[:, capped] - env.state.arrived[:, capped]
+            vol += oh_end.sum(axis=1) * p.volume[None, :]
+        if progress:
+            progress(1)
+    per = (acc / w.sum()).reshape(G, P, K)
+    if volumes:
+        return per, (vol / compiled.horizon).reshape(G, P, K)
+    return per
+
+
 def evaluate_candidates(
     compiled: Compiled,
     name: str,
@@ -170,13 +273,7 @@ def evaluate_candidates(
         shield=shield(compiled) if callable(shield) and not hasattr(shield, "decide") else shield,
     )
     env.reset(paths=np.tile(paths, G))
-    defaults = make_policy(name).knob_defaults
-    knobs: dict[str, dict[str, np.ndarray]] = {}
-    for unit in {u for c in candidates for u in c}:
-        for key in {k for c in candidates for k in c.get(unit, {})}:
-            vals = _filled(candidates, unit, key, defaults[key])
-            knobs.setdefault(unit, {})[key] = np.repeat(vals, P)
-    joint = JointPolicy(make_policy(name, knobs))
+    joint = JointPolicy(make_policy(name, _batch_knobs(name, candidates, P)))
     joint.bind(compiled)
     plain = objective is None or objective.plain
     if not plain:
@@ -300,9 +397,12 @@ def tune(
     per_node: bool = False,
     revenue: bool | None = None,
     discount: float | None = None,
+    per_sku: bool = False,
+    sku_episodes: int = 64,
 ) -> TuneResult:
     """Coordinate search over the policy's knobs per role (or node); returns the tuned knobs and held-out
-    cost.
+    cost. ``per_sku``: then one value of each knob per role and SKU (`sku_stage`), refined from the
+    per-role result on ``sku_episodes`` common paths.
 
     ``max_episodes`` > ``episodes`` turns each grid into a race that doubles the common paths while the
     leader is not separated from a contender (see the module docstring); ``revenue`` None follows the
@@ -316,12 +416,16 @@ def tune(
         from restock.progress import Progress, jit_notice
 
         jit_notice()
-        work = tune_work(compiled, name, episodes, eval_episodes, rounds, grid, max_episodes, per_node)
+        work = tune_work(
+            compiled, name, episodes, eval_episodes, rounds, grid, max_episodes, per_node, per_sku
+        )
         with Progress(work, f"tuning {name} on {compiled.config.name}") as bar:
             return tune(
                 compiled, name, episodes, seed, eval_episodes, eval_seed, rounds, grid, shield,
-                bar.advance, max_episodes, indifference, per_node, revenue, discount,
+                bar.advance, max_episodes, indifference, per_node, revenue, discount, per_sku, sku_episodes,
             )  # fmt: skip
+    if per_sku and per_node:
+        raise ValueError("per-SKU knobs are per role: --per-sku and --per-node cannot be combined")
     progress = progress or None  # False: silent
     cls = policy_classes()[name]
     t0 = time.perf_counter()
@@ -376,7 +480,12 @@ def tune(
                         final = comp
                     history.append(entry)
             step = {k: v / 2.0 for k, v in step.items()}
-    if final is None:  # every grid behaved alike: the incumbent's objective on the first paths
+    if per_sku:
+        x, sku_history = sku_stage(compiled, name, x, seed, sku_episodes, rounds, grid, shield, progress, obj)
+        history += sku_history
+        evals += sum(h["candidates"] for h in sku_history)
+        final = None  # the per-role race's comparison no longer describes the result
+    if final is None:  # every grid behaved alike (or per SKU): the incumbent's objective on the first paths
         best_cost = float(
             _objective_per_period(
                 compiled, name, [x], np.arange(episodes, dtype=np.int64), seed, shield, None, obj
@@ -415,7 +524,133 @@ def tune(
         final_comparison=final,
         max_episodes=max_episodes,
         per_node=per_node,
+        per_sku=per_sku,
+        sku_episodes=sku_episodes if per_sku else None,
     )
+
+
+ACCEPT_PATHS = 1_000_000  # first path index of the acceptance checks of per-SKU moves (tuning seed)
+PRICE_MULTIPLES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # storage prices tried (x mean holding per volume)
+
+
+def sku_stage(
+    compiled: Compiled,
+    name: str,
+    x: dict,
+    seed: int,
+    episodes: int,
+    rounds: int,
+    grid: int,
+    shield,
+    progress,
+    obj: Objective,
+) -> tuple[dict, list[dict]]:
+    """Per-SKU coordinate search from the per-role knobs ``x``: each knob gets one value per role and SKU.
+
+    SKUs share nothing in the heuristics, and their costs are separable up to the limits they share
+    (storage, budgets, the DC's stock), so one batch scores every SKU at once: for a knob of a role,
+    G candidate batches give each SKU G values around its incumbent (offsets -2..+2 grid steps), each SKU
+    scored by its own cost over all nodes (`evaluate_sku_candidates`) on ``episodes`` common paths. The
+    offsets are spread over the batches in a balanced (Latin) design, a random cyclic shift per SKU, so
+    every batch carries about the incumbent's total stock and the shared limits bind in each batch as
+    they would for the incumbent. Each SKU takes its best value; the move of all SKUs together is then
+    checked against the incumbent on fresh paths (never used to score: indices from ``ACCEPT_PATHS``).
+
+    A SKU's own cost does not charge it for the storage it takes from the others: moved together, SKUs
+    that each gained by holding more can overflow the storage they share. So the check runs several
+    proposals, each SKU's pick under a price on its volume on hand at storage-limited nodes (a
+    Lagrangian relaxation of the shared storage): prices ``PRICE_MULTIPLES`` x the mean holding cost per
+    unit of volume there (0: no price). The proposal with the lowest total objective on the check paths
+    is taken if it is below the incumbent's. The step halves each round."""
+    cls = policy_classes()[name]
+    K = compiled.K
+    G = grid
+    rng = np.random.default_rng([seed, 7919])  # the design's shifts: reproducible from the tuning seed
+    units = present_roles(compiled)
+    x = {u: dict(d) for u, d in x.items()}
+    for u in units:
+        for key in cls.knob_bounds:
+            x[u][key + SKU_SUFFIX] = [float(x[u].get(key, cls.knob_defaults[key]))] * K
+    step = {k: (hi - lo) / 8.0 for k, (lo, hi) in cls.knob_bounds.items()}
+    offsets = np.linspace(-1.0, 1.0, G) * (G // 2)
+    paths = np.arange(episodes, dtype=np.int64)
+    next_accept = ACCEPT_PATHS
+    p = compiled.params
+    capped = np.isfinite(p.storage_cap).any(axis=0)  # [N] nodes with a storage limit
+    prices = PRICE_MULTIPLES if capped.any() else (0.0,)
+    unit_price = float(np.mean(p.hold[capped] / p.volume[None, :])) if capped.any() else 0.0
+    history: list[dict] = []
+    for rnd in range(rounds):
+        for unit in units:
+            for key, (lo, hi) in cls.knob_bounds.items():
+                skey = key + SKU_SUFFIX
+                cur = np.asarray(x[unit][skey], float)
+                idx = (np.arange(G)[:, None] + rng.integers(0, G, size=K)[None, :]) % G  # [G, K]
+                vals = np.clip(cur[None, :] + offsets[idx] * step[key], lo, hi)
+                cands = []
+                for g in range(G):
+                    c = {u: dict(d) for u, d in x.items()}
+                    c[unit][skey] = vals[g].tolist()
+                    cands.append(c)
+                per, vol = evaluate_sku_candidates(
+                    compiled, name, cands, paths, seed, shield, progress, obj, volumes=True
+                )
+                mean, mvol = per.mean(axis=1), vol.mean(axis=1)  # [G, K]
+                props: list[tuple[float, np.ndarray]] = []
+                for mult in prices:
+                    pick = np.argmin(mean + mult * unit_price * mvol, axis=0)  # per SKU, its best batch
+                    prop = vals[pick, np.arange(K)]
+                    if np.any(prop != cur) and not any(np.array_equal(prop, q) for _, q in props):
+                        props.append((float(mult), prop))
+                entry = {
+                    "stage": "sku",
+                    "round": rnd,
+                    "role": unit,
+                    "knob": key,
+                    "step": step[key],
+                    "paths": episodes,
+                    "candidates": G,
+                    "moved_skus": 0,
+                    "accepted": False,
+                }
+                if props:
+                    news = []
+                    for _, prop in props:
+                        nx = {u: dict(d) for u, d in x.items()}
+                        nx[unit][skey] = prop.tolist()
+                        news.append(nx)
+                    check = np.arange(next_accept, next_accept + episodes, dtype=np.int64)
+                    next_accept += episodes
+                    tot = _objective_per_period(
+                        compiled, name, [x, *news], check, seed, shield, progress, obj
+                    )
+                    diffs = tot[1:] - tot[0][None]  # [proposals, paths]
+                    b = int(np.argmin(diffs.mean(axis=1)))
+                    m, clo, chi = paired_ci(diffs[b])
+                    entry.update(
+                        {
+                            "candidates": G + 1 + len(news),
+                            "accept_paths": [int(check[0]), int(check[-1]) + 1],
+                            "proposals": [
+                                {
+                                    "price_multiple": mu,
+                                    "moved_skus": int(np.sum(q != cur)),
+                                    "minus_incumbent": float(d),
+                                }
+                                for (mu, q), d in zip(props, diffs.mean(axis=1), strict=True)
+                            ],
+                            "price_multiple": props[b][0],
+                            "moved_skus": int(np.sum(props[b][1] != cur)),
+                            "new_minus_incumbent": m,
+                            "ci95": [clo, chi],
+                            "accepted": bool(m < 0),
+                        }
+                    )
+                    if m < 0:
+                        x = news[b]
+                history.append(entry)
+        step = {k: v / 2.0 for k, v in step.items()}
+    return x, history
 
 
 def tune_work(
@@ -427,6 +662,7 @@ def tune_work(
     grid: int,
     max_episodes: int | None = None,
     per_node: bool = False,
+    per_sku: bool = False,
 ) -> int:
     """Periods simulated by `tune` (for progress bars): batches x horizon (races: at most)."""
     cls = policy_classes()[name]
@@ -435,4 +671,6 @@ def tune_work(
         doublings = math.ceil(math.log2(max_episodes / episodes))
     units = len(present_roles(compiled)) + (len(_units(compiled, True)) if per_node else 0)
     n_batches = rounds * units * len(cls.knob_bounds) * (1 + doublings) + 1
+    if per_sku:  # a scoring batch and an acceptance check per role, knob and round; the final score
+        n_batches += rounds * len(present_roles(compiled)) * len(cls.knob_bounds) * 2 + 1
     return n_batches * compiled.horizon

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from restock.agents.base import JointPolicy
 from restock.agents.catalogue import make_policy, policy_classes
+from restock.agents.heuristics import check_sku_knobs
 from restock.envs.compile import Compiled
 from restock.envs.kpis import HEADLINE, mean_ci
 from restock.eval.kpis import discounted_kpis, episode_kpis, paired, summarise
@@ -66,10 +67,12 @@ class EvalResult:
         }
 
 
-def heuristic_spec(name: str, knobs: dict | None, source: str = "") -> PolicySpec:
+def heuristic_spec(name: str, knobs: dict | None, source: str = "", policy: str | None = None) -> PolicySpec:
+    """A heuristic by name; ``policy`` is the heuristic when ``name`` labels a tuned variant of it (e.g.
+    ``s_S_per_sku`` in a parameter file from `restock tune --per-sku`)."""
     return PolicySpec(
         name=name,
-        build=lambda c, n=name, kb=knobs: JointPolicy(make_policy(n, kb)),
+        build=lambda c, n=policy or name, kb=knobs: JointPolicy(make_policy(n, kb)),
         tuned=bool(knobs),
         source=source,
     )
@@ -126,7 +129,13 @@ def parse_policies(
                 notes.append(
                     f"{raw}: not tuned (default knobs); run `restock tune {compiled.config.name} --policy {raw}`"
                 )
+            check_sku_knobs(knobs or {}, compiled, f"--params: policies.{raw}.knobs")
             specs.append(heuristic_spec(raw, knobs, source="params file" if knobs else "defaults"))
+        elif isinstance(pol_params.get(raw), dict) and pol_params[raw].get("policy") in classes:
+            # a tuned variant saved under its own name (restock tune --per-sku: "<policy>_per_sku")
+            base = pol_params[raw]["policy"]
+            check_sku_knobs(pol_params[raw].get("knobs") or {}, compiled, f"--params: policies.{raw}.knobs")
+            specs.append(heuristic_spec(raw, pol_params[raw].get("knobs") or {}, "params file", policy=base))
         else:
             from pathlib import Path
 
@@ -136,7 +145,7 @@ def parse_policies(
                 if note:
                     notes.append(note)
             else:
-                known = sorted([*classes, ORACLE, "clark_scarf", "dp_optimal"])
+                known = sorted({*classes, ORACLE, "clark_scarf", "dp_optimal", *pol_params})
                 raise ValueError(
                     f"--policies: unknown policy {raw!r} (known: {', '.join(known)}, or a run directory)"
                 )

@@ -6,10 +6,10 @@ with the other SKUs' noise (`training.pair_ppo` explains why that stalls many-SK
 credit, per agent (node) and step:
 
 - **rewards** (`env_pair_rewards`): the env puts the node's per-SKU rewards [K] in the agent's info dict
-  under ``"pair_rewards"``: minus `pair_ppo.pair_costs` of the node (a DC's, with ``rllib.dc_reward``
-  "region", the default: `pair_ppo.subtree_costs`, its SKU's cost over itself and every node below it;
+  under ``"pair_rewards"``: minus `envs.pair_costs.pair_costs` of the node (a DC's, with ``rllib.dc_reward``
+  "region", the default: `envs.pair_costs.subtree_costs`, its SKU's cost over itself and every node below it;
   with "own": the DC's own cost of the SKU), divided by the env's ``reward_scale`` like the node reward.
-  Every step checks the pairs against the kernel's node costs (`pair_ppo.check_pair_costs`). A store's
+  Every step checks the pairs against the kernel's node costs (`envs.pair_costs.check_pair_costs`). A store's
   pair rewards add up to its node reward; a DC's add up to its subtree's net cost ("region"; its node
   reward is then the region mean) or to its node reward ("own").
 - **batch** (`PairRewardsToBatch`, a learner connector right after RLlib's
@@ -63,7 +63,8 @@ from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.numpy import convert_to_numpy
 from ray.rllib.utils.torch_utils import explained_variance
-from restock.training.pair_ppo import WARMUP_ITERATIONS, check_pair_costs, pair_costs, subtree_costs
+from restock.envs.pair_costs import check_pair_costs, pair_costs, subtree_costs
+from restock.training.pair_ppo import WARMUP_ITERATIONS
 from restock.training.rllib_learner import RestockPPOLearner
 
 PAIR_REWARDS = "pair_rewards"  # info key (env) and batch column (learner): per-SKU rewards [K]

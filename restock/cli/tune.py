@@ -82,6 +82,18 @@ def tune(
         bool,
         typer.Option("--per-node", help="One set of knobs per node (small networks) instead of per role."),
     ] = False,
+    per_sku: Annotated[
+        bool,
+        typer.Option(
+            "--per-sku",
+            help="Then one value of each knob per role and SKU, refined from the per-role result: every SKU "
+            "scored by its own cost in one batch per knob, a move kept only if it lowers the total cost "
+            "on fresh paths. Saved as <policy>_per_sku (evaluate it as --policies <policy>_per_sku).",
+        ),
+    ] = False,
+    sku_episodes: Annotated[
+        int, typer.Option(min=2, help="Common paths per per-SKU batch (and per acceptance check).")
+    ] = 64,
     discounted: Annotated[
         bool,
         typer.Option(
@@ -113,9 +125,11 @@ def tune(
 
     if policy not in TUNABLE:
         fail(f"--policy: {policy!r} cannot be tuned (choose from {', '.join(TUNABLE)})")
+    if per_sku and per_node:
+        fail("--per-sku and --per-node: per-SKU knobs are per role; choose one")
     c = load_or_fail(scenario)
     max_episodes = max(max_episodes, episodes)
-    work = tune_work(c, policy, episodes, eval_episodes, rounds, 5, max_episodes, per_node)
+    work = tune_work(c, policy, episodes, eval_episodes, rounds, 5, max_episodes, per_node, per_sku)
     prog, task = progress_bar(work, f"tuning {policy}")
     with prog:
         res = run_tune(
@@ -131,14 +145,25 @@ def tune(
             max_episodes=max_episodes,
             per_node=per_node,
             discount=c.config.discount if discounted else None,
+            per_sku=per_sku,
+            sku_episodes=sku_episodes,
         )
         prog.update(task, completed=work)
     save_params(out, res)
     if json_out:
-        print(json.dumps({"policy": policy, **res.to_json()}, indent=2))
+        print(json.dumps({"name": res.label, **res.to_json()}, indent=2))
         return
     m, (lo, hi) = res.cost_per_period["mean"], res.cost_per_period["ci95"]
-    console.print(f"[bold]{policy}[/] on [bold]{c.config.name}[/]: knobs {json.dumps(res.knobs)}")
+    if per_sku:
+        roles = {u: {k: v for k, v in d.items() if not isinstance(v, list)} for u, d in res.knobs.items()}
+        moves = [h for h in res.history if h.get("stage") == "sku"]
+        kept = sum(h["accepted"] for h in moves)
+        console.print(
+            f"[bold]{res.label}[/] on [bold]{c.config.name}[/]: per-role knobs {json.dumps(roles)}, then "
+            f"per SKU: {kept} of {len(moves)} per-SKU moves kept (each checked on {sku_episodes} fresh paths)"
+        )
+    else:
+        console.print(f"[bold]{policy}[/] on [bold]{c.config.name}[/]: knobs {json.dumps(res.knobs)}")
     crit = res.objective["criterion"]
     if not discounted and c.config.discount < 1:
         crit += f" (the scenario's discount {c.config.discount} is not applied: --discounted applies it)"
@@ -150,7 +175,9 @@ def tune(
             f"objective per period on held-out paths: {held['mean']:,.3f} (95% CI {olo:,.3f} .. {ohi:,.3f})"
         )
     fc = res.final_comparison
-    if fc is None:
+    if per_sku:
+        pass  # the per-SKU moves and their checks are summarised above (history in the parameter file)
+    elif fc is None:
         console.print("final comparison: every candidate of the last grids behaved alike")
     else:
         clo, chi = fc["ci95"]
@@ -163,4 +190,4 @@ def tune(
         f"cost per period on {eval_episodes} held-out paths: [bold]{m:,.3f}[/] (95% CI {lo:,.3f} .. {hi:,.3f}); "
         f"tuning took {res.seconds:.1f} s over {res.evaluations} candidate evaluations"
     )
-    console.print(f"saved to {out}")
+    console.print(f"saved to {out} as {res.label}")

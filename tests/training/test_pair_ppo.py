@@ -14,10 +14,10 @@ from restock.agents.learned import load_role
 from restock.envs.array_env import ArrayEnv
 from restock.envs.compile import compile_scenario
 from restock.envs.config import load_scenario
+from restock.envs.pair_costs import check_pair_costs, pair_costs, subtree_costs
 from restock.envs.roles import role_nodes
 from restock.envs.types import COST_NAMES, KPI_NAMES
 from restock.training.experiment import load_experiment
-from restock.training.pair_ppo import check_pair_costs, pair_costs, subtree_costs
 from restock.training.train import train
 
 
