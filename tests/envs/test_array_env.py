@@ -85,7 +85,7 @@ def test_array_env__masks_never_empty_and_bounds_respected():
     rng = np.random.default_rng(1)
     for _ in range(15):
         assert (env.mask[..., 0] == 1).all()
-        lv = rng.integers(0, 16, size=(2, env.N, env.K))
+        lv = rng.integers(0, env.params.levels[None, :, None], size=(2, env.N, env.K))  # each node's grid
         lv, _ = env.check_levels(lv)
         q = env.levels_to_qty(lv).copy()
         assert (q <= env.ub).all()  # an allowed level never orders above the per-SKU bound

@@ -67,7 +67,7 @@ def test_array_env__bounds_only_gives_the_same_masks_and_rewards():
     for _ in range(12):
         np.testing.assert_array_equal(full.mask, lean.mask)
         np.testing.assert_array_equal(full.ub, lean.ub)
-        lv = rng.integers(0, 16, size=(2, full.N, full.K))
+        lv = rng.integers(0, full.params.levels[None, :, None], size=(2, full.N, full.K))  # each node's grid
         _, _, r1, _, _ = full.step(lv)
         _, _, r2, _, _ = lean.step(lv)
         np.testing.assert_array_equal(r1, r2)
