@@ -9,7 +9,8 @@ where PPO would start: `MaskablePPO.learn` is replaced by a function that saves 
 run's store policy and returns. Both trainers start from this network (their step-0 held-out evaluation is
 the same number; docs/results/default_trainers.py prints it), so `restock eval` on this directory measures
 what the warm start alone gives on the held-out paths, and the trained runs' paired differences to it what
-PPO added.
+PPO added. The experiment's `scenario_overrides` apply as in `restock train` (default.yaml pins the store
+grid its documented runs had: 16 levels to 6 periods of cover).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> None:
     torch.set_num_threads(1)
     exp = load_experiment(a.config)
     exp = exp.model_copy(update={"seed": a.seed, "steps": a.steps, "minutes": None})
-    compiled = compile_scenario(load_scenario("default"))
+    compiled = compile_scenario(load_scenario("default", **exp.scenario_overrides))  # as restock train does
     holder: dict = {}
 
     def cloned_only(self, *args, **kwargs):  # replaces MaskablePPO.learn

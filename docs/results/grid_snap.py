@@ -3,15 +3,15 @@ a role's orders snapped to the nearest quantity that role's action grid allows (
 would order), on the same paths with the shield on.
 
     python docs/results/grid_snap.py [SCENARIO] [--params FILE] [--policy s_S] [--episodes 200] [--seed 9001]
-        [--set action__store__max_cover=12.0 --set action__store__levels=31]
+        [--set action__store__max_cover=6.0 --set action__store__levels=16]
 
 The snapped quantities go through the kernel's own level -> quantity mapping (`levels_to_qty`), as a learned
 policy's levels do; the nearest level is `training.bc.levels_for_quantities`, the behaviour-cloning label.
 Prints the cost per period of each variant on `restock eval`'s paths (the same seed gives the same
 paths), the paired relative difference to the heuristic as it is (mean and 95% interval over paths), and
 for the store role the share of positive orders (on the snapped run's own states) the grid cuts by more
-than 20%. On `default` (docs/results/rllib_pairs.md): the stores' grid (6 periods of cover) costs tuned
-(s,S) 5.1%; 12 periods of cover in 31 levels cost it 0.44%.
+than 20%. On `default` (docs/results/rllib_pairs.md): its store grid since 2026-12-05 (12 periods of cover
+in 31 levels) costs tuned (s,S) 0.44%; the former one (6 periods in 16 levels, the --set above) 5.1%.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 # out/params/network_2e.json (`restock tune`, commands in default_trainers.md and network_2e.md).
 #   docs/results/pair_ppo_runs.sh train-default | train-n2e | eval-default | eval-n2e
 # SEEDS (default "0 1 2") picks the training seeds; runs land in runs/pair_ppo and runs/pair_ppo_n2e.
+# Since 2026-12-05 `default` ships a wider store grid; default_pair_ppo.yaml pins the former one (16 levels to
+# 6 periods, scenario_overrides), so its runs, and the heuristics beside them, are judged on the scenario the
+# runs saved (RUN/scenario.yaml: the same paths and costs).
 set -euo pipefail
 seeds=${SEEDS:-0 1 2}
 link_clones() {  # each run's cloned start under a name of its own, for restock eval
@@ -27,10 +30,11 @@ case ${1:-} in
     link_clones "${runs[@]}"
     pols="s_S,base_stock"
     for r in "${runs[@]}"; do pols="$pols,out/pp_clones/$(basename "$r")__cloned,$r"; done
-    restock eval default --policies "$pols" --params out/params/default.json --episodes 200 --seed 9001 \
-      --baseline s_S --out out/eval/pp_default
+    # the first run's scenario for all (a run on another action grid is refused by restock eval, naming the field)
+    restock eval "${runs[0]}/scenario.yaml" --policies "$pols" --params out/params/default.json --episodes 200 \
+      --seed 9001 --baseline s_S --out out/eval/pp_default
     for r in "${runs[@]}"; do
-      restock eval default --policies "out/pp_clones/$(basename "$r")__cloned,$r" --episodes 200 --seed 9001 \
+      restock eval "$r/scenario.yaml" --policies "out/pp_clones/$(basename "$r")__cloned,$r" --episodes 200 --seed 9001 \
         --params out/params/default.json --out "out/eval/pp_default_added_$(basename "$r")"
     done
     python docs/results/pair_ppo_table.py out/eval/pp_default out/eval/pp_default_added_* ;;

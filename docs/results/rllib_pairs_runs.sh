@@ -9,6 +9,9 @@
 # Runs land in runs/rllib_pairs (joint), runs/rllib_pairs_store (store only) and runs/rllib_pairs_dc (DC only).
 # The wide store grid (default_wide_rllib_pairs*.yaml: 31 levels to 12 periods of cover) has its own
 # heuristics report and table: train "wide:0 widejoint:0" | eval-heuristics-wide | eval | table-wide.
+# Since 2026-12-05 `default` ships the wide store grid; the narrow-grid experiment files pin the former grid
+# (16 levels to 6 periods) through scenario_overrides, so every run is judged on the scenario it saved
+# (RUN/scenario.yaml), and each heuristics report on a run's scenario of the matching grid (same paths).
 set -euo pipefail
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=1
 link_clones() {  # each run's cloned start under a name of its own, for restock eval
@@ -36,11 +39,14 @@ case ${1:-} in
       restock train default --trainer rllib --config configs/experiments/$cfg.yaml --seed "$s" --out "$out"
       echo "=== done $cfg seed $s $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)"
     done ;;
-  eval-heuristics)  # the tuned joint heuristics on the 200 held-out paths (seed 9001)
-    restock eval default --policies s_S,base_stock,echelon_base_stock,capped_base_stock,r_Q \
+  eval-heuristics)  # the tuned joint heuristics on the 200 held-out paths (seed 9001), on the narrow grid
+    # (the scenario a narrow-grid run saved: default's former store grid, same paths, same costs)
+    n=$(ls -d runs/rllib_pairs/default__* runs/rllib_pairs_store/default__* runs/rllib_pairs_dc/default__* 2>/dev/null | head -1 || true)  # ls fails when a folder is missing
+    [ -n "$n" ] || { echo "no narrow-grid run yet: train joint:0 first (its scenario.yaml is the narrow grid)" >&2; exit 2; }
+    restock eval "$n/scenario.yaml" --policies s_S,base_stock,echelon_base_stock,capped_base_stock,r_Q \
       --params out/params/default.json --episodes 200 --seed 9001 --baseline s_S --out out/eval/rp_default_heur ;;
   eval-heuristics-wide)  # the same on the wide store grid (the scenario a wide run saved; same paths, same costs)
-    w=$(ls -d runs/rllib_pairs_wide/default__* runs/rllib_pairs_wide_joint/default__* 2>/dev/null | head -1)
+    w=$(ls -d runs/rllib_pairs_wide/default__* runs/rllib_pairs_wide_joint/default__* 2>/dev/null | head -1 || true)  # ls fails when a folder is missing
     [ -n "$w" ] || { echo "no wide run yet: train wide:0 first (its scenario.yaml is the wide grid)" >&2; exit 2; }
     restock eval "$w/scenario.yaml" --policies s_S,base_stock,echelon_base_stock,capped_base_stock,r_Q \
       --params out/params/default.json --episodes 200 --seed 9001 --baseline s_S --out out/eval/rpw_default_heur ;;
@@ -50,9 +56,10 @@ case ${1:-} in
     link_clones "${runs[@]}"
     for r in "${runs[@]}"; do
       [ -d "$r" ] || continue
-      case $r in  # a wide-grid run is judged on the scenario it saved (default's paths and dynamics)
-        *rllib_pairs_wide*) scen="$r/scenario.yaml"; o="out/eval/rpw_default_run_$(basename "$r")" ;;
-        *) scen=default; o="out/eval/rp_default_run_$(basename "$r")" ;;
+      scen="$r/scenario.yaml"  # every run is judged on the scenario it saved (its grid; default's paths)
+      case $r in
+        *rllib_pairs_wide*) o="out/eval/rpw_default_run_$(basename "$r")" ;;
+        *) o="out/eval/rp_default_run_$(basename "$r")" ;;
       esac
       [ -f "$o/per_episode.csv" ] && continue  # evaluated already
       restock eval "$scen" --policies "out/rp_clones/$(basename "$r")__cloned,$r" --episodes 200 --seed 9001 \
