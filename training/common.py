@@ -97,8 +97,20 @@ def prepare_baseline(
             data = load_params(exp.baseline_params)
             if data.get("scenario") != compiled.config.name:
                 log(f"note: baseline parameters were tuned on {data.get('scenario')!r}")
-        if data and name in data.get("policies", {}):
-            knobs = data["policies"][name]["knobs"]
+        entry = exp.baseline_entry or name
+        if exp.baseline_entry and not (data and entry in data.get("policies", {})):
+            raise ValueError(
+                f"baseline_entry: {entry!r} is not in the baseline parameter file {exp.baseline_params} "
+                f"(make it with `restock tune {compiled.config.name} --policy {name} --per-sku --out FILE`)"
+            )
+        if data and entry in data.get("policies", {}):
+            of = data["policies"][entry].get("policy", entry)
+            if of != name:
+                raise ValueError(
+                    f"baseline_entry: {entry!r} in {exp.baseline_params} holds knobs of {of!r}, "
+                    f"not of the baseline {name!r}"
+                )
+            knobs = data["policies"][entry]["knobs"]
         else:
             log(f"tuning the {name} baseline on {compiled.config.name} (quick: 8 paths, 2 rounds)...")
             res = tune(compiled, name, episodes=8, rounds=2, eval_episodes=8, shield=shield_factory)

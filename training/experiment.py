@@ -114,6 +114,9 @@ class ExperimentConfig(Strict):
         "base_stock", "capped_base_stock", "echelon_base_stock", "s_S", "r_Q", "base_stock_cutoff", "zero"
     ] = "base_stock"
     baseline_params: str | None = None  # parameter file; tuned quickly at start when missing
+    # the entry of baseline_params to read, when not the baseline's name: a tuned variant of the baseline,
+    # e.g. s_S_per_sku from `restock tune --per-sku` (its "policy" must be the baseline)
+    baseline_entry: str | None = None
     checkpoint_every: PositiveInt = 20_000  # env steps
     # checkpoint folders kept (checkpoints/<env steps>/, sb3 and rllib), oldest deleted first after
     # latest.json moves on; the one it names is always kept. null or 0: keep all

@@ -96,11 +96,12 @@ def main() -> None:
     if a.policy not in params["policies"]:
         raise SystemExit(f"--policy: {a.policy!r} is not in {a.params} ({', '.join(params['policies'])})")
     knobs = params["policies"][a.policy].get("knobs", {})
+    cls = params["policies"][a.policy].get("policy", a.policy)  # a tuned variant (s_S_per_sku): its heuristic
     H = compiled.horizon
-    base, _ = run(compiled, a.policy, knobs, a.episodes, a.seed, [])
+    base, _ = run(compiled, cls, knobs, a.episodes, a.seed, [])
     print(f"{a.policy} as it is: {base.mean() / H:,.1f} per period ({a.episodes} paths, seed {a.seed})")
     for roles in (["dc"], ["store"], ["store", "dc"]):
-        tot, cut = run(compiled, a.policy, knobs, a.episodes, a.seed, roles)
+        tot, cut = run(compiled, cls, knobs, a.episodes, a.seed, roles)
         d = (tot - base) / base
         hw = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
         extra = f"; store orders cut by > 20%: {cut:.1%}" if cut is not None else ""

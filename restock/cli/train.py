@@ -150,7 +150,7 @@ def train(
     if params and "{scenario}" in str(params):
         params = str(params).replace("{scenario}", c.config.name)
     console.print(
-        f"evaluate: restock eval {scenario} --policies {exp.baseline},{run_dir}"
+        f"evaluate: restock eval {scenario} --policies {exp.baseline_entry or exp.baseline},{run_dir}"
         + (f" --params {params}" if params else "")
     )
     console.print(f"tensorboard --logdir {out}")
