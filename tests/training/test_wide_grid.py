@@ -22,7 +22,13 @@ from restock.training.experiment import load_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "configs" / "experiments"
-WIDE = ["default_wide_rllib_pairs.yaml", "default_wide_rllib_pairs_joint.yaml", "default_wide_pair_ppo.yaml"]
+WIDE = [  # on `default`'s own grid, with the wide grid's overrides (no-ops now)
+    "default_wide_rllib_pairs.yaml",
+    "default_wide_rllib_pairs_joint.yaml",
+    "default_wide_pair_ppo.yaml",
+    "default_persku_rllib_pairs.yaml",
+    "default_persku_rllib_pairs_joint.yaml",
+]
 PINNED = [  # documented results on the former 16-level grid (docs/results/*.md, README.md)
     "default.yaml",
     "default_pair_ppo.yaml",
